@@ -1,0 +1,249 @@
+"""The recipe's curation: one raw or curated record -> an `Item`, or a reason it was dropped.
+
+Also the corpus-level steps: de-duplication, price-balanced sampling and the deterministic
+train / validation / test split. The token cut is not here: it needs the tokenizer of the model
+being trained (each family tokenizes differently), so the prompt builder does it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+
+from pricer.items import Item
+
+MIN_PRICE = 0.50
+MAX_PRICE = 999.49
+# The recipe checks the raw contents (description + features + details, title excluded).
+MIN_CHARS = 300
+# ...and then cuts them to 7 characters per token of its 160-token budget before scrubbing.
+CEILING_CHARS = 160 * 7
+# A curated text was already cut to ~160 tokens after that check, so 300 characters would drop
+# good items (6 of the shared sample); this only catches empty or truncated records.
+MIN_CURATED_CHARS = 100
+
+SPLITS = ("train", "validation", "test")
+VALIDATION_FRACTION = 0.1
+TEST_FRACTION = 0.1
+
+# Boilerplate the recipe strips from the JSON of `details` before scrubbing (order matters:
+# "Number of" before "Number", the battery pairs before ":").
+REMOVALS = (
+    '"Batteries Included?": "No"', '"Batteries Included?": "Yes"',
+    '"Batteries Required?": "No"', '"Batteries Required?": "Yes"',
+    "By Manufacturer", "Item", "Date First", "Package", ":", "Number of",
+    "Best Sellers", "Number", "Product ",
+)
+_PUNCT_AND_SPACE = re.compile(r'[:\[\]"{}【】\s]+')
+_SOURCE_PRICE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
+
+# Drop reasons, counted by the readers and `build`; never fatal.
+EMPTY_LINE = "empty_line"
+BAD_JSON = "bad_json"
+NOT_AN_OBJECT = "not_an_object"
+NO_TITLE = "no_title"
+NO_PRICE = "no_price"
+BAD_PRICE = "bad_price"
+PRICE_OUT_OF_RANGE = "price_out_of_range"
+TOO_SHORT = "too_short"
+DUPLICATE = "duplicate"
+OVER_BUCKET_CAP = "over_bucket_cap"
+
+
+class Dropped(ValueError):
+    """A record that curation rejects; `reason` is one of the drop-reason names above."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def parse_source_price(value: object) -> float:
+    """A source record's price: a number, or a string like ``"$1,234.50"``.
+
+    Raises:
+        Dropped: ``no_price`` for null / "" / "None", ``bad_price`` for anything else unparsable,
+            ``price_out_of_range`` outside [MIN_PRICE, MAX_PRICE].
+    """
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
+        raise Dropped(NO_PRICE)
+    if isinstance(value, bool):
+        raise Dropped(BAD_PRICE, repr(value))
+    if isinstance(value, (int, float)):
+        price = float(value)
+    elif isinstance(value, str):
+        number = value.strip().removeprefix("$").strip()
+        if not _SOURCE_PRICE.fullmatch(number):
+            raise Dropped(BAD_PRICE, repr(value))
+        price = float(number.replace(",", ""))
+    else:
+        raise Dropped(BAD_PRICE, repr(value))
+    if not MIN_PRICE <= price <= MAX_PRICE:  # also False for NaN
+        raise Dropped(PRICE_OUT_OF_RANGE, str(price))
+    return price
+
+
+def scrub_details(details: str) -> str:
+    """Remove the recipe's boilerplate phrases from the details JSON string."""
+    for phrase in REMOVALS:
+        details = details.replace(phrase, "")
+    return details
+
+
+def scrub(text: str) -> str:
+    """The recipe's scrub: odd characters and punctuation runs to one space, part numbers dropped.
+
+    Part numbers are words of 7+ characters that contain a digit: they carry no price signal and
+    cost many tokens (the tokenizers spend one token per digit).
+    """
+    # Control, private-use and replacement characters come from bad encodings in the source.
+    text = "".join(" " if unicodedata.category(c) in ("Cc", "Co", "Cs") or c == "\ufffd" else c
+                   for c in text)
+    text = _PUNCT_AND_SPACE.sub(" ", text).strip()
+    text = text.replace(" ,", ",").replace(",,,", ",").replace(",,", ",")
+    words = text.split(" ")
+    return " ".join(w for w in words if len(w) < 7 or not any(c.isdigit() for c in w))
+
+
+def category_name(main_category: str) -> str:
+    """``"Tools & Home Improvement"`` -> ``"Tools_and_Home_Improvement"`` (the file-name style)."""
+    return re.sub(r"\s+", "_", main_category.strip().replace("&", "and"))
+
+
+def _strings(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None and str(v).strip()]
+    return [str(value)]
+
+
+def _details_json(details: object) -> str:
+    if details is None or details == "" or details == {}:
+        return ""
+    if isinstance(details, str):
+        return details
+    return json.dumps(details, ensure_ascii=False)
+
+
+def _title(record: dict) -> str:
+    title = record.get("title")
+    if not isinstance(title, str) or not title.strip():
+        raise Dropped(NO_TITLE)
+    return title.strip()
+
+
+def item_from_raw(record: dict, category: str | None = None) -> Item:
+    """Curate one raw Amazon Reviews 2023 metadata record the way the recipe does.
+
+    Args:
+        record: ``title``, ``features`` (list), ``description`` (list), ``details`` (dict or
+            JSON string), ``price`` (float, string or null), ``main_category``.
+        category: the category folder the record came from (``meta_<Category>.jsonl``); when
+            None, ``main_category`` in file-name style.
+    """
+    title = _title(record)
+    price = parse_source_price(record.get("price"))
+    details = _details_json(record.get("details"))
+    contents = "\n".join(_strings(record.get("description")))
+    if contents:
+        contents += "\n"
+    features = "\n".join(_strings(record.get("features")))
+    if features:
+        contents += features + "\n"
+    if details:
+        contents += scrub_details(details) + "\n"
+    if len(contents) < MIN_CHARS:
+        raise Dropped(TOO_SHORT, f"{len(contents)} characters")
+    text = f"{scrub(title)}\n{scrub(contents[:CEILING_CHARS])}"
+    if category is None:
+        main = record.get("main_category")
+        category = category_name(main) if isinstance(main, str) and main.strip() else "Unknown"
+    return Item(title=title, category=category, price=price, text=text, details=details)
+
+
+def item_from_curated(record: dict) -> Item:
+    """Accept one curated record ``{title, category, price, text, details}``; the text is kept as is."""
+    title = _title(record)
+    price = parse_source_price(record.get("price"))
+    text = record.get("text")
+    if not isinstance(text, str) or len(text.strip()) < MIN_CURATED_CHARS:
+        raise Dropped(TOO_SHORT, f"{len(text) if isinstance(text, str) else 0} characters")
+    category = record.get("category")
+    category = category.strip() if isinstance(category, str) and category.strip() else "Unknown"
+    return Item(title=title, category=category, price=price, text=text,
+                details=_details_json(record.get("details")))
+
+
+def is_curated(record: dict) -> bool:
+    """Curated records carry the finished ``text``; raw metadata carries features/description."""
+    return "text" in record and "features" not in record and "description" not in record
+
+
+def dedupe(items: Iterable[Item], drops: Counter) -> Iterator[Item]:
+    """Keep the first item of each title (case-insensitive) and of each text; count the rest.
+
+    Identical texts under different titles would otherwise leak between the splits.
+    """
+    seen_titles: set[str] = set()
+    seen_texts: set[str] = set()
+    for item in items:
+        key = item.title.casefold()
+        if key in seen_titles or item.text in seen_texts:
+            drops[DUPLICATE] += 1
+            continue
+        seen_titles.add(key)
+        seen_texts.add(item.text)
+        yield item
+
+
+def balance(items: list[Item], cap: int, seed: int, drops: Counter) -> list[Item]:
+    """Price-balanced sampling: at most `cap` items per whole-dollar bucket, chosen with `seed`.
+
+    Cheap items dominate any catalogue; capping each dollar bucket flattens the price
+    distribution so a model can't score well by always guessing the cheap mode.
+    """
+    if cap < 1:
+        raise ValueError(f"balance cap must be >= 1 (got {cap})")
+    buckets: dict[int, list[Item]] = defaultdict(list)
+    for item in items:
+        buckets[round(item.price)].append(item)
+    rng = random.Random(seed)
+    kept: list[Item] = []
+    for dollars in sorted(buckets):
+        bucket = buckets[dollars]
+        if len(bucket) > cap:
+            drops[OVER_BUCKET_CAP] += len(bucket) - cap
+            bucket = rng.sample(bucket, cap)
+        kept.extend(bucket)
+    return kept
+
+
+def split_of(title: str, seed: int = 42) -> str:
+    """The split a title belongs to: a hash of (seed, title), so the same product lands in the
+    same split on every run and from every source that carries it."""
+    digest = hashlib.blake2b(f"{seed}\0{title.casefold()}".encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    if u < TEST_FRACTION:
+        return "test"
+    if u < TEST_FRACTION + VALIDATION_FRACTION:
+        return "validation"
+    return "train"
+
+
+def split_items(items: Iterable[Item], seed: int = 42) -> dict[str, list[Item]]:
+    """Items by split, each split shuffled with `seed` so that no prefix is one category."""
+    splits: dict[str, list[Item]] = {name: [] for name in SPLITS}
+    for item in items:
+        splits[split_of(item.title, seed)].append(item)
+    rng = random.Random(seed)
+    for name in SPLITS:
+        rng.shuffle(splits[name])
+    return splits

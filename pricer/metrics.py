@@ -1,0 +1,164 @@
+"""How every prediction is judged: the price parser for model output, `score`, the scatter chart.
+
+The recipe's yardsticks: average absolute error in dollars, RMSLE, and the hit rate (error under
+$40 or under 20 % of the true price). Its chart colours a second, middle band (under $80 or
+under 40 %, but not a hit); `band_rate` is the share of predictions in that band alone, so
+hit_rate + band_rate + the share of misses-by-far add to 1.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HIT_DOLLARS, HIT_FRACTION = 40.0, 0.20
+BAND_DOLLARS, BAND_FRACTION = 80.0, 0.40
+
+# "1,234.50" (commas only between thousands), "12", "12.", ".5"; a sign is ignored on purpose:
+# "$-12" from a model is a dash, not a negative price.
+_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
+
+
+def parse_price(text: str | None) -> float | None:
+    """The first price in a model's output, e.g. ``" $1,234.50"`` -> 1234.5; None when there is
+    none (a miss, never an exception)."""
+    if not isinstance(text, str):
+        return None
+    match = _NUMBER.search(text)
+    if not match:
+        return None
+    value = float(match.group().replace(",", ""))
+    return value if math.isfinite(value) else None
+
+
+def band(truth: float, pred: float) -> str:
+    """``"hit"``, ``"near"`` (the recipe's middle band) or ``"far"``."""
+    error = abs(pred - truth)
+    relative = error / truth if truth > 0 else math.inf
+    if error < HIT_DOLLARS or relative < HIT_FRACTION:
+        return "hit"
+    if error < BAND_DOLLARS or relative < BAND_FRACTION:
+        return "near"
+    return "far"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Scores of one set of predictions.
+
+    Args:
+        mae: mean absolute error in dollars.
+        rmsle: root mean squared log error, ``log1p`` of prices (negatives clipped to 0).
+        hit_rate: share with error < $40 or < 20 % of the true price, in [0, 1].
+        band_rate: share in the middle band only (< $80 or < 40 %, not a hit), in [0, 1].
+        n: items scored, misses included.
+        misses: predictions that could not be parsed (scored as $0).
+        per_category: category -> the same keys as `to_dict` without ``per_category``.
+    """
+
+    mae: float
+    rmsle: float
+    hit_rate: float
+    band_rate: float
+    n: int
+    misses: int = 0
+    per_category: dict[str, dict] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"Metrics: n must be >= 1 (got {self.n})")
+        if not 0 <= self.misses <= self.n:
+            raise ValueError(f"Metrics: misses must be in [0, n={self.n}] (got {self.misses})")
+        for name in ("hit_rate", "band_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Metrics: {name} must be in [0, 1] (got {getattr(self, name)})")
+        if self.hit_rate + self.band_rate > 1.0 + 1e-9:
+            raise ValueError("Metrics: hit_rate + band_rate must be <= 1")
+        if self.mae < 0 or self.rmsle < 0:
+            raise ValueError("Metrics: mae and rmsle must be >= 0")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _plain(truths: Sequence[float], preds: Sequence[float | None]) -> Metrics:
+    n = len(truths)
+    values = [0.0 if p is None else float(p) for p in preds]
+    errors = [abs(p - t) for t, p in zip(truths, values, strict=True)]
+    squared_logs = [(math.log1p(max(p, 0.0)) - math.log1p(max(t, 0.0))) ** 2
+                    for t, p in zip(truths, values, strict=True)]
+    bands = [band(t, p) for t, p in zip(truths, values, strict=True)]
+    return Metrics(mae=sum(errors) / n, rmsle=math.sqrt(sum(squared_logs) / n),
+                   hit_rate=bands.count("hit") / n, band_rate=bands.count("near") / n, n=n,
+                   misses=sum(p is None for p in preds))
+
+
+def score(truths: Sequence[float], preds: Sequence[float | None],
+          categories: Sequence[str] | None = None) -> Metrics:
+    """Score predictions against true prices; a None prediction is a miss, scored as $0.
+
+    Args:
+        categories: one per item; fills `Metrics.per_category` when given.
+
+    Raises:
+        ValueError: empty input or lengths that differ (a caller's bug).
+    """
+    if len(truths) != len(preds) or (categories is not None and len(categories) != len(truths)):
+        raise ValueError(f"score: {len(truths)} truths, {len(preds)} predictions"
+                         + (f", {len(categories)} categories" if categories is not None else ""))
+    if len(truths) == 0:
+        raise ValueError("score: nothing to score")
+    overall = _plain(truths, preds)
+    if categories is None:
+        return overall
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, category in enumerate(categories):
+        groups[category].append(i)
+    per_category = {}
+    for category in sorted(groups):
+        part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
+        per_category[category] = {k: v for k, v in part.to_dict().items() if k != "per_category"}
+    return Metrics(**{**overall.to_dict(), "per_category": per_category})
+
+
+BAND_COLOURS = {"hit": "tab:green", "near": "tab:orange", "far": "tab:red"}
+
+
+def scatter_chart(truths: Sequence[float], preds: Sequence[float | None], path: Path,
+                  title: str = "") -> Path:
+    """True vs predicted price as a PNG, each point coloured by its band, with the y = x line.
+
+    Misses are drawn at $0. Raises ValueError for empty or unequal inputs. Uses matplotlib's Agg canvas directly (no pyplot, no display).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    m = score(truths, preds)
+    values = [0.0 if p is None else float(p) for p in preds]
+    bands = [band(t, p) for t, p in zip(truths, values, strict=True)]
+    fig = Figure(figsize=(7, 6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = max([*truths, *values, 1.0])
+    ax.plot([0, top], [0, top], color="tab:blue", linewidth=1, label="y = x")
+    for name, colour in BAND_COLOURS.items():
+        xs = [t for t, b in zip(truths, bands, strict=True) if b == name]
+        ys = [p for p, b in zip(values, bands, strict=True) if b == name]
+        if xs:
+            ax.scatter(xs, ys, s=8, color=colour, alpha=0.7, label=f"{name} ({len(xs)})")
+    ax.set_xlim(0, top * 1.02)
+    ax.set_ylim(0, top * 1.02)
+    ax.set_xlabel("true price ($)")
+    ax.set_ylabel("predicted price ($)")
+    subtitle = f"MAE ${m.mae:,.2f}  RMSLE {m.rmsle:.2f}  hits {m.hit_rate:.1%}"
+    ax.set_title(f"{title}\n{subtitle}" if title else subtitle)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
