@@ -114,7 +114,9 @@ def _save(data: DatasetDict, out: Path, progress: bool) -> None:
     if quiet:
         disable_progress_bars()
     try:
-        data.save_to_disk(str(out))
+        # One shard per split even when empty: datasets saves an empty split as zero shards,
+        # which load_from_disk then fails to read.
+        data.save_to_disk(str(out), num_shards={name: 1 for name, split in data.items() if len(split) == 0})
     finally:
         if quiet:
             enable_progress_bars()

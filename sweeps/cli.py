@@ -18,11 +18,46 @@ from pricer.errors import PricerError
 # --- data and baselines (pricer) --------------------------------------------------------------
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    raise NotImplementedError("data build")
+    from rich.console import Console
+    from rich.table import Table
+
+    from pricer.dataset import build
+
+    report = build(args.source, args.out, limit=args.limit, seed=args.seed, balance=args.balance)
+    table = Table(title=f"{report.kept:,} items from {report.lines:,} lines -> {report.out}")
+    for column in ("split", "n", "min $", "median $", "mean $", "max $"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for name, s in report.splits.items():
+        table.add_row(name, f"{s.n:,}", f"{s.min:,.2f}", f"{s.median:,.2f}", f"{s.mean:,.2f}", f"{s.max:,.2f}")
+    console = Console()
+    console.print(table)
+    dropped = ", ".join(f"{reason} {n:,}" for reason, n in report.dropped.items()) or "none"
+    console.print(f"dropped: {dropped}")
+    console.print("categories: " + ", ".join(f"{c} {n:,}" for c, n in report.categories.items()))
+    return 0
 
 
 def cmd_baselines(args: argparse.Namespace) -> int:
-    raise NotImplementedError("baselines")
+    from pricer.baselines import run_baselines
+    from pricer.dataset import load_items, load_splits
+
+    splits = load_splits(args.data)
+    test_items = load_items(args.test) if args.test else None
+    results = run_baselines(splits, test_items)
+    if args.json:
+        _print_json([{"name": name, "mae": m.mae, "rmsle": m.rmsle, "hit_rate": m.hit_rate, "n": m.n}
+                     for name, m in results])
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"baselines: fitted on {len(splits['train']):,} train items")
+    for column in ("name", "$ error", "RMSLE", "hits %", "n"):
+        table.add_column(column, justify="left" if column == "name" else "right")
+    for name, m in results:
+        table.add_row(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}")
+    Console().print(table)
+    return 0
 
 
 # --- one trial (pricer) -----------------------------------------------------------------------
