@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,20 @@ def category_of(source: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What opening or streaming a source may raise: I/O, decoding, a missing fsspec backend, and
+    the HTTP client of huggingface_hub (httpx or its fork httpx2; neither is an OSError).
+
+    Evaluated when an exception is being matched, so the HTTP client is imported by then if used.
+    """
+    errors: list[type[BaseException]] = [OSError, ValueError, ImportError]
+    for name in ("httpx", "httpx2"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "HTTPError", None), type):
+            errors.append(module.HTTPError)
+    return tuple(errors)
+
+
 def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool = False) -> Iterator[str]:
     """The source's lines (at most `limit`), without line endings.
 
@@ -68,7 +83,7 @@ def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool =
                 yield line.rstrip("\r\n")
                 if limit is not None and n >= limit:
                     break
-    except (OSError, ValueError, ImportError) as exc:
+    except _read_errors() as exc:
         raise DataError(f"{source}: can't read ({type(exc).__name__}: {exc})") from exc
 
 

@@ -80,3 +80,9 @@ def test_curated_and_raw_lines_mix_and_bad_bytes_are_not_fatal(tmp_path: Path, s
     items = list(read_items(source, drops=drops))
     assert [i.category for i in items] == ["Appliances", "Appliances"]
     assert "bo ils" in items[1].text and drops == {"empty_line": 1}
+
+
+def test_an_unreachable_url_is_a_data_error_naming_it():
+    url = "https://pricer.invalid/meta_Appliances.jsonl"  # .invalid never resolves (RFC 2606)
+    with pytest.raises(DataError, match="pricer.invalid"):
+        list(read_items(url, limit=10))
