@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,7 +144,7 @@ def build(source: str | Path, out: Path | None, *, limit: int | None = None, see
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is not a folder; choose another --out")
     _save(_to_dataset_dict(splits), out, progress)
-    report = BuildReport(**{**report.__dict__, "out": str(out)})
+    report = replace(report, out=str(out))
     (out / SUMMARY_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
 
@@ -155,6 +155,9 @@ def _is_built(path: Path) -> bool:
 
 def load_splits(path: str | Path, seed: int = 42) -> DatasetDict:
     """A built folder as saved by `build`, or a jsonl curated and split on the fly (same split).
+
+    Args:
+        seed: the split of a jsonl; a built folder keeps the seed it was built with.
 
     Raises:
         DataError: the path is neither a built folder nor a readable jsonl.
