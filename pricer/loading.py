@@ -1,0 +1,99 @@
+"""Loading a catalog model for LoRA: bitsandbytes nf4 (or plain bf16), its tokenizer set up for
+batched prompts, and the CPU gradient trap defused."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pricer.catalog import ModelSpec, materialize
+from pricer.errors import ModelUnavailable, SpecError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+QUANTIZATIONS = ("nf4", "none")
+
+
+def pick_device() -> torch.device:
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
+    """bf16 wherever it runs natively (on CPU it is the fastest dtype too); fp32 on older GPUs."""
+    import torch
+
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return torch.bfloat16
+
+
+def load_tokenizer(spec: ModelSpec, folder=None) -> PreTrainedTokenizerBase:
+    """The model's tokenizer with the entry's pad token, padding side and chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder or materialize(spec))
+    if spec.pad_token:
+        if spec.pad_token not in tokenizer.get_vocab():
+            raise SpecError(f"model {spec.name}: pad_token {spec.pad_token!r} is not in its tokenizer's "
+                            "vocabulary; set pad_token to one of its special tokens")
+        tokenizer.pad_token = spec.pad_token
+    elif tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = spec.padding_side
+    if spec.chat_template:
+        tokenizer.chat_template = spec.chat_template
+    if spec.chat and not tokenizer.chat_template:
+        raise SpecError(f"model {spec.name}: variant is instruct but its tokenizer has no chat template; "
+                        "set the entry's chat_template or use variant: base")
+    return tokenizer
+
+
+def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.device | None = None,
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The frozen base model (nf4 + double quant, or bf16 for ``quantization="none"``) and tokenizer.
+
+    Args:
+        device: defaults to CUDA when present, else CPU.
+    """
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if quantization not in QUANTIZATIONS:
+        raise SpecError(f"quantization must be one of {QUANTIZATIONS} (got {quantization!r})")
+    folder = materialize(spec)
+    tokenizer = load_tokenizer(spec, folder)
+    device = device or pick_device()
+    dtype = compute_dtype(device)
+    quantization_config = None
+    if quantization == "nf4":
+        quantization_config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, attn_implementation=spec.attn_implementation,
+            quantization_config=quantization_config, device_map={"": device})
+    except OSError as exc:
+        raise ModelUnavailable(f"{spec.name}: weights not loadable from {folder}: {exc}") from None
+    disable_cpu_repack(model)
+    model.requires_grad_(False)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def disable_cpu_repack(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for AVX512-bf16 on an eval-mode forward.
+
+    The repacked weights silently break the LoRA backward: every later training step gets no
+    gradients (all ``.grad`` None, no error). Returns how many layers were switched.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
