@@ -1,0 +1,280 @@
+"""Where a study's runs are recorded: a small `Tracker` protocol and its MLflow implementation.
+
+Layout in MLflow: one experiment per study; one parent run per study (tag ``pricer.role=study``,
+found again on resume); a nested run per trial (``pricer.role=trial``) and one run per baseline
+(``pricer.role=baseline``), both children of the parent. Runs are addressed by explicit ids
+through `MlflowClient`, never the fluent API, so an exported ``MLFLOW_RUN_ID`` can't capture them.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from pricer.errors import SpecError
+
+ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
+PARENT = "mlflow.parentRunId"
+
+
+class Tracker(Protocol):
+    """What a study records; MLflow is one backend (a W&B or TensorBoard one would plug in)."""
+
+    def start_run(self, name: str, *, parent_id: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> str: ...
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts of a local ``sqlite:///`` store go in ``artifacts/`` beside the database (not
+    ./mlruns of whichever folder a worker started in); a server decides for itself."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return (db.parent.resolve() / "artifacts").as_uri()
+
+
+def run_environment() -> dict[str, str]:
+    """Host and git commit, as MLflow's UI shows them."""
+    tags = {"host": socket.gethostname()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an installed wheel): nothing to record
+    return tags
+
+
+class MlflowTracker:
+    """`Tracker` on an MLflow tracking store (``sqlite:///...``, ``postgresql://...``, ``http://``).
+
+    Args:
+        tracking_uri: the store.
+        experiment: the experiment name (the study's name).
+        create: create the experiment if missing; else a missing one is a SpecError (readers
+            such as the leaderboard must not leave empty experiments behind).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        self.tracking_uri = tracking_uri
+        if not create and tracking_uri.startswith("sqlite:///"):
+            if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+                raise SpecError(f"study {experiment!r}: no MLflow store at {tracking_uri}; launch it first, "
+                                "or pass the --tracking-uri it was launched with")
+        root = artifact_root(tracking_uri) if create else None
+        self.client = MlflowClient(tracking_uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None and not create:
+                raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
+                                "first, or pass the --tracking-uri it was launched with")
+            if found is not None and found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            if found is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=root)
+                except MlflowException:  # another worker created it first
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+            if found is not None:
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise SpecError(f"tracking_uri {tracking_uri}: can't open the MLflow store ({exc.message})") from exc
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def start_run(self, name: str, *, parent_id: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {**run_environment(), **(tags or {})}
+        if parent_id is not None:
+            all_tags[PARENT] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    # -- MLflow-specific ---------------------------------------------------------------------
+
+    def log_json(self, run_id: str, obj: object, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+            self.log_artifact(run_id, path)
+
+    def study_run(self, study: str, tags: Mapping[str, str]) -> tuple[str, bool]:
+        """The study's parent run, created on first use; returns (run_id, created).
+
+        Two workers starting together may both create one: the oldest wins and the other
+        deletes its own, so every trial ends up under one parent.
+        """
+        found = self.study_runs(study)
+        if found:
+            self.client.update_run(found[0], status="RUNNING")
+            return found[0], False
+        mine = self.start_run(study, tags={ROLE: "study", STUDY: study, **tags})
+        oldest = self.study_runs(study)[0]
+        if oldest != mine:
+            self.client.delete_run(mine)
+            return oldest, False
+        return mine, True
+
+    def study_runs(self, study: str) -> list[str]:
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study}'",
+                                       order_by=["attributes.start_time ASC"])
+        return [r.info.run_id for r in runs]
+
+    def runs(self, role: str) -> list:
+        """Every run of a role (``trial``, ``baseline``) in this experiment, as MLflow `Run`s."""
+        from mlflow.store.entities import PagedList
+
+        out, token = [], None
+        while True:
+            page: PagedList = self.client.search_runs([self.experiment_id],
+                                                      filter_string=f"tags.`{ROLE}` = '{role}'",
+                                                      max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    return text[:6000]  # MLflow's limit on a param value
+
+
+# -- what a study records ----------------------------------------------------------------------
+
+def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
+    values = metrics.to_dict()
+    return {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
+
+
+def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float) -> None:
+    """A finished (or pruned) trial's `pricer.train.Result`: curves, final metrics, costs, and
+    the artifacts export and a reader need (adapter, predictions CSV, scatter chart)."""
+    import csv
+
+    from pricer.metrics import scatter_chart
+
+    for step, loss in result.train_losses:
+        tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
+    final = {**_metrics("val", result.val_metrics), "wall_s": result.wall_s, "minutes": result.wall_s / 60,
+             "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": result.peak_mem_gib,
+             "steps": result.steps, "gpu_hours": gpu_hours}
+    if result.test_metrics is not None:
+        final.update(_metrics("test", result.test_metrics))
+    tracker.log_metrics(run_id, final, step=result.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        result_path = Path(tmp) / "result.json"
+        summary = {k: v for k, v in result.to_dict().items() if k != "predictions"}
+        result_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tracker.log_artifact(run_id, result_path)
+        if result.predictions:
+            csv_path = Path(tmp) / "predictions.csv"
+            with csv_path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(result.predictions[0]))
+                writer.writeheader()
+                writer.writerows(result.predictions)
+            tracker.log_artifact(run_id, csv_path)
+            truths = [p["price"] for p in result.predictions]
+            preds = [p["predicted"] for p in result.predictions]
+            chart = scatter_chart(truths, preds, Path(tmp) / "scatter.png",
+                                  title=f"{result.config.model}: test predictions")
+            tracker.log_artifact(run_id, chart)
+    if result.adapter_dir is not None and Path(result.adapter_dir).is_dir():
+        tracker.log_artifact(run_id, Path(result.adapter_dir), "adapter")
+
+
+def log_baselines(tracker: Tracker, parent_id: str, val: list, test: list | None) -> None:
+    """`pricer.baselines.run_baselines` results as runs beside the trials (``pricer.role=baseline``).
+
+    Args:
+        val: (name, Metrics) on the validation items the trials are ranked on.
+        test: (name, Metrics) on the test items, or None.
+    """
+    test_by_name = dict(test or [])
+    for name, metrics in val:
+        run_id = tracker.start_run(f"baseline-{name}", parent_id=parent_id,
+                                   tags={ROLE: "baseline", "pricer.baseline": name, STATE: "COMPLETE",
+                                         "pricer.model": name, "pricer.variant": "baseline"})
+        values = _metrics("val", metrics)
+        if name in test_by_name:
+            values.update(_metrics("test", test_by_name[name]))
+        tracker.log_metrics(run_id, values)
+        tracker.end_run(run_id, "FINISHED")
+
+
+def log_study_plots(tracker: Tracker, run_id: str, study: Any) -> list[str]:
+    """Optuna's optimisation history and parameter importances as HTML on the parent run.
+
+    Returns:
+        The names of the plots written (importances need >= 2 finished trials that differ).
+    """
+    import optuna.visualization as vis
+
+    written = []
+    plots = {"optimization_history.html": vis.plot_optimization_history,
+             "param_importances.html": vis.plot_param_importances}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plot in plots.items():
+            try:
+                target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+                figure = plot(study, target=target) if target else plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue  # too few finished trials for this plot yet
+            path = Path(tmp) / name
+            figure.write_html(str(path), include_plotlyjs=True)
+            tracker.log_artifact(run_id, path, "optuna")
+            written.append(name)
+    return written
