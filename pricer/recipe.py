@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from pricer.errors import SpecError
 from pricer.prompts import Example
@@ -155,6 +155,7 @@ def train_reference(model, tokenizer, examples: Sequence[Example], config: Recip
     clock = _StepClock()
     trainer = Trainer(model=model, args=args, train_dataset=Dataset.from_list(rows(examples[:needed], config.max_tokens)),
                       data_collator=collator, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)  # it prints each log dict to stdout, under `bench --json`
     trainer.train()
     losses = tuple(h["loss"] for h in trainer.state.log_history if "loss" in h)
     return model, clock.stats(collator.seen, losses)
