@@ -62,16 +62,72 @@ def cmd_baselines(args: argparse.Namespace) -> int:
 
 # --- one trial (pricer) -----------------------------------------------------------------------
 
+_TRAIN_FLAGS = {"max_steps": "max_steps", "epochs": "epochs", "lora_r": "lora_r", "lora_alpha": "lora_alpha",
+                "lora_dropout": "lora_dropout", "target_modules": "target_modules", "lr": "learning_rate",
+                "lr_scheduler": "lr_scheduler", "batch_size": "batch_size", "grad_accum": "grad_accum",
+                "warmup_steps": "warmup_steps", "max_tokens": "max_tokens", "quantization": "quantization",
+                "seed": "seed", "eval_every": "eval_every", "eval_items": "eval_items",
+                "train_items": "train_items", "test_items": "test_items"}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("train")
+    from pricer.train import TrainConfig, train
+
+    values = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
+    result = train(TrainConfig.from_dict({"model": args.model, **values}), args.data, args.out)
+    _print_metrics_table(f"{args.model}: {result.steps} steps in {result.wall_s:.0f} s "
+                         f"({result.train_tokens_per_s:,.0f} train tokens/s) -> {result.adapter_dir}",
+                         {"validation": result.val_metrics, "test": result.test_metrics})
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("evaluate")
+    from pricer.dataset import load_items
+    from pricer.evaluate import EVAL_BATCH_SIZE, evaluate_items
+    from pricer.prompts import DEFAULT_MAX_TOKENS
+
+    items = load_items(args.items)[:args.limit]
+    if args.adapter:
+        from pricer.adapter import load_adapter
+
+        loaded = load_adapter(args.adapter)
+        model, tokenizer, spec, max_tokens = loaded.model, loaded.tokenizer, loaded.spec, loaded.max_tokens
+    else:
+        from pricer.catalog import resolve
+        from pricer.loading import load_model
+
+        spec = resolve(args.model)
+        model, tokenizer = load_model(spec, "nf4")
+        max_tokens = DEFAULT_MAX_TOKENS
+    evaluation = evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=max_tokens,
+                                batch_size=args.batch_size or EVAL_BATCH_SIZE, progress=True)
+    if args.json:
+        _print_json({**evaluation.metrics.to_dict(), "model": spec.name,
+                     "adapter": str(args.adapter) if args.adapter else None, "items": str(args.items)})
+        return 0
+    _print_metrics_table(f"{args.adapter or spec.name} on {args.items}", {"items": evaluation.metrics})
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    raise NotImplementedError("predict")
+    from pricer.adapter import predict
+
+    for price in predict(args.adapter, args.texts):
+        print("-" if price is None else f"{price:.2f}")
+    return 0
+
+
+def _print_metrics_table(title: str, rows: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("", "$ error", "RMSLE", "hits %", "n", "misses"):
+        table.add_column(column, justify="left" if not column else "right")
+    for name, m in rows.items():
+        if m is not None:
+            table.add_row(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}", f"{m.misses:,}")
+    Console().print(table)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -142,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--quantization", default=None, choices=["nf4", "none"])
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--lr-scheduler", default=None, choices=["linear", "cosine", "constant"])
+    p.add_argument("--eval-every", type=int, default=None, help="validation every N steps (0: at the end)")
+    p.add_argument("--eval-items", type=int, default=None, help="validation items per evaluation")
+    p.add_argument("--train-items", type=int, default=None, help="use at most N train items")
+    p.add_argument("--test-items", type=int, default=None, help="score at most N test items")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model or adapter on items")
