@@ -51,3 +51,33 @@ def pg_url() -> str:
     yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- the two PyPI tiny models and one short real fine-tune (trial) -------------------------------
+
+TINY_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict:
+    """Catalog entries of the two PyPI tiny models, their GGUF files converted once into the pricer
+    cache ($PRICER_CACHE or ~/.cache/pricer), so later sessions and every test reuse the folders."""
+    from pricer.catalog import CATALOG, materialize
+
+    for name in TINY_MODELS:
+        materialize(CATALOG[name])
+    return {name: CATALOG[name] for name in TINY_MODELS}
+
+
+@pytest.fixture(scope="session", params=TINY_MODELS)
+def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real 4-bit LoRA fine-tune of each tiny model, kept small: 8 train items seen 3 times
+    (batch 4, 6 steps, 96 tokens), validation every 3 steps, 8 test items. Returns (Result, reports)."""
+    from pricer.train import TrainConfig, train
+
+    config = TrainConfig(model=request.param, max_steps=6, batch_size=4, max_tokens=96, train_items=8,
+                         eval_every=3, eval_items=4, test_items=8, learning_rate=2e-3, warmup_steps=1)
+    reports: list = []
+    out = tmp_path_factory.mktemp("adapter") / request.param
+    result = train(config, built_data, out, report=lambda step, m: reports.append((step, m)), progress=False)
+    return result, reports
