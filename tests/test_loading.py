@@ -1,0 +1,159 @@
+"""Quantized loading: the six hub entries build the right model classes and settings (tiny random
+weights in each family's real architecture, since their weights can't be downloaded here), the
+price-only loss matches the full-vocabulary loss, and the CPU repack trap stays defused."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pricer.catalog import CATALOG
+from pricer.prompts import encode
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, head_dim=16)
+# model_type -> (class, the family's real architecture fields that differ from the defaults)
+FAMILIES = {
+    "llama": ("LlamaForCausalLM", dict(
+        hidden_act="silu", rms_norm_eps=1e-5, tie_word_embeddings=False, max_position_embeddings=131072,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
+    "gemma2": ("Gemma2ForCausalLM", dict(
+        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, sliding_window=4096,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True,
+        max_position_embeddings=8192)),
+    "qwen2": ("Qwen2ForCausalLM", dict(
+        hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False,
+        max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+}
+HUB_ENTRIES = ["llama-3.1-8b", "llama-3.1-8b-instruct", "gemma-2-2b", "gemma-2-2b-it", "qwen2.5-7b",
+               "qwen2.5-7b-instruct"]
+
+
+@pytest.fixture(scope="module")
+def tiny_hub_folders(tiny_models, tmp_path_factory) -> dict[str, Path]:
+    """family -> a folder with random weights of that family's architecture at tiny size, and the
+    SmolLM2 tokenizer given the pad tokens the hub entries name."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from pricer.catalog import materialize
+
+    tokenizer = AutoTokenizer.from_pretrained(materialize(tiny_models["smollm2-135m-instruct"]))
+    tokenizer.add_tokens(["<pad>", "<|finetune_right_pad_id|>"], special_tokens=True)
+    folders = {}
+    for family, (_, fields) in FAMILIES.items():
+        folder = tmp_path_factory.mktemp(family)
+        config = AutoConfig.for_model(family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id, **TINY, **fields)
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders[family] = folder
+    return folders
+
+
+@pytest.mark.parametrize("name", HUB_ENTRIES)
+def test_hub_entry_builds_its_family_model_with_the_family_settings(name, tiny_hub_folders) -> None:
+    import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
+
+    from pricer.loading import load_model
+
+    spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[CATALOG[name].family]))
+    model, tokenizer = load_model(spec, "nf4")
+
+    assert type(model).__name__ == FAMILIES[spec.family][0]
+    assert model.config._attn_implementation == ("eager" if spec.family == "gemma2" else "sdpa")
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 7 and not any(m.support_avx512bf16_for_cpu for m in quantized)
+    assert quantized[0].weight.quant_state.quant_type == "nf4" and quantized[0].weight.quant_state.nested
+    assert tokenizer.pad_token == spec.pad_token and tokenizer.padding_side == "left"
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    for kind, per_layer in (("attention", 4), ("all-linear", 7)):
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules=spec.target_modules(kind)))
+        assert sum(1 for n, _ in lora.named_modules() if n.endswith(".lora_A")) == 2 * per_layer
+        lora.unload()
+
+
+def test_quantization_none_loads_a_plain_model(tiny_hub_folders) -> None:
+    import bitsandbytes as bnb
+
+    from pricer.loading import compute_dtype, load_model
+
+    spec = dataclasses.replace(CATALOG["qwen2.5-7b"], source=str(tiny_hub_folders["qwen2"]))
+    model, _ = load_model(spec, "none")
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert model.model.layers[0].self_attn.q_proj.weight.dtype == compute_dtype(model.device)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(family, tiny_hub_folders) -> None:
+    """Gemma 2's final-logit soft-capping included."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pricer.loading import load_model
+    from pricer.train import collate, price_only_loss
+
+    name = {"llama": "llama-3.1-8b", "gemma2": "gemma-2-2b", "qwen2": "qwen2.5-7b"}[family]
+    spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[family]))
+    model, tokenizer = load_model(spec, "nf4")
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=spec.target_modules("all-linear"),
+                                             init_lora_weights=False))
+    batch = collate([encode(tokenizer, "A red kettle, 1.7 litres.", 23.5, chat=False),
+                     encode(tokenizer, "Guitar strings, a set of six, nickel wound.", 7, chat=False)],
+                    tokenizer.pad_token_id, model.device)
+    grads = []
+    losses = []
+    for compute in (lambda: price_only_loss(model, **batch), lambda: model(**batch).loss):
+        model.zero_grad(set_to_none=True)
+        loss = compute()
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_models, sample_path) -> None:
+    """The AVX512-bf16 repack trap: after an eval-mode forward, bitsandbytes would repack the 4-bit
+    weights and every later LoRA gradient would silently be None."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pricer.dataset import load_items
+    from pricer.evaluate import generate_prices
+    from pricer.loading import load_model
+    from pricer.train import collate, price_only_loss
+
+    spec = tiny_models["smollm2-135m-instruct"]
+    model, tokenizer = load_model(spec, "nf4")
+    torch.manual_seed(0)
+    model = get_peft_model(model, LoraConfig(r=8, target_modules=spec.target_modules("all-linear"),
+                                             init_lora_weights=False))
+    items = load_items(sample_path)[:3]
+    examples = [encode(tokenizer, i.text, i.price, chat=True, max_tokens=48) for i in items]
+    batch = collate(examples, tokenizer.pad_token_id, model.device)
+
+    def lora_grads() -> dict:
+        model.train()
+        model.zero_grad(set_to_none=True)
+        price_only_loss(model, **batch).backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    reference = lora_grads()
+    outputs = generate_prices(model, tokenizer, [encode(tokenizer, i.text, chat=True, max_tokens=48)
+                                                 for i in items])
+    after = lora_grads()
+
+    assert len(outputs) == 3
+    assert reference.keys() == after.keys() and len(after) == 30 * 7 * 2
+    assert all(g is not None for g in after.values())
+    for n in reference:
+        torch.testing.assert_close(after[n], reference[n], msg=n)
