@@ -14,7 +14,6 @@ from pathlib import Path
 
 from pricer.errors import PricerError
 
-
 # --- data and baselines (pricer) --------------------------------------------------------------
 
 def cmd_data_build(args: argparse.Namespace) -> int:
@@ -131,29 +130,119 @@ def _print_metrics_table(title: str, rows: dict) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    raise NotImplementedError("bench")
+    from pricer.bench import BenchSettings, run_bench
+
+    settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
+                             eval_items=args.eval_items, layers=args.layers)
+    result = run_bench(args.model, args.steps, args.shape, data=args.data, settings=settings)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    ratios = result.ratios()
+    s = result.settings
+    table = Table(title=f"{result.notes['model']} on {result.device} ({result.dtype}): {s.steps} steps of "
+                        f"{s.batch_size} x {s.max_tokens} tokens, {s.eval_items} items predicted")
+    for column in ("", "project", "recipe", "project / recipe"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("train tokens/s", f"{result.train_tokens_per_s:,.1f}", f"{result.train_tokens_per_s_ref:,.1f}",
+                  f"{ratios['train_tokens_per_s']:.2f}x")
+    table.add_row("eval items/s", f"{result.eval_items_per_s:,.2f}", f"{result.eval_items_per_s_ref:,.2f}",
+                  f"{ratios['eval_items_per_s']:.2f}x")
+    table.add_row("peak memory GiB", f"{result.peak_mem_gib:,.2f}", f"{result.peak_mem_gib_ref:,.2f}",
+                  f"{ratios['peak_mem_gib']:.2f}x")
+    table.add_row("validation $ error", f"{result.mae:,.2f}", f"{result.mae_ref:,.2f}", "")
+    console = Console()
+    console.print(table)
+    console.print(f"memory: {result.memory_method}")
+    return 0
 
 
 # --- sweeps -----------------------------------------------------------------------------------
 
+def _print_leaderboard(name: str, tracking_uri: str) -> list:
+    from rich.console import Console
+
+    from sweeps.leaderboard import leaderboard, render
+
+    rows = leaderboard(tracking_uri, name)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
+        console = Console(width=140)
+    console.print(render(rows, title=f"{name}: trials and baselines on the validation items, best first"))
+    return rows
+
+
 def cmd_launch(args: argparse.Namespace) -> int:
-    raise NotImplementedError("launch")
+    from sweeps.launch import launch
+    from sweeps.study import load_study
+
+    spec = load_study(args.study).with_overrides(storage=args.storage, tracking_uri=args.tracking_uri,
+                                                 n_trials=args.n_trials)
+    study = launch(spec)
+    states = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    print(f"study {spec.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
+    _print_leaderboard(spec.name, spec.tracking_uri)
+    return 0
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    raise NotImplementedError("leaderboard")
+    from sweeps.leaderboard import leaderboard
+    from sweeps.study import locate
+
+    name, tracking_uri = locate(args.study, args.tracking_uri)
+    if args.json:
+        _print_json([row.to_dict() for row in leaderboard(tracking_uri, name)])
+    else:
+        _print_leaderboard(name, tracking_uri)
+    return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    raise NotImplementedError("export")
+    from sweeps.export import export
+    from sweeps.study import locate
+
+    name, tracking_uri = locate(args.study, args.tracking_uri)
+    print(export(tracking_uri, name, args.out, trial=args.trial, merge=args.merge))
+    return 0
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    raise NotImplementedError("ui")
+    from sweeps import ui
+    from sweeps.study import locate
+
+    name, tracking_uri = locate(args.study, args.tracking_uri)
+    if args.host not in ui.LOOPBACK:
+        print(f"warning: serving on {args.host}: MLflow's UI has no login; anyone who reaches it can "
+              "read and delete runs", file=sys.stderr)
+    proc = ui.start(tracking_uri, host=args.host, port=args.port)
+    try:
+        url = f"http://{args.host}:{args.port}"
+        ui.wait_ready(proc, url)
+        print(f"MLflow UI for {name} at {url} (Ctrl-C stops it)", flush=True)
+        proc.wait()
+    finally:
+        ui.stop(proc)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    raise NotImplementedError("demo")
+    from sweeps.export import export
+    from sweeps.launch import launch
+    from sweeps.study import load_study
+
+    spec = load_study(args.study)
+    launch(spec)
+    _print_leaderboard(spec.name, spec.tracking_uri)
+    out = export(spec.tracking_uri, spec.name, Path(spec.workdir) / "best")
+    print(f"best trial exported to {out}")
+    print(f"  pricer predict --adapter {out} \"Product title and description ...\"")
+    print(f"  pricer evaluate --adapter {out} --items ITEMS.jsonl --json")
+    return 0
 
 
 # --- the table --------------------------------------------------------------------------------
@@ -224,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
     p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's 16)")
+    p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's 182)")
+    p.add_argument("--eval-items", type=int, default=48, help="validation items each path predicts")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
+    p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

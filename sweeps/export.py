@@ -1,0 +1,148 @@
+"""`pricer export`: a study's best (or chosen) trial -> an adapter folder with a model card.
+
+The adapter is downloaded from the trial's MLflow run, so export works from any machine that
+reaches the tracking store. The folder is what `pricer predict` / `pricer evaluate --adapter` load.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pricer.adapter import read_meta
+from pricer.errors import SpecError
+from sweeps.leaderboard import Row, best_trial_row, leaderboard
+from sweeps.tracking import MlflowTracker
+
+log = logging.getLogger(__name__)
+CARD = "README.md"
+MERGED = "merged"
+_MARKER = "<!-- exported by pricer export -->"
+
+
+def _chosen(rows: list[Row], trial: int | None) -> Row:
+    if trial is None:
+        return best_trial_row(rows)
+    for row in rows:
+        if not row.baseline and row.trial == trial:
+            if row.state != "COMPLETE":
+                raise SpecError(f"trial {trial} is {row.state}, it has no final adapter; pick a COMPLETE trial")
+            return row
+    raise SpecError(f"no trial {trial} in this study; see `pricer leaderboard`")
+
+
+def _clear(out: Path) -> None:
+    """Replace a previous export, never a folder of something else."""
+    if not out.exists():
+        return
+    card = out / CARD
+    previous = card.is_file() and _MARKER in card.read_text(errors="replace")
+    if not out.is_dir() or (any(out.iterdir()) and not previous):
+        raise SpecError(f"{out}: exists and is not a previous export; choose another --out")
+    shutil.rmtree(out)
+
+
+def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None, merge: bool = False) -> Path:
+    """Download a trial's adapter into `out` and write its model card.
+
+    Args:
+        trial: the Optuna trial number; None takes the leaderboard's best finished trial.
+        merge: also write ``out/merged``: the LoRA merged into the base dequantized to bf16.
+
+    Returns:
+        `out`.
+    """
+    rows = leaderboard(tracking_uri, study)
+    row = _chosen(rows, trial)
+    tracker = MlflowTracker(tracking_uri, study, create=False)
+    run = tracker.client.get_run(row.run_id)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        try:
+            adapter = Path(tracker.client.download_artifacts(row.run_id, "adapter", tmp))
+        except OSError as exc:
+            raise SpecError(f"trial {row.trial}: its adapter can't be downloaded from {tracking_uri} ({exc})") from exc
+        _clear(out)
+        shutil.move(str(adapter), out)
+    entry = read_meta(out)["model"]
+    parent = tracker.study_runs(study)[0]
+    data = tracker.client.get_run(parent).data.params.get("data", "?")
+    (out / CARD).write_text(model_card(study, row, run, entry, data, tracking_uri))
+    if merge:
+        merge_into_base(out, entry, out / MERGED)
+    return out
+
+
+def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
+    """Merge the LoRA into the base model loaded in bf16 (dequantized), never into a 4-bit load:
+    merging into 4-bit weights rounds the LoRA update away."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pricer.catalog import ModelSpec, materialize
+
+    log.warning("merging into a dequantized bf16 base (merging into the 4-bit base would round "
+                "the LoRA update to 4 bits); the merged model is ~2 bytes per parameter")
+    spec = ModelSpec.from_dict(entry)
+    base = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
+    return out
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: str) -> str:
+    """The exported folder's README: base model, data, metrics, parameters, how to use it."""
+    m, params = run.data.metrics, run.data.params
+
+    def metric(split: str) -> str:
+        if f"{split}_mae" not in m:
+            return f"| {split} | – | – | – | – |"
+        return (f"| {split} | ${m[f'{split}_mae']:,.2f} | {m[f'{split}_rmsle']:.3f} | "
+                f"{100 * m[f'{split}_hit_rate']:.1f} | {int(m.get(f'{split}_n', 0))} |")
+
+    base = [(k, f"`{v}`") for k, v in entry.items() if v not in (None, "")]
+    parameters = [(k, f"`{v}`") for k, v in sorted(params.items()) if not k.startswith("optuna.")]
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""{_MARKER}
+# {study}, trial {row.trial}: {row.model} LoRA price predictor
+
+A 4-bit QLoRA adapter that predicts a product's price from its description (the prompt ends in
+"Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{tracking_uri}`; rank
+{row.rank} of the study by validation {'$ error' if row.mae is not None else 'objective'}.
+
+## Base model
+
+{_table(base)}
+
+## Data
+
+`{data}` (curated, split train / validation / test by a title hash).
+
+## Metrics
+
+| split | $ error | RMSLE | hits % | n |
+|---|---|---|---|---|
+{metric("val")}
+{metric("test")}
+
+## Parameters
+
+{_table(parameters)}
+
+## Use
+
+```bash
+pricer predict --adapter {{this folder}} "Product title and description ..."
+pricer evaluate --adapter {{this folder}} --items items.jsonl --json
+```
+"""

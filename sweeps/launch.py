@@ -1,0 +1,192 @@
+"""Launch or continue a study: data once, baselines once, then trials until the study's total.
+
+Every worker (this process, or others on one shared storage) runs the same loop; the total in
+``n_trials`` is counted over the shared storage, so N workers together run N trials, not N each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pricer.errors import SpecError, TrialFailed
+from sweeps.objective import RUN_ID_ATTR, Objective
+from sweeps.space import grid
+from sweeps.study import StudySpec
+from sweeps.tracking import REASON, STATE, MlflowTracker, log_baselines, log_study_plots
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+# A RUNNING trial whose worker stopped beating this long is failed (and retried) by a live worker.
+HEARTBEAT_S, GRACE_S = 30, 120
+
+
+def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
+    """The study's curated dataset folder, built once per data spec (workers share it)."""
+    from pricer.dataset import build
+
+    source = spec.data.resolve(spec.path)
+    key = json.dumps([source, spec.data.limit, spec.data.seed, spec.data.balance])
+    out = Path(spec.workdir).resolve() / f"data-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    if (out / "dataset_dict.json").is_file():
+        return out
+    partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
+    build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
+          progress=progress)
+    try:
+        partial.rename(out)
+    except OSError:  # another worker finished first: theirs is the same data
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
+
+
+def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    s = spec.sampler
+    startup = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
+    if s.type == "tpe":
+        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, **startup)
+    if s.type == "gp":
+        return optuna.samplers.GPSampler(seed=s.seed, **startup)
+    if s.type == "grid":
+        return optuna.samplers.GridSampler(grid(spec.search_space), seed=s.seed)
+    return optuna.samplers.RandomSampler(seed=s.seed)
+
+
+def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
+    import optuna
+
+    p = spec.pruner
+    if p.type == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
+    if p.type == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+class FailStaleRun:
+    """Heartbeat-stale trial (its worker was killed or lost): Optuna has marked it FAIL; end its
+    MLflow run as failed with the reason, then re-queue it (`RetryHeartbeatStaleTrialCallback`)."""
+
+    def __init__(self, tracker: MlflowTracker, max_retry: int = 2) -> None:
+        import optuna
+
+        self.tracker = tracker
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: f"worker stopped sending heartbeats for "
+                                                                 f"{GRACE_S} s (killed or lost); re-queued"})
+            self.tracker.end_run(run_id, "FAILED")
+        self.retry(study, trial)
+
+
+def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats, so a trial whose worker died is failed and re-queued."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                              heartbeat_stale_trial_callback=on_stale)
+    except (SQLAlchemyError, ValueError, ImportError) as exc:
+        raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: {exc})") from exc
+
+
+def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
+    """The study in its storage, created on first use (same sampler, pruner and directions)."""
+    import optuna
+
+    storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)
+    return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                               pruner=make_pruner(spec), directions=spec.objective.directions,
+                               load_if_exists=True)
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward the study's total: finished or running, except failed trials
+    that a heartbeat retry replaced (the retry counts instead)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+    return sum(1 for t in trials if t.state in states and not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def enqueue(spec: StudySpec, study: optuna.Study) -> None:
+    """The study file's known-good trials, once per study (skipped if already there)."""
+    for params in spec.enqueue:
+        study.enqueue_trial(dict(params), skip_if_exists=True)
+
+
+def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
+    """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
+    ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+
+    Returns:
+        The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
+    """
+    import optuna
+
+    started = time.monotonic()
+    data = prepare_data(spec, progress=progress)
+    tracker = MlflowTracker(spec.tracking_uri, spec.name)
+    study = open_study(spec, tracker)
+    parent_id, created = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
+                                                       "pricer.direction": spec.objective.directions[0]})
+    if created:
+        tracker.log_params(parent_id, {"storage": spec.storage, "data": str(data),
+                                       "objective": ",".join(spec.objective.names),
+                                       "sampler": spec.sampler.type, "pruner": spec.pruner.type})
+    if spec.path is not None:
+        tracker.log_artifact(parent_id, Path(spec.path))
+    if not tracker.runs("baseline"):
+        _baselines(spec, tracker, parent_id, data)
+    enqueue(spec, study)
+
+    objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
+    total = spec.n_trials
+    try:
+        while total is None or counted(study) < total:
+            if spec.timeout is not None and time.monotonic() - started >= spec.timeout:
+                break
+            if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
+                break
+            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+    finally:
+        log_study_plots(tracker, parent_id, study)
+        tracker.end_run(parent_id, "FINISHED")
+    return study
+
+
+def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Path) -> None:
+    """The classical baselines, scored on the validation items the trials are ranked on (the
+    first ``eval_items``) and on their test items (the first ``test_items``)."""
+    from pricer.baselines import run_baselines
+    from pricer.dataset import load_splits
+    from pricer.evaluate import as_items
+    from sweeps.space import to_config
+
+    config = to_config(spec, {p.name: p.first for p in spec.search_space.values() if not p.when})
+    splits = load_splits(data)
+    val = as_items(splits["validation"])[:config.eval_items]
+    test = as_items(splits["test"])[:config.test_items]
+    log_baselines(tracker, parent_id, run_baselines(splits, val), run_baselines(splits, test))

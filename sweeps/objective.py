@@ -1,0 +1,204 @@
+"""The trial loop: an Optuna trial -> a `TrainConfig` -> `pricer.train.train` in its own process.
+
+Each fine-tune runs in a fresh ``spawn`` process so its memory (model, optimizer, CUDA context)
+is returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of
+the study. The child's ``report(step, metrics)`` / ``should_stop()`` callbacks cross a Pipe: the
+parent calls ``trial.report`` on the validation price error (never the eval loss) and answers
+with ``trial.should_prune()``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import signal
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pricer.errors import PricerError, TrialFailed
+from sweeps.space import suggest, to_config
+from sweeps.study import StudySpec
+from sweeps.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result
+
+if TYPE_CHECKING:
+    import optuna
+
+    from pricer.metrics import Metrics
+    from pricer.train import Result, TrainConfig
+
+RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
+# How often the parent wakes to check that the child is still alive (and to let Ctrl-C in).
+POLL_S = 1.0
+
+
+def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool) -> None:
+    """Runs in the spawned process: the fine-tune, with its callbacks relayed to the parent."""
+    stop = False
+
+    def report(step: int, metrics: Metrics) -> None:
+        nonlocal stop
+        conn.send(("report", step, metrics))
+        stop = bool(conn.recv())
+
+    try:
+        import threading
+
+        from tqdm import tqdm
+
+        # tqdm's default lock is a multiprocessing semaphore that the spawn resource tracker
+        # reports as "leaked" when this process ends; the bars here need only a thread lock
+        tqdm.set_lock(threading.RLock())
+        from pricer.train import train
+
+        result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
+                       progress=progress)
+        import torch
+
+        conn.send(("result", result, max(1, torch.cuda.device_count())))
+    except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (killed: out of host memory?)" if name == "SIGKILL" else ""
+        return f"trial process died from {name}{hint}"
+    return f"trial process exited with code {exitcode} before reporting a result"
+
+
+def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
+                 on_report: Callable[[int, Metrics], bool], *, progress: bool = False) -> tuple[Result, int]:
+    """Run one fine-tune in a spawned process.
+
+    Args:
+        on_report: called in this process for each validation report; returns "stop now".
+
+    Returns:
+        (the trial's `Result`, the number of accelerators it ran on, >= 1).
+
+    Raises:
+        TrialFailed: the child raised (its exception in the message) or died.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress),
+                       name=f"pricer-trial-{out.name}")
+    proc.start()
+    child.close()  # so recv() sees EOF when the child exits
+    try:
+        while True:
+            if not parent.poll(POLL_S):
+                if not proc.is_alive() and not parent.poll(0):
+                    proc.join()
+                    raise TrialFailed(_death(proc.exitcode))
+                continue
+            try:
+                message = parent.recv()
+            except EOFError:
+                proc.join(30)
+                raise TrialFailed(_death(proc.exitcode)) from None
+            if message[0] == "report":
+                parent.send(bool(on_report(message[1], message[2])))
+            elif message[0] == "result":
+                return message[1], message[2]
+            else:
+                failed = TrialFailed(message[1])
+                failed.details = message[2]
+                raise failed
+    finally:
+        parent.close()
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+class Objective:
+    """The callable handed to ``study.optimize``: one trial, recorded in MLflow as it goes.
+
+    Args:
+        spec: the study.
+        data: the built dataset folder every trial trains on.
+        tracker: the study's MLflow store.
+        parent_id: the study's parent run; each trial is a nested run under it.
+    """
+
+    def __init__(self, spec: StudySpec, data: str, tracker: MlflowTracker, parent_id: str, *,
+                 progress: bool = False) -> None:
+        self.spec, self.data, self.tracker, self.parent_id = spec, data, tracker, parent_id
+        self.progress = progress
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        import optuna
+
+        from pricer import catalog
+
+        params = suggest(trial, self.spec.search_space)
+        run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
+                                        tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
+                                              "pricer.optuna_trial_id": str(trial._trial_id)})
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        try:
+            config = to_config(self.spec, params)
+            model_spec = catalog.resolve(config.model, self.spec.models)
+            self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant})
+            self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
+            self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
+            out = Path(self.spec.workdir).resolve() / "trials" / f"{trial.number:05d}"
+            result, devices = run_in_child(config, self.data, out, model_spec,
+                                           lambda step, m: self._report(trial, run_id, step, m),
+                                           progress=self.progress)
+        except PricerError as exc:
+            self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
+            raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
+        except KeyboardInterrupt:
+            self._fail(trial, run_id, "interrupted (Ctrl-C)", None)
+            raise
+
+        gpu_hours = result.wall_s / 3600 * devices
+        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours)
+        shutil.rmtree(out, ignore_errors=True)  # the adapter now lives in MLflow
+        if result.stopped_early:
+            self.tracker.set_tags(run_id, {STATE: "PRUNED"})
+            self.tracker.end_run(run_id, "KILLED")
+            raise optuna.TrialPruned(f"pruned at step {result.steps}: validation "
+                                     f"{self.spec.objective.metric} {self._value(result.val_metrics):.4g}")
+        self.tracker.set_tags(run_id, {STATE: "COMPLETE"})
+        self.tracker.end_run(run_id, "FINISHED")
+        value = self._value(result.val_metrics)
+        return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _value(self, metrics: Metrics) -> float:
+        return float(getattr(metrics, self.spec.objective.metric))
+
+    def _report(self, trial: optuna.Trial, run_id: str, step: int, metrics: Metrics) -> bool:
+        self.tracker.log_metrics(run_id, _val(metrics), step=step)
+        if self.spec.objective.gpu_hours:
+            return False  # Optuna can't prune multi-objective trials
+        trial.report(self._value(metrics), step)
+        return trial.should_prune()
+
+    def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
+        trial.set_user_attr(REASON_ATTR, reason[:2000])
+        self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
+        if details:
+            self.tracker.log_json(run_id, {"reason": reason, "traceback": details}, "failure.json")
+        self.tracker.end_run(run_id, "FAILED")
+
+
+def _val(metrics: Metrics) -> dict[str, float]:
+    return {"val_mae": metrics.mae, "val_rmsle": metrics.rmsle, "val_hit_rate": metrics.hit_rate}
+
+
+def _spec_dict(model_spec: Any) -> dict:
+    import dataclasses
+
+    return model_spec.to_dict() if hasattr(model_spec, "to_dict") else dataclasses.asdict(model_spec)
