@@ -209,7 +209,9 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
 
     for step, loss in result.train_losses:
         tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
-    final = {**_metrics("val", result.val_metrics), "wall_s": result.wall_s, "minutes": result.wall_s / 60,
+    # val_mae / val_rmsle / val_hit_rate arrived through report(), the final step's included
+    reported = {"val_mae", "val_rmsle", "val_hit_rate"}
+    final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,
              "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": result.peak_mem_gib,
              "steps": result.steps, "gpu_hours": gpu_hours}
     if result.test_metrics is not None:
@@ -261,16 +263,24 @@ def log_study_plots(tracker: Tracker, run_id: str, study: Any) -> list[str]:
     Returns:
         The names of the plots written (importances need >= 2 finished trials that differ).
     """
+    import warnings
+
     import optuna.visualization as vis
+    from optuna.trial import TrialState
 
     written = []
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     plots = {"optimization_history.html": vis.plot_optimization_history,
              "param_importances.html": vis.plot_param_importances}
     with tempfile.TemporaryDirectory() as tmp:
         for name, plot in plots.items():
+            if finished < (2 if name == "param_importances.html" else 1):
+                continue
             try:
                 target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-                figure = plot(study, target=target) if target else plot(study)
+                with warnings.catch_warnings():  # "too few trials to compute importances"
+                    warnings.simplefilter("ignore", UserWarning)
+                    figure = plot(study, target=target) if target else plot(study)
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # too few finished trials for this plot yet
             path = Path(tmp) / name
