@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import warnings
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
-# A RUNNING trial whose worker stopped beating this long is failed (and retried) by a live worker.
-HEARTBEAT_S, GRACE_S = 30, 120
+# A RUNNING trial whose worker stopped beating this long is failed (and retried) by a live worker;
+# PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
+HEARTBEAT_S = int(os.environ.get("PRICER_HEARTBEAT_S", 30))
+GRACE_S = int(os.environ.get("PRICER_GRACE_S", 120))
 
 
 def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
@@ -123,8 +126,10 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
     that a heartbeat retry replaced (the retry counts instead)."""
+    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
+    fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
@@ -146,7 +151,10 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     """
     import optuna
 
+    from sweeps.preflight import check_stores
+
     started = time.monotonic()
+    check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
     data = prepare_data(spec, progress=progress)
     tracker = MlflowTracker(spec.tracking_uri, spec.name)
     study = open_study(spec, tracker)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricer.errors import PricerError, TrialFailed
+from sweeps import guard
 from sweeps.space import suggest, to_config
 from sweeps.study import StudySpec
 from sweeps.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result
@@ -50,6 +51,7 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         # tqdm's default lock is a multiprocessing semaphore that the spawn resource tracker
         # reports as "leaked" when this process ends; the bars here need only a thread lock
         tqdm.set_lock(threading.RLock())
+        guard.cap_process()
         from pricer.train import train
 
         result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
@@ -152,6 +154,7 @@ class Objective:
             self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant})
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
+            self._guard(trial, run_id, config, model_spec)
             out = Path(self.spec.workdir).resolve() / "trials" / f"{trial.number:05d}"
             result, devices = run_in_child(config, self.data, out, model_spec,
                                            lambda step, m: self._report(trial, run_id, step, m),
@@ -165,6 +168,8 @@ class Objective:
 
         gpu_hours = result.wall_s / 3600 * devices
         log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours)
+        # the worker's own memory after each trial: flat unless something leaks across trials
+        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
         shutil.rmtree(out, ignore_errors=True)  # the adapter now lives in MLflow
         if result.stopped_early:
             self.tracker.set_tags(run_id, {STATE: "PRUNED"})
@@ -186,8 +191,23 @@ class Objective:
         trial.report(self._value(metrics), step)
         return trial.should_prune()
 
+    def _guard(self, trial: optuna.Trial, run_id: str, config: TrainConfig, model_spec) -> None:
+        """Prune, before loading, a config whose estimated peak can't fit (`sweeps.guard`)."""
+        import optuna
+
+        verdict = guard.check(config, model_spec)
+        if verdict.estimate is not None:
+            self.tracker.log_metrics(run_id, {"estimated_peak_gib": verdict.estimate.total,
+                                              "memory_budget_gib": verdict.budget_gib})
+        if not verdict.fits:
+            trial.set_user_attr(REASON_ATTR, verdict.reason)
+            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: verdict.reason})
+            self.tracker.end_run(run_id, "KILLED")
+            raise optuna.TrialPruned(verdict.reason)
+
     def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
         trial.set_user_attr(REASON_ATTR, reason[:2000])
+        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
         self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
         if details:
             self.tracker.log_json(run_id, {"reason": reason, "traceback": details}, "failure.json")
