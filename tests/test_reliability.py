@@ -1,0 +1,172 @@
+"""Studies survive dead workers and out-of-memory trials; many workers share one PostgreSQL study.
+
+Every test runs real `pricer launch` workers (or `launch()` in this process) on a fresh PostgreSQL
+database with real SmolLM2 trials kept tiny: 1 step of batch 2 on 64-token prompts, 4 items scored.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweeps.study import load_study
+from sweeps.tracking import MlflowTracker
+
+STUDY = """\
+name: reliability
+workdir: {workdir}
+data: {{source: {sample}, limit: 300}}
+search_space:
+  model: {{choices: [smollm2-135m-instruct]}}
+  lora_r: {{choices: [2, 4, 8]}}
+  learning_rate: {{low: 1.0e-4, high: 3.0e-3, log: true}}
+fixed: {{max_steps: 1, batch_size: 2, max_tokens: 64, eval_items: 4, test_items: 4, warmup_steps: 0,
+        target_modules: attention}}
+sampler: {{type: random, seed: 0}}
+n_trials: 1
+"""
+PRICER = Path(sys.executable).with_name("pricer")
+# seconds, not minutes: a killed worker's trial is failed 3 s after its last heartbeat
+FAST_HEARTBEATS = {"PRICER_HEARTBEAT_S": "1", "PRICER_GRACE_S": "3"}
+
+
+@pytest.fixture
+def study(tmp_path: Path, sample_path: Path, pg_url: str, tiny_models) -> Path:
+    """The study file; its MLflow store is created here once, so workers don't race its schema."""
+    path = tmp_path / "reliability.yaml"
+    path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path))
+    spec = load_study(path)
+    MlflowTracker(spec.tracking_uri, spec.name)
+    return path
+
+
+def _launch(study: Path, pg_url: str, n_trials: int, **popen) -> subprocess.Popen:
+    env = {**os.environ, **FAST_HEARTBEATS}
+    return subprocess.Popen([str(PRICER), "launch", str(study), "--storage", pg_url, "--n-trials", str(n_trials)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _trials(study: Path, pg_url: str):
+    import optuna
+
+    return optuna.load_study(study_name="reliability", storage=pg_url).get_trials(deepcopy=False)
+
+
+def _tracker(study: Path) -> MlflowTracker:
+    spec = load_study(study)
+    return MlflowTracker(spec.tracking_uri, spec.name, create=False)
+
+
+def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url: str) -> None:
+    from optuna.trial import TrialState
+
+    workers = [_launch(study, pg_url, 3) for _ in range(2)]
+    outputs = [w.communicate(timeout=400)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    trials = _trials(study, pg_url)
+    assert [t.number for t in trials] == [0, 1, 2]
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
+    assert len(set(run_ids)) == 3
+    tracker = _tracker(study)
+    runs = [tracker.client.get_run(r) for r in run_ids]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    # one MLflow run per trial: nothing ran twice
+    trial_tags = [r.data.tags["pricer.trial"] for r in tracker.runs("trial")]
+    assert sorted(trial_tags) == ["0", "1", "2"]
+
+
+def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, pg_url: str) -> None:
+    from optuna.trial import TrialState
+
+    doomed = _launch(study, pg_url, 1, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until its trial runs (an MLflow run exists for it)
+        running = [t for t in _trials(study, pg_url) if t.state == TrialState.RUNNING] if _has_study(pg_url) else []
+        if running and "mlflow_run_id" in running[0].user_attrs:
+            break
+        assert doomed.poll() is None, doomed.communicate()[0]
+        time.sleep(0.5)
+    else:
+        pytest.fail("the first worker never started a trial")
+    time.sleep(3)  # mid-trial: the child process is loading or training
+    os.killpg(doomed.pid, signal.SIGKILL)  # the machine is gone: worker and its trial process
+    doomed.wait()
+    time.sleep(4)  # past the grace period
+
+    live = _launch(study, pg_url, 1)
+    output = live.communicate(timeout=300)[0]
+    assert live.returncode == 0, output
+    trials = _trials(study, pg_url)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
+    tracker = _tracker(study)
+    killed = tracker.client.get_run(trials[0].user_attrs["mlflow_run_id"])
+    assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags["pricer.reason"]
+    assert tracker.client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+
+
+def _has_study(pg_url: str) -> bool:
+    import optuna
+
+    try:
+        return "reliability" in optuna.get_all_study_names(storage=pg_url)
+    except Exception:  # noqa: BLE001 -- the worker may be creating the schema right now
+        return False
+
+
+def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
+        study: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process, as one worker: a config estimated beyond the budget is pruned before
+    loading, with the reason; the next trials run, each logging the estimate beside the measured
+    peak, and the worker's own memory is the same after each of them."""
+    from optuna.trial import TrialState
+
+    from sweeps.launch import launch
+
+    spec = load_study(study).with_overrides(storage=pg_url)
+    monkeypatch.setenv("PRICER_MEMORY_GIB", "0.5")  # SmolLM2's estimate is ~1.4 GiB
+    launch(spec.with_overrides(n_trials=1), progress=False)
+    monkeypatch.delenv("PRICER_MEMORY_GIB")
+    launch(spec.with_overrides(n_trials=4), progress=False)
+
+    trials = _trials(study, pg_url)
+    assert [t.state for t in trials] == [TrialState.PRUNED] + [TrialState.COMPLETE] * 3
+    assert "memory guard: estimated peak" in trials[0].user_attrs["fail_reason"]
+    assert "exceeds the 0.50 GiB budget" in trials[0].user_attrs["fail_reason"]
+
+    client = _tracker(study).client
+    runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
+    assert runs[0].info.status == "KILLED" and "memory guard" in runs[0].data.tags["pricer.reason"]
+    assert "peak_mem_gib" not in runs[0].data.metrics  # pruned before anything was loaded
+    done = [r.data.metrics for r in runs[1:]]
+    for m in done:
+        assert 0 < m["estimated_peak_gib"] and 0 < m["peak_mem_gib"]
+    rss = [m["worker_rss_gib"] for m in done]
+    print(f"worker RSS after trials 1-3: {rss}; estimate {done[0]['estimated_peak_gib']} GiB, "
+          f"measured peaks {[m['peak_mem_gib'] for m in done]}")
+    assert max(rss) - min(rss) < 0.1, rss
+
+
+def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data: Path, tiny_models,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A trial process capped below its real needs (PRICER_MEMORY_GIB) raises MemoryError: the
+    trial fails with that reason and the worker goes on (launch catches TrialFailed)."""
+    from pricer.errors import TrialFailed
+    from pricer.train import TrainConfig
+    from sweeps.objective import run_in_child
+
+    monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
+    config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
+                         eval_items=4, test_items=4)
+    with pytest.raises(TrialFailed, match="MemoryError|can't allocate memory") as failed:
+        run_in_child(config, str(built_data), tmp_path / "trial", tiny_models["smollm2-135m-instruct"],
+                     lambda step, m: False)
+    print(f"out-of-memory trial: {failed.value}")
+    assert not (tmp_path / "trial" / "pricer.json").exists()
