@@ -104,13 +104,22 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                                              heartbeat_stale_trial_callback=on_stale)
-    except (SQLAlchemyError, ValueError, ImportError) as exc:
-        raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: {exc})") from exc
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                                                  heartbeat_stale_trial_callback=on_stale)
+        except SQLAlchemyError as exc:
+            # workers started together on a fresh database race to create its tables: the loser
+            # gets a UniqueViolation on CREATE TYPE and finds the schema there a moment later
+            if attempt == 2:
+                raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0]})") from exc
+            time.sleep(1 + attempt)
+        except (ValueError, ImportError) as exc:
+            raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: {exc})") from exc
+    raise AssertionError("unreachable")
 
 
 def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
