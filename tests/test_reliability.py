@@ -37,6 +37,17 @@ FAST_HEARTBEATS = {"PRICER_HEARTBEAT_S": "1", "PRICER_GRACE_S": "3"}
 
 
 @pytest.fixture
+def workers():
+    """The worker processes a test starts; any still alive at its end (a failed test) are killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
 def study(tmp_path: Path, sample_path: Path, pg_url: str, tiny_models) -> Path:
     """The study file; its MLflow store is created here once, so workers don't race its schema."""
     path = tmp_path / "reliability.yaml"
@@ -46,10 +57,14 @@ def study(tmp_path: Path, sample_path: Path, pg_url: str, tiny_models) -> Path:
     return path
 
 
-def _launch(study: Path, pg_url: str, n_trials: int, **popen) -> subprocess.Popen:
+def _launch(workers: list, study: Path, pg_url: str, n_trials: int) -> subprocess.Popen:
+    """A `pricer launch` worker in its own process group (killing the group = losing the machine)."""
     env = {**os.environ, **FAST_HEARTBEATS}
-    return subprocess.Popen([str(PRICER), "launch", str(study), "--storage", pg_url, "--n-trials", str(n_trials)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    proc = subprocess.Popen([str(PRICER), "launch", str(study), "--storage", pg_url, "--n-trials", str(n_trials)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    workers.append(proc)
+    return proc
 
 
 def _trials(study: Path, pg_url: str):
@@ -63,12 +78,12 @@ def _tracker(study: Path) -> MlflowTracker:
     return MlflowTracker(spec.tracking_uri, spec.name, create=False)
 
 
-def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url: str) -> None:
+def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url: str, workers: list) -> None:
     from optuna.trial import TrialState
 
-    workers = [_launch(study, pg_url, 3) for _ in range(2)]
-    outputs = [w.communicate(timeout=400)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
+    both = [_launch(workers, study, pg_url, 3) for _ in range(2)]
+    outputs = [w.communicate(timeout=900)[0] for w in both]
+    assert [w.returncode for w in both] == [0, 0], outputs
     trials = _trials(study, pg_url)
     assert [t.number for t in trials] == [0, 1, 2]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
@@ -82,11 +97,11 @@ def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url
     assert sorted(trial_tags) == ["0", "1", "2"]
 
 
-def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, pg_url: str) -> None:
+def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, pg_url: str, workers: list) -> None:
     from optuna.trial import TrialState
 
-    doomed = _launch(study, pg_url, 1, start_new_session=True)
-    deadline = time.monotonic() + 300
+    doomed = _launch(workers, study, pg_url, 1)
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # wait until its trial runs (an MLflow run exists for it)
         running = [t for t in _trials(study, pg_url) if t.state == TrialState.RUNNING] if _has_study(pg_url) else []
         if running and "mlflow_run_id" in running[0].user_attrs:
@@ -100,8 +115,8 @@ def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, p
     doomed.wait()
     time.sleep(4)  # past the grace period
 
-    live = _launch(study, pg_url, 1)
-    output = live.communicate(timeout=300)[0]
+    live = _launch(workers, study, pg_url, 1)
+    output = live.communicate(timeout=900)[0]
     assert live.returncode == 0, output
     trials = _trials(study, pg_url)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
