@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.study import load_study
-from sweeps.tracking import MlflowTracker
+from sweeps.tracking import REASON, MlflowTracker
 
 STUDY = """\
 name: reliability
@@ -123,7 +123,7 @@ def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, p
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
     tracker = _tracker(study)
     killed = tracker.client.get_run(trials[0].user_attrs["mlflow_run_id"])
-    assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags["pricer.reason"]
+    assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags[REASON]
     assert tracker.client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FINISHED"
 
 
@@ -158,7 +158,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
 
     client = _tracker(study).client
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
-    assert runs[0].info.status == "KILLED" and "memory guard" in runs[0].data.tags["pricer.reason"]
+    assert runs[0].info.status == "KILLED" and "memory guard" in runs[0].data.tags[REASON]
     assert "peak_mem_gib" not in runs[0].data.metrics  # pruned before anything was loaded
     done = [r.data.metrics for r in runs[1:]]
     for m in done:
