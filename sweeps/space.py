@@ -11,6 +11,7 @@ from sweeps.study import ALPHA_RATIO, ParamSpec, StudySpec
 
 if TYPE_CHECKING:
     import optuna
+
     from pricer.train import TrainConfig
 
 
