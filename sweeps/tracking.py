@@ -238,22 +238,14 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
         tracker.log_artifact(run_id, Path(result.adapter_dir), "adapter")
 
 
-def log_baselines(tracker: Tracker, parent_id: str, val: list, test: list | None) -> None:
-    """`pricer.baselines.run_baselines` results as runs beside the trials (``pricer.role=baseline``).
-
-    Args:
-        val: (name, Metrics) on the validation items the trials are ranked on.
-        test: (name, Metrics) on the test items, or None.
-    """
-    test_by_name = dict(test or [])
-    for name, metrics in val:
+def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
+    """`pricer.baselines.run_baselines` results, (name, Metrics) on the validation items the
+    trials are ranked on, as runs beside the trials (``pricer.role=baseline``)."""
+    for name, metrics in results:
         run_id = tracker.start_run(f"baseline-{name}", parent_id=parent_id,
                                    tags={ROLE: "baseline", "pricer.baseline": name, STATE: "COMPLETE",
-                                         "pricer.model": name, "pricer.variant": "baseline"})
-        values = _metrics("val", metrics)
-        if name in test_by_name:
-            values.update(_metrics("test", test_by_name[name]))
-        tracker.log_metrics(run_id, values)
+                                         "pricer.model": name, "pricer.variant": ""})
+        tracker.log_metrics(run_id, _metrics("val", metrics))
         tracker.end_run(run_id, "FINISHED")
 
 
