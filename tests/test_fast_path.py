@@ -1,0 +1,107 @@
+"""The fast trial path computes what the seed recipe computes, only faster.
+
+Correctness only (speed is `pricer bench`'s job, never a test): price-only logits give the
+full-vocabulary loss and the same LoRA gradients; the benchmark command runs end to end on the
+real shapes' configs.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+# Product text tokens per prompt: short prompts keep this file near a minute on two cores.
+TEXT_TOKENS = 32
+
+
+@pytest.fixture(scope="module", params=["smollm2-135m-instruct", "gemma-3-270m"])
+def loaded(request, tiny_models):
+    """A real 4-bit tiny model as a trial loads it (repack trap defused), and its tokenizer."""
+    from pricer.loading import load_model
+
+    spec = tiny_models[request.param]
+    model, tokenizer = load_model(spec, "nf4")
+    return spec, model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def validation(sample_path):
+    from pricer.dataset import load_splits
+
+    return load_splits(sample_path)["validation"].select(range(8))
+
+
+def _tolerance(model) -> float:
+    import torch
+
+    # bf16 compute rounds the two paths' different matmul shapes differently; fp32 agrees closely
+    return 2e-2 if next(p for p in model.parameters() if p.is_floating_point()).dtype == torch.bfloat16 else 1e-4
+
+
+def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(loaded, validation):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pricer.prompts import encode_many
+    from pricer.train import collate, price_only_loss
+
+    spec, base, tokenizer = loaded
+    # init_lora_weights=False: B starts random, not zero, so A gets a gradient worth comparing
+    lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules("attention"),
+                      init_lora_weights=False)
+    torch.manual_seed(0)
+    model = get_peft_model(base, lora)
+    try:
+        model.train()
+        examples = encode_many(tokenizer, validation["text"][:3], validation["price"][:3], chat=spec.chat,
+                               max_tokens=TEXT_TOKENS)
+        batch = collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
+        lora_params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+        def loss_and_grads(compute):
+            model.zero_grad(set_to_none=True)
+            loss = compute()
+            loss.backward()
+            return loss.item(), {n: p.grad for n, p in lora_params.items()}
+
+        ref_loss, ref_grads = loss_and_grads(lambda: model(**batch).loss)  # logits at every position
+        loss, grads = loss_and_grads(lambda: price_only_loss(model, **batch))
+    finally:
+        model.unload()
+
+    tol = _tolerance(base)
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    missing = sorted(n for n, g in grads.items() if g is None or not g.abs().sum())
+    assert not missing, f"no LoRA gradient for {len(missing)} of {len(grads)} tensors, e.g. {missing[:2]}"
+    for name, ref in ref_grads.items():
+        got = grads[name].float().flatten()
+        ref = ref.float().flatten()
+        cosine = torch.nn.functional.cosine_similarity(got, ref, dim=0).item()
+        assert cosine > 1 - tol, f"{name}: gradient direction differs (cosine {cosine:.6f})"
+        assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
+
+
+def test_bench_json_reports_both_paths(capsys, sample_path):
+    from sweeps.cli import main
+
+    argv = ["bench", "--model", "smollm2-135m-instruct", "--steps", "1", "--batch-size", "2",
+            "--max-tokens", "80", "--eval-items", "2", "--data", str(sample_path), "--json"]
+    assert main(argv) == 0
+
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s",
+                        "eval_items_per_s_ref", "peak_mem_gib", "peak_mem_gib_ref", "mae", "mae_ref"}
+    for key in ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
+                "peak_mem_gib", "peak_mem_gib_ref"):
+        assert out[key] > 0, (key, out)
+    assert out["mae"] >= 0 and out["mae_ref"] >= 0
+
+
+@pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
+def test_bench_shape_configs_rebuild_the_real_architectures(name):
+    """`bench --shape` times random weights of these configs: they must be the published shapes."""
+    from pricer.benchmodels import shape_config
+    from pricer.shapes import SHAPES, ModelShape
+
+    assert ModelShape.from_config(shape_config(SHAPES[name])) == SHAPES[name]
