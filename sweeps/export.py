@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pricer.adapter import read_meta
 from pricer.errors import SpecError
-from sweeps.leaderboard import Row, best_trial_row, leaderboard
+from sweeps.leaderboard import Row, best_trial_row, leaderboard, objective_of
 from sweeps.tracking import MlflowTracker
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,12 @@ def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None
         _clear(out)
         shutil.move(str(adapter), out)
     entry = read_meta(out)["model"]
-    parent = tracker.study_runs(study)[0]
-    data = tracker.client.get_run(parent).data.params.get("data", "?")
-    (out / CARD).write_text(model_card(study, row, run, entry, data, tracking_uri))
+    parent = tracker.client.get_run(tracker.study_runs(study)[0]).data.params
+    data = parent.get("data_source") or parent.get("data", "?")
+    metric, _ = objective_of(tracker, study)
+    trials = [r for r in rows if not r.baseline and r.rank is not None]
+    standing = f"#{trials.index(row) + 1} of {len(trials)} finished trials by validation {metric}"
+    (out / CARD).write_text(model_card(study, row, run, entry, data, tracking_uri, standing))
     if merge:
         merge_into_base(out, entry, out / MERGED)
     return out
@@ -100,7 +103,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
-def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: str) -> str:
+def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: str, standing: str) -> str:
     """The exported folder's README: base model, data, metrics, parameters, how to use it."""
     m, params = run.data.metrics, run.data.params
 
@@ -117,8 +120,8 @@ def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: 
 # {study}, trial {row.trial}: {row.model} LoRA price predictor
 
 A 4-bit QLoRA adapter that predicts a product's price from its description (the prompt ends in
-"Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{tracking_uri}`; rank
-{row.rank} of the study by validation {'$ error' if row.mae is not None else 'objective'}.
+"Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{tracking_uri}`:
+{standing}.
 
 ## Base model
 
@@ -126,7 +129,8 @@ A 4-bit QLoRA adapter that predicts a product's price from its description (the 
 
 ## Data
 
-`{data}` (curated, split train / validation / test by a title hash).
+`{data}`, curated and split into train / validation / test by a hash of the title. Validation:
+the first `eval_items` of the validation split; test: the first `test_items` of the test split.
 
 ## Metrics
 

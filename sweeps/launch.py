@@ -57,7 +57,10 @@ def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
     s = spec.sampler
     startup = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
     if s.type == "tpe":
-        return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, **startup)
+        # multivariate + group: model-dependent (conditional) parameters are modelled jointly
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, **startup)
     if s.type == "gp":
         return optuna.samplers.GPSampler(seed=s.seed, **startup)
     if s.type == "grid":
@@ -171,6 +174,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                                                        "pricer.direction": spec.objective.directions[0]})
     if created:
         tracker.log_params(parent_id, {"storage": spec.storage, "data": str(data),
+                                       "data_source": spec.data.resolve(spec.path),
                                        "objective": ",".join(spec.objective.names),
                                        "sampler": spec.sampler.type, "pruner": spec.pruner.type})
     if spec.path is not None:

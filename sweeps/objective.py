@@ -36,6 +36,9 @@ POLL_S = 1.0
 
 def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool) -> None:
     """Runs in the spawned process: the fine-tune, with its callbacks relayed to the parent."""
+    # Ctrl-C in a terminal reaches the whole process group: the parent alone decides (it fails
+    # the trial, ends its MLflow run, then terminates this process)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = False
 
     def report(step: int, metrics: Metrics) -> None:
