@@ -20,6 +20,13 @@ from pricer.errors import SpecError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def experiment_id(tracking_uri: str, study: str) -> str:
+    """The study's MLflow experiment (SpecError if the study was never launched there)."""
+    from sweeps.tracking import MlflowTracker
+
+    return MlflowTracker(tracking_uri, study, create=False).experiment_id
+
+
 def server_command(tracking_uri: str, host: str, port: int, artifacts: Path | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port), "--workers", "1"]
