@@ -1,0 +1,158 @@
+"""A real study on CPU: both PyPI tiny models, SQLite Optuna storage, a sqlite MLflow store.
+
+One study serves every test (module fixture): a first launch runs the two enqueued good trials,
+a second launch continues the same study and adds a hopeless one (learning rate 0.5: it writes no
+number at all) that the median pruner stops at its first report. Trials are 2 steps of batch 2 on
+64-token prompts, scored on 8 validation and 4 test items. The objective is RMSLE: a miss scores as $0, which the
+dollar error barely separates from a tiny model's early guesses but RMSLE does (~4 vs ~2.5).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pricer.errors import SpecError, TrialFailed
+from sweeps.export import export
+from sweeps.launch import launch, open_study
+from sweeps.leaderboard import leaderboard
+from sweeps.study import load_study
+from sweeps.tracking import PARENT, MlflowTracker
+
+STUDY = """\
+name: sweep-test
+workdir: {workdir}
+data: {{source: {sample}, limit: 800}}
+search_space:
+  model: {{choices: [smollm2-135m-instruct, gemma-3-270m]}}
+  lora_r: {{choices: [4, 8]}}
+  lora_alpha_ratio: {{choices: [2]}}
+  learning_rate: {{low: 1.0e-4, high: 0.5, log: true}}
+fixed: {{max_steps: 2, batch_size: 2, max_tokens: 64, eval_items: 8, test_items: 4, warmup_steps: 0,
+        target_modules: attention}}
+enqueue:
+  - {{model: smollm2-135m-instruct, lora_r: 8, learning_rate: 3.0e-3}}
+  - {{model: gemma-3-270m, lora_r: 8, learning_rate: 3.0e-3}}
+  - {{model: smollm2-135m-instruct, lora_r: 4, learning_rate: 0.5}}
+sampler: {{type: random, seed: 0}}
+pruner: {{type: median, eval_every: 1, n_startup_trials: 2}}
+objective: rmsle
+n_trials: 2
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, sample_path: Path) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("sweep")
+    path = root / "sweep-test.yaml"
+    path.write_text(STUDY.format(workdir=root / "runs", sample=sample_path))
+    spec = load_study(path)
+    launch(spec, progress=False)
+    tracker = MlflowTracker(spec.tracking_uri, spec.name, create=False)
+    first_parents = tracker.study_runs(spec.name)
+    study = launch(spec.with_overrides(n_trials=3), progress=False)
+    return SimpleNamespace(root=root, path=path, spec=spec, study=study, tracker=tracker,
+                           first_parents=first_parents)
+
+
+def test_second_launch_continues_the_same_study_under_the_same_parent_run(sweep) -> None:
+    study = open_study(sweep.spec)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert [t.params["model"] for t in study.trials] == ["smollm2-135m-instruct", "gemma-3-270m",
+                                                         "smollm2-135m-instruct"]
+    parents = sweep.tracker.study_runs(sweep.spec.name)
+    assert parents == sweep.first_parents and len(parents) == 1
+    for trial in study.trials:
+        run = sweep.tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags[PARENT] == parents[0] and run.data.tags["pricer.trial"] == str(trial.number)
+
+
+def test_hopeless_trial_is_pruned_and_recorded_as_pruned(sweep) -> None:
+    from optuna.trial import TrialState
+
+    trials = open_study(sweep.spec).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    pruned = sweep.tracker.client.get_run(trials[2].user_attrs["mlflow_run_id"])
+    assert pruned.info.status == "KILLED" and pruned.data.tags["pricer.state"] == "PRUNED"
+    assert pruned.data.params["learning_rate"] == "0.5"
+    # stopped at its first report, on the price error (not the loss), before its last step
+    assert list(trials[2].intermediate_values) == [1]
+    history = sweep.tracker.client.get_metric_history(pruned.info.run_id, "val_rmsle")
+    assert [m.value for m in history] == [trials[2].intermediate_values[1]]
+
+
+def test_leaderboard_order_matches_the_mlflow_metrics(sweep, capsys) -> None:
+    from sweeps.cli import main
+
+    rows = leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
+    ranked = [r for r in rows if r.rank is not None]
+    assert [r.rank for r in ranked] == list(range(1, len(ranked) + 1))
+    for row in ranked:
+        assert row.rmsle == sweep.tracker.client.get_run(row.run_id).data.metrics["val_rmsle"]
+    assert [r.rmsle for r in ranked] == sorted(r.rmsle for r in ranked)
+    assert sum(r.baseline for r in ranked) == 4 and sum(not r.baseline for r in ranked) == 2
+    assert rows[-1].state == "PRUNED" and rows[-1].rank is None
+    best = open_study(sweep.spec).best_trial
+    assert next(r for r in ranked if not r.baseline).trial == best.number
+
+    assert main(["leaderboard", str(sweep.path), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in printed] == [r.run_id for r in rows]
+
+
+def test_trial_runs_hold_params_curves_costs_and_artifacts(sweep) -> None:
+    client = sweep.tracker.client
+    trial = open_study(sweep.spec).trials[0]
+    run = client.get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.params["model"] == "smollm2-135m-instruct" and run.data.params["lora_alpha"] == "16"
+    assert {"test_mae", "test_rmsle", "test_hit_rate", "wall_s", "train_tokens_per_s", "peak_mem_gib"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mae")] == [1, 2]
+    assert "host" in run.data.tags and "mlflow.source.git.commit" in run.data.tags
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"adapter", "predictions.csv", "scatter.png", "catalog_entry.json", "result.json"} <= names
+    parent = sweep.tracker.study_runs(sweep.spec.name)[0]
+    plots = {a.path for a in client.list_artifacts(parent, "optuna")}
+    assert "optuna/optimization_history.html" in plots
+
+
+def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Path, capsys) -> None:
+    from pricer.dataset import load_items
+    from sweeps.cli import main
+
+    out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "best")
+    card = (out / "README.md").read_text()
+    best = next(r for r in leaderboard(sweep.spec.tracking_uri, sweep.spec.name) if r.rank and not r.baseline)
+    assert f"trial {best.trial}" in card and best.model in card and "## Metrics" in card
+    items = load_items(sample_path)[:3]
+
+    capsys.readouterr()
+    assert main(["predict", "--adapter", str(out), *(i.text for i in items)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3
+
+    items_file = sweep.root / "three.jsonl"
+    items_file.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in items))
+    assert main(["evaluate", "--adapter", str(out), "--items", str(items_file), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 3
+
+    assert export(sweep.spec.tracking_uri, sweep.spec.name, out) == out  # replaces its own export
+    with pytest.raises(SpecError, match="PRUNED"):
+        export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "pruned", trial=2)
+    (sweep.root / "notes").mkdir()
+    (sweep.root / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(SpecError, match="not a previous export"):
+        export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "notes")
+
+
+def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Path) -> None:
+    from pricer import catalog
+    from sweeps.objective import run_in_child
+    from sweeps.space import to_config
+
+    config = to_config(sweep.spec, {"model": "smollm2-135m-instruct", "lora_r": 4, "learning_rate": 1e-3})
+    with pytest.raises(TrialFailed, match="DataError"):
+        run_in_child(config, str(tmp_path / "missing.jsonl"), tmp_path / "out",
+                     catalog.resolve(config.model), lambda step, metrics: False)
