@@ -119,9 +119,10 @@ def test_trial_runs_hold_params_curves_costs_and_artifacts(sweep) -> None:
     assert "optuna/optimization_history.html" in plots
 
 
-def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Path, capsys) -> None:
+def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Path) -> None:
+    from pricer.adapter import load_adapter, predict
     from pricer.dataset import load_items
-    from sweeps.cli import main
+    from pricer.evaluate import evaluate_items
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "best")
     card = (out / "README.md").read_text()
@@ -129,14 +130,12 @@ def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Pat
     assert f"trial {best.trial}" in card and best.model in card and "## Metrics" in card
     items = load_items(sample_path)[:3]
 
-    capsys.readouterr()
-    assert main(["predict", "--adapter", str(out), *(i.text for i in items)]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 3
-
-    items_file = sweep.root / "three.jsonl"
-    items_file.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in items))
-    assert main(["evaluate", "--adapter", str(out), "--items", str(items_file), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 3
+    loaded = load_adapter(out)  # what `pricer predict` and `pricer evaluate --adapter` load
+    assert loaded.spec.name == best.model
+    prices = predict(loaded, [i.text for i in items])
+    evaluation = evaluate_items(loaded.model, loaded.tokenizer, items, chat=loaded.spec.chat,
+                                max_tokens=loaded.max_tokens)
+    assert len(prices) == 3 and evaluation.metrics.n == 3
 
     assert export(sweep.spec.tracking_uri, sweep.spec.name, out) == out  # replaces its own export
     with pytest.raises(SpecError, match="PRUNED"):
@@ -145,6 +144,21 @@ def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Pat
     (sweep.root / "notes" / "mine.txt").write_text("keep me")
     with pytest.raises(SpecError, match="not a previous export"):
         export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "notes")
+
+
+def test_merge_writes_the_lora_into_a_bf16_base_not_a_4bit_one(sweep) -> None:
+    from safetensors.torch import load_file
+
+    from pricer.catalog import CATALOG, materialize
+
+    out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "merged", trial=0, merge=True)
+    merged = load_file(out / "merged" / "model.safetensors")
+    base = load_file(materialize(CATALOG["smollm2-135m-instruct"]) / "model.safetensors")
+    assert "quantization_config" not in json.loads((out / "merged" / "config.json").read_text())
+    q, up = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.up_proj.weight"
+    assert merged[q].dtype == base[q].dtype
+    assert not merged[q].equal(base[q])  # LoRA targets attention: its update is in the weights
+    assert merged[up].equal(base[up])    # and only there
 
 
 def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Path) -> None:
