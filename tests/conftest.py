@@ -76,7 +76,7 @@ def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.
     from pricer.train import TrainConfig, train
 
     config = TrainConfig(model=request.param, max_steps=6, batch_size=4, max_tokens=96, train_items=8,
-                         eval_every=3, eval_items=4, test_items=8, learning_rate=2e-3, warmup_steps=1)
+                         eval_every=3, eval_items=4, test_items=8, learning_rate=1e-3, warmup_steps=1)
     reports: list = []
     out = tmp_path_factory.mktemp("adapter") / request.param
     result = train(config, built_data, out, report=lambda step, m: reports.append((step, m)), progress=False)

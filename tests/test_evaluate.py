@@ -1,0 +1,89 @@
+"""Evaluation parses and scores real generations; the stopping rule ends a row once its number is
+complete; the CLI's evaluate / predict serve a trained adapter folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pricer.metrics import parse_price
+
+
+@pytest.fixture(scope="module")
+def smollm2(tiny_models):
+    from pricer.loading import load_model
+
+    spec = tiny_models["smollm2-135m-instruct"]
+    model, tokenizer = load_model(spec, "nf4")
+    return spec, model, tokenizer
+
+
+def test_evaluation_parses_and_scores_real_generations(smollm2, sample_path) -> None:
+    from pricer.dataset import load_items
+    from pricer.evaluate import MAX_NEW_TOKENS, evaluate_items
+
+    spec, model, tokenizer = smollm2
+    items = load_items(sample_path)[:12]
+    evaluation = evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=64, batch_size=8)
+
+    assert len(evaluation.outputs) == 12
+    assert evaluation.predictions == [parse_price(o) for o in evaluation.outputs]
+    assert all(len(tokenizer(o, add_special_tokens=False)["input_ids"]) <= MAX_NEW_TOKENS
+               for o in evaluation.outputs)
+    metrics = evaluation.metrics
+    assert metrics.n == 12 and metrics.misses == evaluation.predictions.count(None)
+    assert 0 <= metrics.hit_rate <= 1 and metrics.mae >= 0
+    rows = evaluation.rows(items)
+    assert rows[0]["price"] == items[0].price and rows[0]["output"] == evaluation.outputs[0]
+
+
+@pytest.mark.parametrize(("written", "done"), [
+    ("129.", True), ("45 ", True), ("1,299.", True), ("The", True),
+    ("12", False), (" 4", False), ("1,2", False), ("", False),
+])
+def test_a_row_is_done_once_its_number_is_complete(smollm2, written, done) -> None:
+    import torch
+
+    from pricer.evaluate import PriceComplete
+
+    _, _, tokenizer = smollm2
+    prompt = tokenizer("Price is $", add_special_tokens=False)["input_ids"]
+    new = tokenizer(written, add_special_tokens=False)["input_ids"] if written else []
+    ids = torch.tensor([prompt + new, prompt + new])
+    assert PriceComplete(tokenizer, len(prompt))(ids, None).tolist() == [done, done]
+
+
+def test_left_padding_keeps_every_prompt_flush_right() -> None:
+    from pricer.evaluate import left_pad
+
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, built_data, tmp_path, capsys) -> None:
+    from pricer.dataset import load_items
+    from sweeps.cli import main
+
+    result, _ = tiny_trial
+    if result.config.model != "smollm2-135m-instruct":
+        pytest.skip("one model is enough for the CLI")
+    items = load_items(built_data)[:4]
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_text("".join(json.dumps(i.to_dict()) + "\n" for i in items))
+
+    assert main(["evaluate", "--adapter", str(result.adapter_dir), "--items", str(jsonl), "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["n"] == 4 and 0 <= scores["hit_rate"] <= 1 and {"mae", "rmsle"} <= set(scores)
+
+    assert main(["predict", "--adapter", str(result.adapter_dir), items[0].text, items[1].text]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line == "-" or float(line) >= 0 for line in lines)
+
+
+def test_cli_names_a_folder_that_is_not_an_adapter(tmp_path, capsys) -> None:
+    from sweeps.cli import main
+
+    assert main(["predict", "--adapter", str(tmp_path), "a kettle"]) == 2
+    assert "not an adapter folder (no pricer.json)" in capsys.readouterr().err
