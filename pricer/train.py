@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +22,7 @@ from pricer.errors import SpecError, TrialFailed
 from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
 from pricer.loading import QUANTIZATIONS, load_model
+from pricer.memory import peak_memory_gib
 from pricer.metrics import Metrics
 from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode
 
@@ -194,7 +195,9 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=spec.target_modules(config.target_modules), bias="none",
                       task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft asks the deprecated is_gradient_checkpointing (transformers 5)
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        model = get_peft_model(model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
@@ -387,11 +390,3 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
                      for r in test.rows(run.test_items)] if test else [])
 
-
-def peak_memory_gib() -> float:
-    """Peak CUDA memory allocated when on a GPU, else this process's peak resident memory."""
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

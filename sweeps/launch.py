@@ -51,21 +51,24 @@ def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
     return out
 
 
-def make_sampler(spec: StudySpec) -> optuna.samplers.BaseSampler:
+def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """The study file's sampler; ``offset`` shifts a fixed seed so that a worker joining a study
+    that already holds trials does not replay the first worker's proposals."""
     import optuna
 
     s = spec.sampler
+    seed = None if s.seed is None else s.seed + offset
     startup = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
     if s.type == "tpe":
         # multivariate + group: model-dependent (conditional) parameters are modelled jointly
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=s.seed, multivariate=True, group=True, **startup)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, **startup)
     if s.type == "gp":
-        return optuna.samplers.GPSampler(seed=s.seed, **startup)
+        return optuna.samplers.GPSampler(seed=seed, **startup)
     if s.type == "grid":
-        return optuna.samplers.GridSampler(grid(spec.search_space), seed=s.seed)
-    return optuna.samplers.RandomSampler(seed=s.seed)
+        return optuna.samplers.GridSampler(grid(spec.search_space), seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
@@ -130,18 +133,24 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
     import optuna
 
     storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)
-    return optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
-                               pruner=make_pruner(spec), directions=spec.objective.directions,
-                               load_if_exists=True)
+    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+                                pruner=make_pruner(spec), directions=spec.objective.directions,
+                                load_if_exists=True)
+    if spec.sampler.seed is not None and (existing := len(study.get_trials(deepcopy=False))):
+        study.sampler = make_sampler(spec, offset=existing)
+    return study
 
 
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
     that a heartbeat retry replaced (the retry counts instead)."""
+    import optuna
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)

@@ -147,3 +147,16 @@ def test_data_source_falls_back_when_the_local_sample_is_absent(tmp_path: Path, 
     moved = load_study(_write(tmp_path, (REPO / "studies/quickstart.yaml").read_text()
                               .replace("../shared/", "../no-such-folder/"), "quickstart.yaml"))
     assert moved.data.resolve(moved.path).startswith("hf://datasets/McAuley-Lab/Amazon-Reviews-2023/")
+
+
+def test_a_worker_joining_a_seeded_study_does_not_replay_its_proposals(tmp_path: Path) -> None:
+    from sweeps.launch import open_study
+
+    text = GOOD + f"storage: sqlite:///{tmp_path}/optuna.db\nsampler: {{type: random, seed: 7}}\n"
+    spec = load_study(_write(tmp_path, text))
+    first = open_study(spec)
+    trial = first.ask()
+    proposed = suggest(trial, spec.search_space)
+    first.tell(trial, 1.0)
+    joined = open_study(spec)  # a second worker, same file, same seed
+    assert suggest(joined.ask(), spec.search_space) != proposed
