@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pricer.curate import MAX_PRICE
 from pricer.items import Item
 from pricer.metrics import Metrics, parse_price, score
 from pricer.prompts import DEFAULT_MAX_TOKENS, Example, encode
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 MAX_NEW_TOKENS = 6
 EVAL_BATCH_SIZE = 32
 _COMPLETE = re.compile(r"^\s*[\d,]*\d[^\d,]")
+# Curated prices have at most this many integer digits; a model that keeps writing digits has
+# said all it can say about an item in range by then. Reading only these digits also makes the
+# batched path agree with the recipe's fixed 3 one-digit tokens.
+MAX_DIGITS = len(str(int(MAX_PRICE)))
+_ENOUGH_DIGITS = re.compile(rf"^\s*\d{{{MAX_DIGITS}}}")
+_TOO_MANY_DIGITS = re.compile(rf"^(\s*\d{{{MAX_DIGITS}}})\d+")
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,12 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         stopping_criteria=[PriceComplete(tokenizer, input_ids.shape[1])],
         temperature=None, top_p=None, top_k=None)
     new = generated[:, input_ids.shape[1]:]
-    return tokenizer.batch_decode(new.to(torch.long), skip_special_tokens=True)
+    return [within_range(t) for t in tokenizer.batch_decode(new.to(torch.long), skip_special_tokens=True)]
+
+
+def within_range(text: str) -> str:
+    """The output with a leading digit run cut to ``MAX_DIGITS`` (``"12345."`` -> ``"123"``)."""
+    return _TOO_MANY_DIGITS.sub(r"\1", text)
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int, *, device: torch.device | str = "cpu",
@@ -122,7 +134,8 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int, *, device: torch.device
 
 class PriceComplete:
     """A generate() stopping criterion: a row is done once its new text holds a number followed by
-    something else (``"129."``, ``"45 "``) or starts with no digit at all after a token."""
+    something else (``"129."``, ``"45 "``), holds ``MAX_DIGITS`` digits, or starts with no digit
+    at all after a token."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int) -> None:
         self.tokenizer = tokenizer
@@ -132,5 +145,6 @@ class PriceComplete:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
-        done = [bool(_COMPLETE.match(t)) or (t.strip() != "" and not t.lstrip()[0].isdigit()) for t in texts]
+        done = [bool(_COMPLETE.match(t) or _ENOUGH_DIGITS.match(t)) or (t.strip() != "" and not t.lstrip()[0].isdigit())
+                for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

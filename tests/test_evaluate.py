@@ -39,7 +39,7 @@ def test_evaluation_parses_and_scores_real_generations(smollm2, sample_path) -> 
 
 
 @pytest.mark.parametrize(("written", "done"), [
-    ("129.", True), ("45 ", True), ("1,299.", True), ("The", True),
+    ("129.", True), ("45 ", True), ("1,299.", True), ("The", True), ("999", True),
     ("12", False), (" 4", False), ("1,2", False), ("", False),
 ])
 def test_a_row_is_done_once_its_number_is_complete(smollm2, written, done) -> None:
@@ -52,6 +52,15 @@ def test_a_row_is_done_once_its_number_is_complete(smollm2, written, done) -> No
     new = tokenizer(written, add_special_tokens=False)["input_ids"] if written else []
     ids = torch.tensor([prompt + new, prompt + new])
     assert PriceComplete(tokenizer, len(prompt))(ids, None).tolist() == [done, done]
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("12345.00", "123.00"), ("999", "999"), (" 1234", " 123"), ("1,299.", "1,299."), ("42.", "42."),
+])
+def test_a_run_of_digits_is_read_up_to_the_curated_price_range(written, kept) -> None:
+    from pricer.evaluate import within_range
+
+    assert within_range(written) == kept
 
 
 def test_left_padding_keeps_every_prompt_flush_right() -> None:
