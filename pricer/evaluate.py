@@ -24,12 +24,12 @@ if TYPE_CHECKING:
 # "999.00" is six digit-per-token tokens; the number is complete at the "." already
 MAX_NEW_TOKENS = 6
 EVAL_BATCH_SIZE = 32
-_COMPLETE = re.compile(r"^\s*[\d,]*\d[^\d,]")
 # Curated prices have at most this many integer digits; a model that keeps writing digits has
 # said all it can say about an item in range by then. Reading only these digits also makes the
 # batched path agree with the recipe's fixed 3 one-digit tokens.
 MAX_DIGITS = len(str(int(MAX_PRICE)))
-_ENOUGH_DIGITS = re.compile(rf"^\s*\d{{{MAX_DIGITS}}}")
+# a number followed by something else ("129.", "45 "), or MAX_DIGITS digits already
+_COMPLETE = re.compile(rf"^\s*(?:[\d,]*\d[^\d,]|\d{{{MAX_DIGITS}}})")
 _TOO_MANY_DIGITS = re.compile(rf"^(\s*\d{{{MAX_DIGITS}}})\d+")
 
 
@@ -145,6 +145,5 @@ class PriceComplete:
         import torch
 
         texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
-        done = [bool(_COMPLETE.match(t) or _ENOUGH_DIGITS.match(t)) or (t.strip() != "" and not t.lstrip()[0].isdigit())
-                for t in texts]
+        done = [bool(_COMPLETE.match(t)) or (t.strip() != "" and not t.lstrip()[0].isdigit()) for t in texts]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
