@@ -6,6 +6,7 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,6 +14,7 @@ import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +28,22 @@ if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
+
 # A RUNNING trial whose worker stopped beating this long is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
 HEARTBEAT_S = int(os.environ.get("PRICER_HEARTBEAT_S", 30))
 GRACE_S = int(os.environ.get("PRICER_GRACE_S", 120))
+
+
+@contextlib.contextmanager
+def optuna_experimental() -> Iterator[None]:
+    """Heartbeats, their retry callback, ``fail_stale_trials`` and TPE's ``group`` are what this
+    module is built on; Optuna still calls them experimental, which tells a user nothing."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
 
 
 def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
@@ -61,8 +75,7 @@ def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSample
     startup = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
     if s.type == "tpe":
         # multivariate + group: model-dependent (conditional) parameters are modelled jointly
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with optuna_experimental():
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, **startup)
     if s.type == "gp":
         return optuna.samplers.GPSampler(seed=seed, **startup)
@@ -90,8 +103,7 @@ class FailStaleRun:
         import optuna
 
         self.tracker = tracker
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with optuna_experimental():
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -112,8 +124,7 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         try:
-            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            with optuna_experimental():
                 return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
                                                   heartbeat_stale_trial_callback=on_stale)
         except SQLAlchemyError as exc:
@@ -144,12 +155,10 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
     that a heartbeat retry replaced (the retry counts instead)."""
-    import optuna
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with optuna_experimental():
         fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
     trials = study.get_trials(deepcopy=False)
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
