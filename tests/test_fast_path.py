@@ -82,6 +82,28 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
         assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
 
 
+def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loaded, validation):
+    """generate() slices the last position; the head must not copy its weight for every prompt."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from pricer.evaluate import left_pad
+    from pricer.prompts import encode_many
+
+    spec, model, tokenizer = loaded
+    prompts = [e.prompt_ids for e in encode_many(tokenizer, validation["text"][:4], chat=spec.chat,
+                                                   max_tokens=TEXT_TOKENS)]
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    model.eval()
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1).logits
+    assert logits.shape[:2] == (4, 1)
+    batched_heads = [e.input_shapes for e in prof.events()
+                     if e.name == "aten::bmm" and any(s and s[-1] == vocab for s in e.input_shapes)]
+    assert not batched_heads, f"the head ran as a batched matmul over copies of its weight: {batched_heads}"
+
+
 def test_bench_json_reports_both_paths(capsys, sample_path):
     from sweeps.cli import main
 
