@@ -22,9 +22,10 @@ from pricer.errors import SpecError, TrialFailed
 from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
 from pricer.loading import QUANTIZATIONS, load_model
-from pricer.memory import peak_memory_gib
+from pricer.memory import StepPlan, budget_gib, estimate_training_memory, peak_memory_gib, plan_step
 from pricer.metrics import Metrics
 from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode
+from pricer.shapes import ModelShape
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,8 @@ class TrainConfig:
         target_modules: ``attention`` (q/k/v/o) or ``all-linear`` (plus the MLP projections).
         max_steps: optimizer steps; None trains ``epochs`` passes over the train split.
         batch_size / grad_accum: an optimizer step sees ``batch_size * grad_accum`` prompts.
+        micro_batch_size: rows per forward/backward (same loss and gradients for any split); None:
+            the whole batch, or the largest part the memory budget fits (`pricer.memory.plan_step`).
         max_tokens: token budget of the product text in a prompt.
         quantization: ``nf4`` (QLoRA) or ``none`` (plain LoRA on a bf16/fp32 base).
         eval_every: validation every N steps (0: only at the end); feeds ``report``/``should_stop``.
@@ -62,6 +65,7 @@ class TrainConfig:
     epochs: float = 1.0
     batch_size: int = 8
     grad_accum: int = 1
+    micro_batch_size: int | None = None
     seed: int = 42
     max_tokens: int = DEFAULT_MAX_TOKENS
     quantization: str = "nf4"
@@ -76,7 +80,7 @@ class TrainConfig:
         positive = ["lora_r", "lora_alpha", "batch_size", "grad_accum", "max_tokens", "eval_items",
                     "eval_batch_size"]
         problems += [f"{n}: must be >= 1 (got {getattr(self, n)})" for n in positive if getattr(self, n) < 1]
-        for name in ("max_steps", "train_items", "test_items"):
+        for name in ("max_steps", "micro_batch_size", "train_items", "test_items"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 problems.append(f"{name}: must be >= 1 or null (got {value})")
@@ -124,7 +128,8 @@ class TrainConfig:
 
 
 _FIELD_TYPES = {"lora_r": int, "lora_alpha": int, "warmup_steps": int, "max_steps": int, "batch_size": int,
-                "grad_accum": int, "seed": int, "max_tokens": int, "eval_every": int, "eval_items": int,
+                "grad_accum": int, "micro_batch_size": int, "seed": int, "max_tokens": int, "eval_every": int,
+                "eval_items": int,
                 "eval_batch_size": int, "train_items": int, "test_items": int, "lora_dropout": float,
                 "learning_rate": float, "epochs": float}
 
@@ -144,6 +149,7 @@ class Result:
     wall_s: float
     train_tokens_per_s: float
     peak_mem_gib: float
+    plan: StepPlan | None = None
     predictions: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -153,7 +159,7 @@ class Result:
                 "train_losses": self.train_losses, "val_curve": self.val_curve, "steps": self.steps,
                 "stopped_early": self.stopped_early, "wall_s": self.wall_s,
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
-                "predictions": self.predictions}
+                "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -172,10 +178,18 @@ class Run:
     val_items: list[Item]
     test_items: list[Item]
     total_steps: int
+    plan: StepPlan
 
 
-def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpec | None = None) -> Run:
-    """Data, tokenizer, the quantized model with fresh LoRA adapters, optimizer and schedule."""
+def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpec | None = None,
+          memory_budget_gib: float | None = None) -> Run:
+    """Data, tokenizer, the quantized model with fresh LoRA adapters, optimizer, schedule, and the
+    step plan (micro-batch, checkpointing) for the memory budget.
+
+    Args:
+        memory_budget_gib: what a step may use (default `pricer.memory.budget_gib`, read before
+            the weights load).
+    """
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import get_scheduler
@@ -190,7 +204,13 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     total_steps = config.max_steps or max(1, math.ceil(
         config.epochs * len(train_items) / (config.batch_size * config.grad_accum)))
 
+    budget = budget_gib() if memory_budget_gib is None else memory_budget_gib
     model, tokenizer = load_model(spec, config.quantization)
+    seq_len = config.max_tokens + len(encode(tokenizer, "", 999.0, chat=spec.chat).input_ids)
+    plan = step_plan(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
+                     compute_bytes=model.dtype.itemsize)
+    if plan.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=spec.target_modules(config.target_modules), bias="none",
@@ -203,7 +223,19 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                               num_training_steps=total_steps)
     return Run(config, spec, model, tokenizer, optimizer, scheduler, train_items, val_items, test_items,
-               total_steps)
+               total_steps, plan)
+
+
+def step_plan(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
+              compute_bytes: int = 2) -> StepPlan:
+    """`config.micro_batch_size` when set, else the fastest plan that fits `budget_gib`."""
+    kwargs = dict(seq_len=seq_len, lora_r=config.lora_r, target_modules=config.target_modules,
+                  quantization=config.quantization, compute_bytes=compute_bytes)
+    if config.micro_batch_size is None:
+        return plan_step(shape, batch_size=config.batch_size, budget_gib=budget_gib, **kwargs)
+    size = min(config.micro_batch_size, config.batch_size)
+    estimate = estimate_training_memory(shape, batch_size=size, **kwargs)
+    return StepPlan(size, False, estimate, budget_gib, fits=estimate.total <= budget_gib)
 
 
 def _splits(data: str | Path | DatasetDict) -> Mapping[str, Sequence]:
@@ -272,16 +304,37 @@ def micro_batches(run: Run) -> Iterator[dict[str, torch.Tensor]]:
             yield collate(examples, run.tokenizer.pad_token_id, device)
 
 
+def parts(batch: dict[str, torch.Tensor], size: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
+    """`batch` in parts of at most `size` rows, each with its share of the batch's price tokens.
+
+    Rows are grouped by length and each part is cut to its longest row, so a split batch also
+    carries less padding. Weighting each part's mean loss by its share makes the sum the whole
+    batch's loss, and the gradients the whole batch's gradients.
+    """
+    import torch
+
+    lengths = batch["attention_mask"].sum(dim=1)
+    labelled = (batch["labels"][:, 1:] != IGNORE).sum(dim=1)
+    total = int(labelled.sum())
+    order = torch.argsort(lengths, stable=True)
+    for start in range(0, len(order), size):
+        rows = order[start:start + size]
+        width = int(lengths[rows].max())
+        yield {k: v[rows, :width] for k, v in batch.items()}, int(labelled[rows].sum()) / total
+
+
 def train_step(run: Run, batches: Sequence[dict[str, torch.Tensor]]) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean price-token loss."""
+    """One optimizer step over ``grad_accum`` batches, each run in the plan's micro-batches;
+    returns the mean price-token loss."""
     import torch
 
     run.model.train()
     total = 0.0
     for batch in batches:
-        loss = price_only_loss(run.model, **batch) / len(batches)
-        loss.backward()
-        total += loss.item()
+        for part, share in parts(batch, run.plan.micro_batch_size):
+            loss = price_only_loss(run.model, **part) * (share / len(batches))
+            loss.backward()
+            total += loss.item()
     if not math.isfinite(total):
         raise TrialFailed(f"loss is {total}; lower the learning rate (now {run.config.learning_rate:g})")
     torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], 1.0)
@@ -386,7 +439,7 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         val_curve=trained.val_curve, steps=trained.steps, stopped_early=trained.stopped_early,
         wall_s=time.perf_counter() - started,
         train_tokens_per_s=trained.tokens / trained.seconds if trained.seconds else 0.0,
-        peak_mem_gib=peak_memory_gib(),
+        peak_mem_gib=peak_memory_gib(), plan=run.plan,
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
                      for r in test.rows(run.test_items)] if test else [])
 

@@ -82,6 +82,57 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
         assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
 
 
+def test_micro_batches_and_checkpointing_give_the_whole_batch_loss_and_gradients(loaded, validation):
+    """The memory plan may split a step or recompute its activations; the step stays the same."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pricer.prompts import encode
+    from pricer.train import collate, parts, price_only_loss
+
+    spec, base, tokenizer = loaded
+    lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules("attention"),
+                      init_lora_weights=False)
+    torch.manual_seed(0)
+    model = get_peft_model(base, lora)
+    try:
+        model.train()
+        # different text budgets: rows of different lengths and padding, prices of 1-3 digits
+        examples = [encode(tokenizer, text, price, chat=spec.chat, max_tokens=budget)
+                    for text, price, budget in zip(validation["text"][:5], [7.0, 129.99, 45.5, 999.0, 12.0],
+                                                   [32, 12, 24, 32, 8], strict=True)]
+        batch = collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
+        lora_params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+        def step(size):
+            model.zero_grad(set_to_none=True)
+            total = 0.0
+            for part, share in parts(batch, size):
+                loss = price_only_loss(model, **part) * share
+                loss.backward()
+                total += loss.item()
+            return total, {n: p.grad.clone() for n, p in lora_params.items()}
+
+        whole_loss, whole = step(5)
+        split_loss, split = step(2)
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        try:
+            ckpt_loss, ckpt = step(2)
+        finally:
+            base.gradient_checkpointing_disable()
+    finally:
+        model.unload()
+
+    tol = _tolerance(base)
+    assert len({len(e.input_ids) for e in examples}) > 1
+    for loss, grads in ((split_loss, split), (ckpt_loss, ckpt)):
+        assert loss == pytest.approx(whole_loss, rel=tol)
+        for name, ref in whole.items():
+            got, ref = grads[name].float().flatten(), ref.float().flatten()
+            assert torch.nn.functional.cosine_similarity(got, ref, dim=0).item() > 1 - tol, name
+            assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
+
+
 def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loaded, validation):
     """generate() slices the last position; the head must not copy its weight for every prompt."""
     import torch
@@ -102,6 +153,29 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
     batched_heads = [e.input_shapes for e in prof.events()
                      if e.name == "aten::bmm" and any(s and s[-1] == vocab for s in e.input_shapes)]
     assert not batched_heads, f"the head ran as a batched matmul over copies of its weight: {batched_heads}"
+
+
+def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, tiny_models):
+    from datasets import DatasetDict
+
+    from pricer.dataset import load_splits
+    from pricer.train import TrainConfig, micro_batches, setup, train_step
+
+    splits = load_splits(sample_path)
+    data = DatasetDict({"train": splits["train"].select(range(8)), "validation": splits["validation"].select(range(2)),
+                        "test": splits["test"].select([])})
+    config = TrainConfig(model="smollm2-135m-instruct", batch_size=4, max_tokens=TEXT_TOKENS, max_steps=1,
+                         target_modules="attention", warmup_steps=0)
+    roomy = setup(config, data, spec=tiny_models["smollm2-135m-instruct"], memory_budget_gib=64)
+    assert (roomy.plan.micro_batch_size, roomy.plan.gradient_checkpointing) == (4, False)
+    # half the whole batch's activations fit (the estimate's total is its parts x 1.15)
+    budget = roomy.plan.estimate.total - roomy.plan.estimate.activations * 0.5
+    del roomy
+    tight = setup(config, data, spec=tiny_models["smollm2-135m-instruct"], memory_budget_gib=budget)
+    assert tight.plan.fits and tight.plan.micro_batch_size == 2 and not tight.plan.gradient_checkpointing
+    assert train_step(tight, [next(micro_batches(tight))]) > 0
+    lora_b = [p for n, p in tight.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # zero at init: the step reached them all
 
 
 def test_bench_json_reports_both_paths(capsys, sample_path):

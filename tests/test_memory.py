@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pricer.memory import estimate_training_memory
+from pricer.memory import estimate_training_memory, plan_step
 from pricer.shapes import SHAPES
 
 # (shape, gradient checkpointing, measured peak GiB) for the recipe: LoRA r32 q/k/v/o, nf4,
@@ -53,3 +53,31 @@ def test_smollm2_shape_counts_its_135m_parameters():
     shape = SHAPES["smollm2-135m-instruct"]
     total = shape.linear_params + shape.embedding_params
     assert 125e6 < total < 140e6
+
+
+def test_plan_splits_the_batch_before_it_checkpoints_and_says_when_nothing_fits():
+    kwargs = dict(batch_size=16, seq_len=182, lora_r=32)
+    shape = SHAPES["llama-3.1-8b"]
+    roomy = plan_step(shape, budget_gib=80, **kwargs)
+    assert (roomy.micro_batch_size, roomy.gradient_checkpointing, roomy.fits) == (16, False, True)
+
+    # the recipe's measured peak (checkpointing on): the fast path holds it by splitting instead
+    recipe_peak = plan_step(shape, budget_gib=14.1, **kwargs)
+    assert recipe_peak.fits and not recipe_peak.gradient_checkpointing
+    assert 1 < recipe_peak.micro_batch_size < 16 and recipe_peak.estimate.total <= 14.1
+    bigger = estimate_training_memory(shape, batch_size=2 * recipe_peak.micro_batch_size, seq_len=182, lora_r=32)
+    assert bigger.total > 14.1  # the largest micro-batch that fits
+
+    one_row = estimate_training_memory(shape, batch_size=1, seq_len=182 * 40, lora_r=32)
+    long_rows = plan_step(shape, budget_gib=one_row.total - 0.5, batch_size=16, seq_len=182 * 40, lora_r=32)
+    assert long_rows.fits and long_rows.gradient_checkpointing
+
+    nothing = plan_step(shape, budget_gib=3, **kwargs)
+    assert not nothing.fits and "exceeds the 3.00 GiB budget" in nothing.describe()
+
+
+def test_fp32_compute_doubles_the_activations():
+    bf16 = estimate_training_memory(SHAPES["smollm2-135m-instruct"], batch_size=16, seq_len=182, lora_r=32)
+    fp32 = estimate_training_memory(SHAPES["smollm2-135m-instruct"], batch_size=16, seq_len=182, lora_r=32,
+                                    compute_bytes=4)
+    assert fp32.activations == pytest.approx(2 * bf16.activations, rel=1e-3)

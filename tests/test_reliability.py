@@ -153,7 +153,8 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
 
     trials = _trials(study, pg_url)
     assert [t.state for t in trials] == [TrialState.PRUNED] + [TrialState.COMPLETE] * 3
-    assert "memory guard: estimated peak" in trials[0].user_attrs["fail_reason"]
+    assert "memory guard:" in trials[0].user_attrs["fail_reason"]
+    assert "gradient checkpointing: estimated peak" in trials[0].user_attrs["fail_reason"]
     assert "exceeds the 0.50 GiB budget" in trials[0].user_attrs["fail_reason"]
 
     client = _tracker(study).client
