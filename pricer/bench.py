@@ -3,7 +3,10 @@ model and the same data, as ratios.
 
 Each path loads its own copy of the 4-bit model (the recipe's preparation upcasts and wraps the
 model it is given), trains `steps` steps on the same labelled prompts from the real sample, then
-predicts the same validation items: the recipe one item at a time, the project in batches. Speed is
+predicts the same validation items: the recipe one item at a time, the project in batches. The
+project's path plans its step with the recipe's measured peak as its memory budget (`pricer.memory.
+plan_step`: the whole batch, or micro-batches, before checkpointing), so the ratios compare the two
+at no more memory than the recipe used. Speed is
 timed over the steps after the first (which pays one-time allocation costs); memory is the peak of
 each whole path, load included (`benchmodels.PeakMemory`).
 """
@@ -101,6 +104,7 @@ class PathNumbers:
     peak_gib: float
     mae: float
     losses: tuple[float, ...]
+    plan: str = "the recipe's"
 
 
 def run_bench(model: str = SHAPE_TOKENIZER, steps: int = 5, shape: str | None = None, *,
@@ -159,14 +163,14 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
     recipe_config = _recipe_config(settings, dtype == torch.bfloat16)
     ref = _reference_path(spec, tokenizer, train_rows, val_rows, recipe_config, text_budget, workdir)
     gc.collect()
-    fast = _project_path(spec, train_rows, val_rows, recipe_config, text_budget)
+    fast = _project_path(spec, train_rows, val_rows, recipe_config, text_budget, memory_budget_gib=ref.peak_gib)
     return BenchResult(
         settings=settings, device=str(device), dtype=str(dtype).removeprefix("torch."),
         train_tokens_per_s=fast.tokens_per_s, train_tokens_per_s_ref=ref.tokens_per_s,
         eval_items_per_s=fast.items_per_s, eval_items_per_s_ref=ref.items_per_s,
         peak_mem_gib=fast.peak_gib, peak_mem_gib_ref=ref.peak_gib, mae=fast.mae, mae_ref=ref.mae,
         memory_method=MEMORY_METHOD["cuda" if device.type == "cuda" else "cpu"],
-        notes={"model": spec.name, "text_budget": text_budget, "losses": list(fast.losses),
+        notes={"model": spec.name, "text_budget": text_budget, "plan": fast.plan, "losses": list(fast.losses),
                "losses_ref": list(ref.losses)})
 
 
@@ -206,8 +210,10 @@ def _reference_path(spec, tokenizer, train_rows, val_rows, config, text_budget: 
     return PathNumbers(stats.tokens_per_s, len(prompts) / seconds, mem.gib, mae, stats.losses)
 
 
-def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int) -> PathNumbers:
-    """`pricer.train`'s setup, step and evaluation with the recipe's hyperparameters."""
+def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int, *,
+                  memory_budget_gib: float) -> PathNumbers:
+    """`pricer.train`'s setup, step and evaluation with the recipe's hyperparameters, its step
+    planned for `memory_budget_gib`."""
     import time
 
     import torch
@@ -224,7 +230,8 @@ def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int) -
         max_tokens=text_budget, eval_items=len(val_rows))
     data = DatasetDict({"train": train_rows, "validation": val_rows, "test": val_rows.select([])})
     with PeakMemory() as mem:
-        run = setup(config, data, spec=spec)
+        run = setup(config, data, spec=spec, memory_budget_gib=memory_budget_gib)
+        plan = run.plan.describe()
         batches = micro_batches(run)
         times, tokens, losses = [], [], []
         for _ in range(config.max_steps):
@@ -243,7 +250,7 @@ def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int) -
     # the first step pays for allocations and kernel selection, as in the reference: time the rest
     skip = 1 if len(times) > 1 else 0
     return PathNumbers(sum(tokens[skip:]) / sum(times[skip:]), len(val_rows) / eval_s, mem.gib,
-                       evaluation.metrics.mae, tuple(losses))
+                       evaluation.metrics.mae, tuple(losses), plan)
 
 
 def _sync(torch) -> None:

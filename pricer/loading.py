@@ -13,6 +13,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 QUANTIZATIONS = ("nf4", "none")
+# Prompt length up to which eager attention beats sdpa on a CPU. Measured here (bf16, SmolLM2): a
+# training step 18 % faster at 4 x 180 tokens and 17 % at 2 x 512, a 16-prompt prefill 6-10 %
+# faster; at 1024 tokens eager's full score matrices make a prefill twice as slow.
+EAGER_CPU_MAX_TOKENS = 512
 
 
 def pick_device() -> torch.device:
@@ -88,6 +92,17 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def prefer_eager_on_cpu(model: PreTrainedModel, seq_len: int) -> bool:
+    """Switch a CPU model to eager attention when its prompts are short enough to gain from it
+    (`EAGER_CPU_MAX_TOKENS`); returns whether it switched. GPUs keep the entry's kernel."""
+    if model.device.type != "cpu" or seq_len > EAGER_CPU_MAX_TOKENS:
+        return False
+    if model.config._attn_implementation == "eager":
+        return False
+    model.set_attn_implementation("eager")
+    return True
 
 
 def fold_head_input(model: torch.nn.Module) -> None:

@@ -21,7 +21,7 @@ from pricer.catalog import TARGET_KINDS, ModelSpec, resolve
 from pricer.errors import SpecError, TrialFailed
 from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
-from pricer.loading import QUANTIZATIONS, load_model
+from pricer.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
 from pricer.memory import StepPlan, budget_gib, estimate_training_memory, peak_memory_gib, plan_step
 from pricer.metrics import Metrics
 from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode
@@ -207,6 +207,7 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     budget = budget_gib() if memory_budget_gib is None else memory_budget_gib
     model, tokenizer = load_model(spec, config.quantization)
     seq_len = config.max_tokens + len(encode(tokenizer, "", 999.0, chat=spec.chat).input_ids)
+    prefer_eager_on_cpu(model, seq_len)
     plan = step_plan(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
                      compute_bytes=model.dtype.itemsize)
     if plan.gradient_checkpointing:

@@ -82,8 +82,10 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
         assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
 
 
-def test_micro_batches_and_checkpointing_give_the_whole_batch_loss_and_gradients(loaded, validation):
-    """The memory plan may split a step or recompute its activations; the step stays the same."""
+def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_loss_and_gradients(
+        loaded, validation):
+    """The memory plan may split a step or recompute its activations, and a CPU trial may switch
+    to eager attention; the step stays the same."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -120,12 +122,18 @@ def test_micro_batches_and_checkpointing_give_the_whole_batch_loss_and_gradients
             ckpt_loss, ckpt = step(2)
         finally:
             base.gradient_checkpointing_disable()
+        attention = base.config._attn_implementation
+        base.set_attn_implementation("eager")
+        try:
+            eager_loss, eager = step(2)
+        finally:
+            base.set_attn_implementation(attention)
     finally:
         model.unload()
 
     tol = _tolerance(base)
     assert len({len(e.input_ids) for e in examples}) > 1
-    for loss, grads in ((split_loss, split), (ckpt_loss, ckpt)):
+    for loss, grads in ((split_loss, split), (ckpt_loss, ckpt), (eager_loss, eager)):
         assert loss == pytest.approx(whole_loss, rel=tol)
         for name, ref in whole.items():
             got, ref = grads[name].float().flatten(), ref.float().flatten()
@@ -173,6 +181,7 @@ def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, 
     del roomy
     tight = setup(config, data, spec=tiny_models["smollm2-135m-instruct"], memory_budget_gib=budget)
     assert tight.plan.fits and tight.plan.micro_batch_size == 2 and not tight.plan.gradient_checkpointing
+    assert tight.model.config._attn_implementation == "eager"  # short prompts on a CPU
     assert train_step(tight, [next(micro_batches(tight))]) > 0
     lora_b = [p for n, p in tight.model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # zero at init: the step reached them all
