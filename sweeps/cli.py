@@ -157,6 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     console = Console()
     console.print(table)
     console.print(f"memory: {result.memory_method}")
+    console.print(f"project step, with the recipe's peak as its budget: {result.notes['plan']}")
     return 0
 
 
