@@ -316,7 +316,7 @@ def parts(batch: dict[str, torch.Tensor], size: int) -> Iterator[tuple[dict[str,
 
     lengths = batch["attention_mask"].sum(dim=1)
     labelled = (batch["labels"][:, 1:] != IGNORE).sum(dim=1)
-    total = int(labelled.sum())
+    total = int(labelled.sum()) or float("nan")  # no price token: no loss to average, as unsplit
     order = torch.argsort(lengths, stable=True)
     for start in range(0, len(order), size):
         rows = order[start:start + size]
