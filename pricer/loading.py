@@ -3,6 +3,9 @@ batched prompts, and the CPU gradient trap defused."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pricer.catalog import ModelSpec, materialize
@@ -79,12 +82,18 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
         quantization_config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, attn_implementation=spec.attn_implementation,
-            quantization_config=quantization_config, device_map={"": device})
-    except OSError as exc:
-        raise ModelUnavailable(f"{spec.name}: weights not loadable from {folder}: {exc}") from None
+    with _loading_report() as report:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, attn_implementation=spec.attn_implementation,
+                quantization_config=quantization_config, device_map={"": device})
+        except OSError as exc:
+            raise ModelUnavailable(f"{spec.name}: weights not loadable from {folder}: {exc}") from None
+        except RuntimeError:
+            if any("can't allocate memory" in line for line in report):
+                raise MemoryError(f"{spec.name}: out of memory while loading its weights; free memory "
+                                  "or raise PRICER_MEMORY_GIB") from None
+            raise
     disable_cpu_repack(model)
     fold_head_input(model)
     model.requires_grad_(False)
@@ -92,6 +101,21 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def _loading_report() -> Iterator[list[str]]:
+    """The lines transformers logs while loading. When a weight fails to convert (quantize), it
+    logs why (an allocation that failed...) and raises a RuntimeError that doesn't say."""
+    lines: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
 
 
 def prefer_eager_on_cpu(model: PreTrainedModel, seq_len: int) -> bool:
