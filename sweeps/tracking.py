@@ -216,6 +216,9 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
              "steps": result.steps, "gpu_hours": gpu_hours}
     if result.test_metrics is not None:
         final.update(_metrics("test", result.test_metrics))
+    if result.plan is not None:  # how the step ran in the memory budget
+        final.update(micro_batch_size=result.plan.micro_batch_size,
+                     gradient_checkpointing=int(result.plan.gradient_checkpointing))
     tracker.log_metrics(run_id, final, step=result.steps)
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"

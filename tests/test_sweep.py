@@ -108,7 +108,8 @@ def test_trial_runs_hold_params_curves_costs_and_artifacts(sweep) -> None:
     trial = open_study(sweep.spec).trials[0]
     run = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.data.params["model"] == "smollm2-135m-instruct" and run.data.params["lora_alpha"] == "16"
-    assert {"test_mae", "test_rmsle", "test_hit_rate", "wall_s", "train_tokens_per_s", "peak_mem_gib"} <= set(run.data.metrics)
+    assert {"test_mae", "test_rmsle", "test_hit_rate", "wall_s", "train_tokens_per_s", "peak_mem_gib",
+            "micro_batch_size", "gradient_checkpointing"} <= set(run.data.metrics)
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mae")] == [1, 2]
     assert "host" in run.data.tags and "mlflow.source.git.commit" in run.data.tags
