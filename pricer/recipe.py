@@ -137,7 +137,9 @@ def train_reference(model, tokenizer, examples: Sequence[Example], config: Recip
     if len(examples) < needed:
         raise ValueError(f"recipe: {config.steps} steps of {config.batch_size} need {needed} examples "
                          f"(got {len(examples)})")
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    # reentrant checkpointing: the recipe's (torch's old default, now a warning when left implicit)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": True})
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(RECIPE_TARGETS), bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
