@@ -7,6 +7,7 @@ real shapes' configs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -39,21 +40,42 @@ def _tolerance(model) -> float:
     return 2e-2 if next(p for p in model.parameters() if p.is_floating_point()).dtype == torch.bfloat16 else 1e-4
 
 
-def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(loaded, validation):
+@contextlib.contextmanager
+def random_lora(spec, base):
+    """LoRA r 8 on the attention projections of `base`, removed afterwards. B starts random, not
+    zero (init_lora_weights=False), so A gets a gradient worth comparing."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pricer.prompts import encode_many
-    from pricer.train import collate, price_only_loss
-
-    spec, base, tokenizer = loaded
-    # init_lora_weights=False: B starts random, not zero, so A gets a gradient worth comparing
     lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules("attention"),
                       init_lora_weights=False)
     torch.manual_seed(0)
     model = get_peft_model(base, lora)
     try:
         model.train()
+        yield model
+    finally:
+        model.unload()
+
+
+def assert_same_gradients(grads, ref_grads, tol):
+    import torch
+
+    for name, ref in ref_grads.items():
+        got, ref = grads[name].float().flatten(), ref.float().flatten()
+        cosine = torch.nn.functional.cosine_similarity(got, ref, dim=0).item()
+        assert cosine > 1 - tol, f"{name}: gradient direction differs (cosine {cosine:.6f})"
+        assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
+
+
+def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(loaded, validation):
+    import torch
+
+    from pricer.prompts import encode_many
+    from pricer.train import collate, price_only_loss
+
+    spec, base, tokenizer = loaded
+    with random_lora(spec, base) as model:
         examples = encode_many(tokenizer, validation["text"][:3], validation["price"][:3], chat=spec.chat,
                                max_tokens=TEXT_TOKENS)
         batch = collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
@@ -67,19 +89,12 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
 
         ref_loss, ref_grads = loss_and_grads(lambda: model(**batch).loss)  # logits at every position
         loss, grads = loss_and_grads(lambda: price_only_loss(model, **batch))
-    finally:
-        model.unload()
 
     tol = _tolerance(base)
     assert loss == pytest.approx(ref_loss, rel=tol)
     missing = sorted(n for n, g in grads.items() if g is None or not g.abs().sum())
     assert not missing, f"no LoRA gradient for {len(missing)} of {len(grads)} tensors, e.g. {missing[:2]}"
-    for name, ref in ref_grads.items():
-        got = grads[name].float().flatten()
-        ref = ref.float().flatten()
-        cosine = torch.nn.functional.cosine_similarity(got, ref, dim=0).item()
-        assert cosine > 1 - tol, f"{name}: gradient direction differs (cosine {cosine:.6f})"
-        assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
+    assert_same_gradients(grads, ref_grads, tol)
 
 
 def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_loss_and_gradients(
@@ -87,18 +102,12 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
     """The memory plan may split a step or recompute its activations, and a CPU trial may switch
     to eager attention; the step stays the same."""
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from pricer.prompts import encode
     from pricer.train import collate, parts, price_only_loss
 
     spec, base, tokenizer = loaded
-    lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules("attention"),
-                      init_lora_weights=False)
-    torch.manual_seed(0)
-    model = get_peft_model(base, lora)
-    try:
-        model.train()
+    with random_lora(spec, base) as model:
         # different text budgets: rows of different lengths and padding, prices of 1-3 digits
         examples = [encode(tokenizer, text, price, chat=spec.chat, max_tokens=budget)
                     for text, price, budget in zip(validation["text"][:5], [7.0, 129.99, 45.5, 999.0, 12.0],
@@ -128,17 +137,12 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
             eager_loss, eager = step(2)
         finally:
             base.set_attn_implementation(attention)
-    finally:
-        model.unload()
 
     tol = _tolerance(base)
     assert len({len(e.input_ids) for e in examples}) > 1
     for loss, grads in ((split_loss, split), (ckpt_loss, ckpt), (eager_loss, eager)):
         assert loss == pytest.approx(whole_loss, rel=tol)
-        for name, ref in whole.items():
-            got, ref = grads[name].float().flatten(), ref.float().flatten()
-            assert torch.nn.functional.cosine_similarity(got, ref, dim=0).item() > 1 - tol, name
-            assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
+        assert_same_gradients(grads, whole, tol)
 
 
 def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loaded, validation):
