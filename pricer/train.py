@@ -194,6 +194,8 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     from peft import LoraConfig, get_peft_model
     from transformers import get_scheduler
 
+    from pricer.dropout import use_cpu_dropout
+
     splits = _splits(data)
     train_items = as_items(splits["train"])[:config.train_items]
     val_items = as_items(splits["validation"])[:config.eval_items]
@@ -219,6 +221,8 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     with warnings.catch_warnings():  # peft asks the deprecated is_gradient_checkpointing (transformers 5)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = get_peft_model(model, lora)
+    if next(model.parameters()).device.type == "cpu":
+        use_cpu_dropout(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,

@@ -214,3 +214,41 @@ def test_bench_shape_configs_rebuild_the_real_architectures(name):
     from pricer.shapes import SHAPES, ModelShape
 
     assert ModelShape.from_config(shape_config(SHAPES[name])) == SHAPES[name]
+
+
+def test_cpu_dropout_drops_p_of_the_elements_keeps_the_mean_and_is_off_in_eval():
+    import torch
+
+    from pricer.dropout import CpuDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(1000, 999, dtype=torch.bfloat16)  # an odd size: the last 64-bit draw is cut
+    dropout = CpuDropout(0.1)
+    y = dropout(x)
+    dropped = (y == 0).float().mean().item()
+    assert dropped == pytest.approx(0.1, abs=0.002)
+    assert y.float().mean().item() == pytest.approx(1.0, abs=0.005)
+    assert not torch.equal(dropout(x), y)  # a fresh mask each call
+    dropout.eval()
+    assert dropout(x) is x
+
+
+def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(sample_path, tiny_models):
+    import torch
+    from datasets import DatasetDict
+
+    from pricer.dataset import load_splits
+    from pricer.dropout import CpuDropout
+    from pricer.train import TrainConfig, micro_batches, setup, train_step
+
+    splits = load_splits(sample_path)
+    data = DatasetDict({"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),
+                        "test": splits["test"].select([])})
+    config = TrainConfig(model="smollm2-135m-instruct", batch_size=2, max_tokens=TEXT_TOKENS, max_steps=1,
+                         target_modules="attention", lora_dropout=0.1, warmup_steps=0)
+    run = setup(config, data, spec=tiny_models["smollm2-135m-instruct"])
+    dropouts = [m for m in run.model.modules() if isinstance(m, CpuDropout)]
+    assert len(dropouts) == 4 * 30  # q/k/v/o in each of SmolLM2's 30 layers
+    assert not any(type(m) is torch.nn.Dropout and m.p > 0 for m in run.model.modules())
+    assert train_step(run, [next(micro_batches(run))]) > 0
+    assert all(p.abs().sum() > 0 for n, p in run.model.named_parameters() if "lora_B" in n)
