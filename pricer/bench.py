@@ -134,7 +134,7 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
     from pricer.catalog import materialize, resolve
     from pricer.dataset import load_splits
     from pricer.loading import compute_dtype, load_tokenizer, pick_device
-    from pricer.prompts import encode
+    from pricer.prompts import template_tokens
 
     device = pick_device()
     dtype = compute_dtype(device)
@@ -147,7 +147,7 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
 
     # Both paths read the same prompts: the text budget leaves room for the question, the template
     # and the longest answer inside the recipe's `max_tokens`.
-    overhead = len(encode(tokenizer, "", 999.0, chat=spec.chat).input_ids)
+    overhead = template_tokens(tokenizer, chat=spec.chat)
     text_budget = settings.max_tokens - overhead - 2  # re-encoding a cut text can add a token
     if text_budget < 16:
         raise SpecError(f"bench: max_tokens {settings.max_tokens} leaves {text_budget} tokens of product "

@@ -84,6 +84,12 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str, price: float | None = 
     return Example(prompt_ids, full_ids[len(prompt_ids):])
 
 
+def template_tokens(tokenizer: PreTrainedTokenizerBase, *, chat: bool) -> int:
+    """Tokens a prompt adds around its product text: the question, the chat template, and the
+    longest answer a curated price has."""
+    return len(encode(tokenizer, "", 999.0, chat=chat).input_ids)
+
+
 def encode_many(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                 prices: Sequence[float] | None = None, *, chat: bool,
                 max_tokens: int = DEFAULT_MAX_TOKENS) -> list[Example]:

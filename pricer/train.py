@@ -22,9 +22,9 @@ from pricer.errors import SpecError, TrialFailed
 from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
 from pricer.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
-from pricer.memory import StepPlan, budget_gib, estimate_training_memory, peak_memory_gib, plan_step
+from pricer.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
 from pricer.metrics import Metrics
-from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode
+from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode, template_tokens
 from pricer.shapes import ModelShape
 
 if TYPE_CHECKING:
@@ -129,8 +129,7 @@ class TrainConfig:
 
 _FIELD_TYPES = {"lora_r": int, "lora_alpha": int, "warmup_steps": int, "max_steps": int, "batch_size": int,
                 "grad_accum": int, "micro_batch_size": int, "seed": int, "max_tokens": int, "eval_every": int,
-                "eval_items": int,
-                "eval_batch_size": int, "train_items": int, "test_items": int, "lora_dropout": float,
+                "eval_items": int, "eval_batch_size": int, "train_items": int, "test_items": int, "lora_dropout": float,
                 "learning_rate": float, "epochs": float}
 
 
@@ -208,9 +207,9 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
 
     budget = budget_gib() if memory_budget_gib is None else memory_budget_gib
     model, tokenizer = load_model(spec, config.quantization)
-    seq_len = config.max_tokens + len(encode(tokenizer, "", 999.0, chat=spec.chat).input_ids)
+    seq_len = config.max_tokens + template_tokens(tokenizer, chat=spec.chat)
     prefer_eager_on_cpu(model, seq_len)
-    plan = step_plan(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
+    plan = plan_for(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
                      compute_bytes=model.dtype.itemsize)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -231,16 +230,13 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
                total_steps, plan)
 
 
-def step_plan(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
-              compute_bytes: int = 2) -> StepPlan:
-    """`config.micro_batch_size` when set, else the fastest plan that fits `budget_gib`."""
-    kwargs = dict(seq_len=seq_len, lora_r=config.lora_r, target_modules=config.target_modules,
-                  quantization=config.quantization, compute_bytes=compute_bytes)
-    if config.micro_batch_size is None:
-        return plan_step(shape, batch_size=config.batch_size, budget_gib=budget_gib, **kwargs)
-    size = min(config.micro_batch_size, config.batch_size)
-    estimate = estimate_training_memory(shape, batch_size=size, **kwargs)
-    return StepPlan(size, False, estimate, budget_gib, fits=estimate.total <= budget_gib)
+def plan_for(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
+             compute_bytes: int = 2) -> StepPlan:
+    """`pricer.memory.plan_step` for a trial's config (its `micro_batch_size` when set)."""
+    return plan_step(shape, batch_size=config.batch_size, seq_len=seq_len, lora_r=config.lora_r,
+                     budget_gib=budget_gib, target_modules=config.target_modules,
+                     quantization=config.quantization, compute_bytes=compute_bytes,
+                     micro_batch_size=config.micro_batch_size)
 
 
 def _splits(data: str | Path | DatasetDict) -> Mapping[str, Sequence]:

@@ -3,8 +3,8 @@
 The plan (`pricer.memory.plan_step`: whole batch, smaller micro-batches, then gradient
 checkpointing) comes from the catalog entry's shape and the trial's parameters; a trial no plan
 fits is pruned. Its estimate is logged as ``estimated_peak_gib`` beside the measured
-``peak_mem_gib`` so the estimate can be checked. The budget is the device's free memory, or ``PRICER_MEMORY_GIB``
-when set (a share of a host that other jobs use). With ``PRICER_MEMORY_GIB`` set, a CPU trial's
+``peak_mem_gib`` so the estimate can be checked. The budget is the device's free memory, or
+``PRICER_MEMORY_GIB`` when set (a share of a host that other jobs use). With ``PRICER_MEMORY_GIB`` set, a CPU trial's
 process is also capped at it, so a trial that outgrows its estimate raises MemoryError and fails
 alone instead of waking the kernel's OOM killer, which may pick the worker or the database.
 """
@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 from pricer.memory import BUDGET_ENV, GIB, MemoryEstimate, budget_gib
 from pricer.shapes import SHAPES, ModelShape
 
-# Tokens a prompt adds around its product text (chat template, question, answer), at most, for the
-# catalog's tokenizers: the guard plans before any tokenizer is loaded.
-PROMPT_TOKENS = 64
-
 if TYPE_CHECKING:
     from pricer.catalog import ModelSpec
     from pricer.train import TrainConfig
+
+# `pricer.prompts.template_tokens` of the catalog's tokenizers, at most: the guard plans before
+# any tokenizer is loaded.
+PROMPT_TOKENS = 64
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -58,16 +59,16 @@ def shape_of(spec: ModelSpec) -> ModelShape | None:
 
 
 def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> Verdict:
-    """Plan a trial's step (`pricer.train.step_plan`) and tell whether any plan fits the budget
+    """Plan a trial's step (`pricer.train.plan_for`) and tell whether any plan fits the budget
     (`budget_gib` by default)."""
     from pricer.loading import compute_dtype, pick_device
-    from pricer.train import step_plan
+    from pricer.train import plan_for
 
     budget = budget_gib() if budget is None else budget
     shape = shape_of(spec)
     if shape is None:
         return Verdict(None, budget, f"{spec.name}: shape unknown before loading; not checked")
-    plan = step_plan(config, shape, budget_gib=budget, seq_len=config.max_tokens + PROMPT_TOKENS,
+    plan = plan_for(config, shape, budget_gib=budget, seq_len=config.max_tokens + PROMPT_TOKENS,
                      compute_bytes=compute_dtype(pick_device()).itemsize)
     reason = (f"memory guard: {spec.name} at batch {config.batch_size} x ~{config.max_tokens + PROMPT_TOKENS} "
               f"tokens, LoRA r{config.lora_r} {config.target_modules}, {plan.describe()}")

@@ -72,6 +72,9 @@ def test_plan_splits_the_batch_before_it_checkpoints_and_says_when_nothing_fits(
     long_rows = plan_step(shape, budget_gib=one_row.total - 0.5, batch_size=16, seq_len=182 * 40, lora_r=32)
     assert long_rows.fits and long_rows.gradient_checkpointing
 
+    by_hand = plan_step(shape, budget_gib=14.1, micro_batch_size=16, **kwargs)
+    assert (by_hand.micro_batch_size, by_hand.gradient_checkpointing, by_hand.fits) == (16, False, False)
+
     nothing = plan_step(shape, budget_gib=3, **kwargs)
     assert not nothing.fits and "exceeds the 3.00 GiB budget" in nothing.describe()
 
