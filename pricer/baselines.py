@@ -17,6 +17,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -80,8 +81,11 @@ class SimpleFeatures:
         rows = []
         for item in items:
             details = _details(item)
-            weight = weight_pounds(details)
-            volume = volume_cubic_inches(details)
+            # a product priced from its text alone (`pricer predict "..."`) has no details object;
+            # its curated text still carries "Weight 3.7 ounces" and the dimensions
+            found = details or {"Item Weight": item.text, "Product Dimensions": item.text}
+            weight = weight_pounds(found)
+            volume = volume_cubic_inches(found)
             rows.append([
                 math.log1p(len(item.text)),
                 math.log1p(weight) if weight is not None else 0.0,
@@ -96,63 +100,106 @@ class SimpleFeatures:
 
 
 def _items(split) -> list[Item]:
-    return [Item(title=r["title"], category=r["category"], price=r["price"], text=r["text"],
-                 details=r["details"]) for r in split]
+    return [i if isinstance(i, Item) else
+            Item(title=i["title"], category=i["category"], price=i["price"], text=i["text"],
+                 details=i.get("details") or "") for i in split]
 
 
-class _Inputs:
-    """Train and test items with the features several baselines share, each computed once."""
+class Baseline:
+    """A fitted classical baseline: `predict(items)` -> dollars (never below $0). Picklable with
+    joblib, so an exported ensemble carries the fitted model, not the training data."""
 
-    def __init__(self, train: list[Item], test: list[Item], seed: int) -> None:
-        self.train, self.test, self.seed = train, test, seed
-        self.y = np.asarray([i.price for i in train], dtype=np.float64)
-        simple = SimpleFeatures().fit(train)
-        self.simple_train, self.simple_test = simple.transform(train), simple.transform(test)
-        self._tfidf: tuple | None = None
+    name = ""
 
-    def tfidf(self) -> tuple:
-        if self._tfidf is None:
-            from sklearn.feature_extraction.text import TfidfVectorizer
+    def predict(self, items: Sequence[Item]) -> np.ndarray:
+        return np.clip(self._predict(list(items)), 0.0, None)  # a linear fit can go below $0
 
-            vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2,
-                                         max_features=50_000, strip_accents="unicode")
-            self._tfidf = (vectorizer.fit_transform([i.text for i in self.train]),
-                           vectorizer.transform([i.text for i in self.test]))
-        return self._tfidf
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        raise NotImplementedError
 
 
-def _constant(data: _Inputs) -> np.ndarray:
-    return np.full(len(data.test), data.y.mean())
+class Constant(Baseline):
+    name = "constant"
+
+    def __init__(self, y: np.ndarray) -> None:
+        self.mean = float(y.mean())
+
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        return np.full(len(items), self.mean)
 
 
-def _linear(data: _Inputs) -> np.ndarray:
-    from sklearn.linear_model import LinearRegression
+class Linear(Baseline):
+    name = "linear"
 
-    return LinearRegression().fit(data.simple_train, data.y).predict(data.simple_test)
+    def __init__(self, train: list[Item], y: np.ndarray, simple: SimpleFeatures) -> None:
+        from sklearn.linear_model import LinearRegression
 
+        self.simple = simple
+        self.model = LinearRegression().fit(simple.transform(train), y)
 
-def _tfidf_ridge(data: _Inputs) -> np.ndarray:
-    from sklearn.linear_model import Ridge
-
-    x_train, x_test = data.tfidf()
-    return np.expm1(Ridge(alpha=1.0).fit(x_train, np.log1p(data.y)).predict(x_test))
-
-
-def _random_forest(data: _Inputs) -> np.ndarray:
-    from sklearn.decomposition import TruncatedSVD
-    from sklearn.ensemble import RandomForestRegressor
-
-    x_train, x_test = data.tfidf()
-    # 50 components and 100 trees: within 1 % of 100 x 200 on the sample, 2.5x faster on 2 cores.
-    svd = TruncatedSVD(n_components=min(50, x_train.shape[1] - 1), random_state=data.seed).fit(x_train)
-    forest = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, max_features=0.3,
-                                   n_jobs=-1, random_state=data.seed)
-    forest.fit(np.hstack([svd.transform(x_train), data.simple_train]), np.log1p(data.y))
-    return np.expm1(forest.predict(np.hstack([svd.transform(x_test), data.simple_test])))
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        return self.model.predict(self.simple.transform(items))
 
 
-BASELINES = {"constant": _constant, "linear": _linear, "tfidf_ridge": _tfidf_ridge,
-             "random_forest": _random_forest}
+class TfidfRidge(Baseline):
+    name = "tfidf_ridge"
+
+    def __init__(self, train: list[Item], y: np.ndarray, tfidf) -> None:
+        from sklearn.linear_model import Ridge
+
+        self.tfidf = tfidf
+        self.model = Ridge(alpha=1.0).fit(tfidf.transform([i.text for i in train]), np.log1p(y))
+
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        return np.expm1(self.model.predict(self.tfidf.transform([i.text for i in items])))
+
+
+class RandomForest(Baseline):
+    name = "random_forest"
+
+    def __init__(self, train: list[Item], y: np.ndarray, tfidf, simple: SimpleFeatures, seed: int) -> None:
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.ensemble import RandomForestRegressor
+
+        x = tfidf.transform([i.text for i in train])
+        self.tfidf, self.simple = tfidf, simple
+        # 50 components and 100 trees: within 1 % of 100 x 200 on the sample, 2.5x faster on 2 cores.
+        self.svd = TruncatedSVD(n_components=min(50, x.shape[1] - 1), random_state=seed).fit(x)
+        self.model = RandomForestRegressor(n_estimators=100, min_samples_leaf=2, max_features=0.3,
+                                           n_jobs=-1, random_state=seed)
+        self.model.fit(self._features(train, x), np.log1p(y))
+
+    def _features(self, items: list[Item], x=None) -> np.ndarray:
+        x = self.tfidf.transform([i.text for i in items]) if x is None else x
+        return np.hstack([self.svd.transform(x), self.simple.transform(items)])
+
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        return np.expm1(self.model.predict(self._features(items)))
+
+
+BASELINES = ("constant", "linear", "tfidf_ridge", "random_forest")
+
+
+def fit_baselines(train_items: Sequence[Item | dict], seed: int = 42) -> dict[str, Baseline]:
+    """Every baseline fitted on `train_items`, by name in the order of `BASELINES` (the TF-IDF
+    vocabulary and the simple features are fitted once and shared)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train = _items(train_items)
+    if not train:
+        raise DataError("baselines need train items (got none)")
+    y = np.asarray([i.price for i in train], dtype=np.float64)
+    simple = SimpleFeatures().fit(train)
+    tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
+                            strip_accents="unicode").fit([i.text for i in train])
+    return {"constant": Constant(y), "linear": Linear(train, y, simple), "tfidf_ridge": TfidfRidge(train, y, tfidf),
+            "random_forest": RandomForest(train, y, tfidf, simple, seed)}
+
+
+def score_baseline(baseline: Baseline, items: Sequence[Item]) -> tuple[Metrics, list[float]]:
+    """(Metrics, predictions) of a fitted baseline on `items`, per-category breakdown included."""
+    preds = baseline.predict(items).tolist()
+    return score([i.price for i in items], preds, [i.category for i in items]), preds
 
 
 def run_baselines(splits: DatasetDict, test_items: list[Item] | None = None,
@@ -162,15 +209,22 @@ def run_baselines(splits: DatasetDict, test_items: list[Item] | None = None,
     Returns:
         (name, Metrics) in the order of `BASELINES`, per-category breakdown included.
     """
-    train = _items(splits["train"])
     test = test_items if test_items is not None else _items(splits["test"])
-    if not train or not test:
-        raise DataError(f"baselines need train and test items (got {len(train)} and {len(test)})")
-    data = _Inputs(train, test, seed)
-    truths = [i.price for i in test]
-    categories = [i.category for i in test]
-    results = []
-    for name, fit_predict in BASELINES.items():
-        preds = np.clip(fit_predict(data), 0.0, None)  # a linear fit can go below $0
-        results.append((name, score(truths, preds.tolist(), categories)))
-    return results
+    if not test:
+        raise DataError("baselines need test items (got none)")
+    fitted = fit_baselines(splits["train"], seed)
+    return [(name, score_baseline(fitted[name], test)[0]) for name in BASELINES]
+
+
+def save_baseline(baseline: Baseline, path: Path) -> Path:
+    import joblib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(baseline, path, compress=3)
+    return path
+
+
+def load_baseline(path: Path) -> Baseline:
+    import joblib
+
+    return joblib.load(path)

@@ -150,6 +150,7 @@ class Result:
     peak_mem_gib: float
     plan: StepPlan | None = None
     predictions: list[dict] = field(default_factory=list)
+    val_predictions: list[float | None] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "adapter_dir": str(self.adapter_dir),
@@ -158,7 +159,8 @@ class Result:
                 "train_losses": self.train_losses, "val_curve": self.val_curve, "steps": self.steps,
                 "stopped_early": self.stopped_early, "wall_s": self.wall_s,
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
-                "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions}
+                "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions,
+                "val_predictions": self.val_predictions}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -442,5 +444,6 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         train_tokens_per_s=trained.tokens / trained.seconds if trained.seconds else 0.0,
         peak_mem_gib=peak_memory_gib(), plan=run.plan,
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
-                     for r in test.rows(run.test_items)] if test else [])
+                     for r in test.rows(run.test_items)] if test else [],
+        val_predictions=list(val.predictions) if val is not None else [])
 

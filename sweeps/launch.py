@@ -84,17 +84,6 @@ def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSample
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
-    import optuna
-
-    p = spec.pruner
-    if p.type == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=p.n_startup_trials, n_warmup_steps=p.n_warmup_steps)
-    if p.type == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=p.min_resource, reduction_factor=p.reduction_factor)
-    return optuna.pruners.NopPruner()
-
-
 class FailStaleRun:
     """Heartbeat-stale trial (its worker was killed or lost): Optuna has marked it FAIL; end its
     MLflow run as failed with the reason, then re-queue it (`RetryHeartbeatStaleTrialCallback`)."""
@@ -142,6 +131,8 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
 def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
     """The study in its storage, created on first use (same sampler, pruner and directions)."""
     import optuna
+
+    from sweeps.pruning import make_pruner
 
     storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
@@ -217,9 +208,12 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
 
 
 def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Path) -> None:
-    """The classical baselines, scored on the validation items the trials are ranked on (the
-    first ``eval_items``). Only those: each scoring refits them (~15 s on the 4k-item sample)."""
-    from pricer.baselines import run_baselines
+    """The classical baselines, fitted once on the train split and scored on the validation
+    items the trials are ranked on and the test items they are scored on; each fitted model is
+    logged too, so an ensemble export can carry the best one."""
+    import tempfile
+
+    from pricer.baselines import BASELINES, fit_baselines, save_baseline, score_baseline
     from pricer.dataset import load_splits
     from pricer.evaluate import as_items
     from sweeps.space import to_config
@@ -227,4 +221,14 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
     config = to_config(spec, {p.name: p.first for p in spec.search_space.values() if not p.when})
     splits = load_splits(data)
     val = as_items(splits["validation"])[:config.eval_items]
-    log_baselines(tracker, parent_id, run_baselines(splits, val))
+    test = as_items(splits["test"])[:config.test_items]
+    fitted = fit_baselines(splits["train"])
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in BASELINES:
+            val_metrics, val_preds = score_baseline(fitted[name], val)
+            test_metrics, test_preds = score_baseline(fitted[name], test) if test else (None, [])
+            model_file = save_baseline(fitted[name], Path(tmp) / name / "model.joblib")
+            results.append((name, val_metrics, test_metrics, {"validation": val_preds, "test": test_preds},
+                            model_file))
+        log_baselines(tracker, parent_id, results)

@@ -18,7 +18,8 @@ _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
 @dataclass(frozen=True)
 class Row:
     """One leaderboard line. Metrics are on the validation items (``test_*`` on the test items);
-    None where a run has none (a failed trial)."""
+    None where a run has none (a failed trial). ``mae_low`` / ``mae_high``: the 95 % bootstrap
+    interval of the validation dollar error."""
 
     rank: int | None
     trial: int | None
@@ -27,9 +28,13 @@ class Row:
     lora_r: int | None
     learning_rate: float | None
     mae: float | None
+    mae_low: float | None
+    mae_high: float | None
     rmsle: float | None
     hit_rate: float | None
     test_mae: float | None
+    test_rmsle: float | None
+    test_hit_rate: float | None
     state: str
     minutes: float | None
     baseline: bool
@@ -52,8 +57,9 @@ def _row(run, baseline: bool) -> Row:
     return Row(rank=None, trial=_number(t.get("pricer.trial"), int), model=t.get("pricer.model", p.get("model", "?")),
                variant=t.get("pricer.variant", ""), lora_r=_number(p.get("lora_r"), int),
                learning_rate=_number(p.get("learning_rate"), float), mae=m.get("val_mae"),
-               rmsle=m.get("val_rmsle"), hit_rate=m.get("val_hit_rate"), test_mae=m.get("test_mae"),
-               state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id)
+               mae_low=m.get("val_mae_low"), mae_high=m.get("val_mae_high"), rmsle=m.get("val_rmsle"),
+               hit_rate=m.get("val_hit_rate"), test_mae=m.get("test_mae"), test_rmsle=m.get("test_rmsle"),
+               test_hit_rate=m.get("test_hit_rate"), state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id)
 
 
 def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
@@ -98,20 +104,30 @@ def best_trial_row(rows: list[Row]) -> Row:
 
 
 def render(rows: list[Row], title: str = ""):
-    """A `rich.table.Table` of the rows."""
+    """A `rich.table.Table` of the rows: validation error with its 95 % interval, then the test
+    split's scores (what a trial is worth on items nothing was tuned on)."""
     from rich.table import Table
 
     table = Table(title=title or None)
-    for name in ("rank", "trial", "model", "variant", "r", "lr", "$ error", "RMSLE", "hits %", "state", "minutes"):
+    columns = ("rank", "trial", "model", "variant", "r", "lr", "val $ error (95% CI)", "val RMSLE",
+               "val hits %", "test $ error", "test RMSLE", "test hits %", "state", "minutes")
+    for name in columns:
         table.add_column(name, justify="left" if name in ("model", "variant", "state") else "right")
 
     def fmt(value, spec: str) -> str:
         return "" if value is None else format(value, spec)
 
+    def pct(value) -> str:
+        return fmt(None if value is None else 100 * value, ".1f")
+
     for row in rows:
         style = "dim" if row.baseline else ("bold" if row.rank == 1 else None)
+        val = fmt(row.mae, ",.2f")
+        if row.mae is not None and row.mae_low is not None:
+            val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
         table.add_row(fmt(row.rank, "d"), "baseline" if row.baseline else fmt(row.trial, "d"), row.model,
-                      row.variant, fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), fmt(row.mae, ",.2f"),
-                      fmt(row.rmsle, ".3f"), fmt(None if row.hit_rate is None else 100 * row.hit_rate, ".1f"),
-                      row.state, fmt(row.minutes, ".1f"), style=style)
+                      row.variant, fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
+                      fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
+                      fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), row.state, fmt(row.minutes, ".1f"),
+                      style=style)
     return table

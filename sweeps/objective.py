@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pricer.errors import PricerError, TrialFailed
 from sweeps import guard
+from sweeps.pruning import record_errors
 from sweeps.space import suggest, to_config
 from sweeps.study import StudySpec
 from sweeps.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result
@@ -191,6 +192,8 @@ class Objective:
         self.tracker.log_metrics(run_id, _val(metrics), step=step)
         if self.spec.objective.gpu_hours:
             return False  # Optuna can't prune multi-objective trials
+        if metrics.errors:
+            record_errors(trial, step, metrics.errors)
         trial.report(self._value(metrics), step)
         return trial.should_prune()
 

@@ -20,7 +20,9 @@ from pricer.errors import SpecError
 # Searched instead of `lora_alpha`: alpha = round(ratio * lora_r), so rank and scale vary apart.
 ALPHA_RATIO = "lora_alpha_ratio"
 SAMPLERS = ("tpe", "gp", "random", "grid")
-PRUNERS = ("median", "hyperband", "none")
+STEP_PRUNERS = ("median", "hyperband", "successive_halving")
+# a step pruner alone, the paired per-item test alone, or a step pruner and then the test
+PRUNERS = (*STEP_PRUNERS, "wilcoxon", *(f"{p}+wilcoxon" for p in STEP_PRUNERS), "none")
 # metric -> Optuna direction; every metric is on the validation items the trial evaluates.
 METRICS = {"mae": "minimize", "rmsle": "minimize", "hit_rate": "maximize"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -182,7 +184,11 @@ class PrunerSpec:
     Args:
         n_startup_trials: median: trials that run to the end before any is pruned.
         n_warmup_steps: median: steps before a trial can be pruned.
-        min_resource, reduction_factor: hyperband's, in steps.
+        min_resource, reduction_factor: hyperband's and successive halving's, in steps: a
+            configuration is first ranked after `min_resource` steps, and only the best
+            1/`reduction_factor` go on to the next rung (multi-fidelity over steps).
+        p_threshold: wilcoxon: prune when the paired test on the per-item validation errors says
+            the trial is worse than the best trial at the same step with p below this.
     """
 
     type: str = "median"
@@ -191,8 +197,11 @@ class PrunerSpec:
     n_warmup_steps: int = 0
     min_resource: int = 1
     reduction_factor: int = 3
+    p_threshold: float = 0.1
 
     def __post_init__(self) -> None:
+        if not _is_number(self.p_threshold) or not 0 < self.p_threshold < 1:
+            raise SpecError(f"p_threshold: must be a number in (0, 1) (got {self.p_threshold!r})")
         if self.type not in PRUNERS:
             raise SpecError(f"type: must be one of {', '.join(PRUNERS)} (got {self.type!r})")
         for name in ("eval_every", "n_startup_trials", "n_warmup_steps", "min_resource"):

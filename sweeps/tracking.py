@@ -21,6 +21,7 @@ from pricer.errors import SpecError
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
+PREDICTIONS = "predictions.json"
 
 
 class Tracker(Protocol):
@@ -196,8 +197,20 @@ def _param_value(value: Any) -> str:
 # -- what a study records ----------------------------------------------------------------------
 
 def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
+    """``val_mae``, ``val_rmsle``... and the dollar error's 95 % bootstrap interval
+    (``val_mae_low`` / ``val_mae_high``) when the per-item errors are known."""
     values = metrics.to_dict()
-    return {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
+    out = {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
+    interval = metrics.mae_interval()
+    if interval is not None:
+        out[f"{prefix}_mae_low"], out[f"{prefix}_mae_high"] = interval
+    return out
+
+
+def log_predictions(tracker: Any, run_id: str, validation: list, test: list) -> None:
+    """Per-item predictions on the study's validation and test items (same items, same order for
+    every trial and baseline): what an ensemble is fitted and scored on."""
+    tracker.log_json(run_id, {"validation": validation, "test": test}, PREDICTIONS)
 
 
 def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float) -> None:
@@ -222,7 +235,7 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
     tracker.log_metrics(run_id, final, step=result.steps)
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
-        summary = {k: v for k, v in result.to_dict().items() if k != "predictions"}
+        summary = {k: v for k, v in result.to_dict().items() if k not in ("predictions", "val_predictions")}
         result_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         tracker.log_artifact(run_id, result_path)
         if result.predictions:
@@ -237,18 +250,25 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
             chart = scatter_chart(truths, preds, Path(tmp) / "scatter.png",
                                   title=f"{result.config.model}: test predictions")
             tracker.log_artifact(run_id, chart)
+    log_predictions(tracker, run_id, result.val_predictions, [p["predicted"] for p in result.predictions])
     if result.adapter_dir is not None and Path(result.adapter_dir).is_dir():
         tracker.log_artifact(run_id, Path(result.adapter_dir), "adapter")
 
 
 def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
-    """`pricer.baselines.run_baselines` results, (name, Metrics) on the validation items the
-    trials are ranked on, as runs beside the trials (``pricer.role=baseline``)."""
-    for name, metrics in results:
+    """Scored baselines as runs beside the trials (``pricer.role=baseline``): each entry is
+    (name, validation Metrics, test Metrics or None, predictions {"validation", "test"} or None,
+    the fitted model's file or None), on the validation items the trials are ranked on and the
+    test items they are scored on."""
+    for name, val, test, predictions, model_file in results:
         run_id = tracker.start_run(f"baseline-{name}", parent_id=parent_id,
                                    tags={ROLE: "baseline", "pricer.baseline": name, STATE: "COMPLETE",
                                          "pricer.model": name, "pricer.variant": ""})
-        tracker.log_metrics(run_id, _metrics("val", metrics))
+        tracker.log_metrics(run_id, {**_metrics("val", val), **(_metrics("test", test) if test else {})})
+        if predictions is not None:
+            log_predictions(tracker, run_id, predictions["validation"], predictions["test"])
+        if model_file is not None:
+            tracker.log_artifact(run_id, Path(model_file), "model")
         tracker.end_run(run_id, "FINISHED")
 
 
