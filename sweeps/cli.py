@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pricer.errors import PricerError
+from pricer.errors import PricerError, SpecError
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -86,6 +86,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pricer.prompts import DEFAULT_MAX_TOKENS
 
     items = load_items(args.items)[:args.limit]
+    if args.adapter and _is_ensemble(args.adapter):
+        from pricer.ensemble import Ensemble
+        from pricer.metrics import score
+
+        predictions = Ensemble(args.adapter).predict_items(items)
+        metrics = score([i.price for i in items], predictions, [i.category for i in items])
+        if args.json:
+            _print_json({**metrics.to_dict(), "model": "ensemble", "adapter": str(args.adapter),
+                         "items": str(args.items)})
+        else:
+            _print_metrics_table(f"{args.adapter} on {args.items}", {"items": metrics})
+        return 0
     if args.adapter:
         from pricer.adapter import load_adapter
 
@@ -108,10 +120,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _is_ensemble(folder: Path) -> bool:
+    from pricer.ensemble import is_ensemble
+
+    return is_ensemble(folder)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pricer.adapter import predict
 
-    for price in predict(args.adapter, args.texts):
+    if _is_ensemble(args.adapter):
+        from pricer.ensemble import Ensemble
+
+        prices = Ensemble(args.adapter).predict(args.texts)
+    else:
+        prices = predict(args.adapter, args.texts)
+    for price in prices:
         print("-" if price is None else f"{price:.2f}")
     return 0
 
@@ -129,8 +153,50 @@ def _print_metrics_table(title: str, rows: dict) -> None:
     Console().print(table)
 
 
+def cmd_bench_sweep(args: argparse.Namespace) -> int:
+    from sweeps.benchsweep import run_sweep_bench
+    from sweeps.study import load_study
+
+    if len(args.target) != 2:
+        raise SpecError("usage: pricer bench sweep STUDY.yaml [--out DIR] [--json]")
+    spec = load_study(args.target[1])
+    out = args.out or Path(spec.workdir) / "bench-sweep"
+    result = run_sweep_bench(spec, Path(out))
+    if args.json:
+        _print_json(result)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench sweep of {spec.name} (folders under {out})")
+    for column in ("arm", "trials", "pruned", "trial-seconds", "compute vs search", "best trial",
+                   "best val $ error", "best test $ error"):
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    search_seconds = result["arms"][0]["trial_seconds"] or 1.0
+    for arm in result["arms"]:
+        table.add_row(arm["name"], str(arm["trials"]), str(arm["pruned"]), f"{arm['trial_seconds']:,.0f}",
+                      f"{arm['trial_seconds'] / search_seconds:.2f}x", str(arm["best_trial"]),
+                      f"{arm['best_val_mae'] or float('nan'):,.2f}", f"{arm['best_test_mae'] or float('nan'):,.2f}")
+    console = Console()
+    console.print(table)
+    d, r = result["default"], result["ratios"]
+    console.print(f"enqueued default (trial 0, {d['state']}): test $ error {d['test_mae'] or float('nan'):,.2f}; "
+                  f"the default alone ran {d['scaled_steps']} steps")
+    for name, value in r.items():
+        console.print(f"{name}: {'n/a' if value is None else f'{value:.2f}x'}")
+    rho = result["rank_correlation_first_vs_final_validation"]
+    console.print(f"rank correlation, first vs final validation (no pruning arm): "
+                  f"{'n/a (fewer than 3 trials)' if rho is None else f'{rho:.2f}'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from pricer.bench import BenchSettings, run_bench
+
+    if args.target:
+        if args.target[0] != "sweep":
+            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`?")
+        return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
                              eval_items=args.eval_items, layers=args.layers)
@@ -171,7 +237,7 @@ def _print_leaderboard(name: str, tracking_uri: str) -> list:
     rows = leaderboard(tracking_uri, name)
     console = Console()
     if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
-        console = Console(width=140)
+        console = Console(width=170)
     console.print(render(rows, title=f"{name}: trials and baselines on the validation items, best first"))
     return rows
 
@@ -208,8 +274,42 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sweeps.study import locate
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
+    if args.ensemble is not None:
+        from sweeps.ensemble import export_ensemble
+
+        if args.trial is not None or args.merge:
+            raise SpecError("--ensemble: combines the top trials; it takes neither --trial nor --merge")
+        result = export_ensemble(tracking_uri, name, args.out, k=args.ensemble, baselines=args.baselines)
+        _print_ensemble(result)
+        return 0
     print(export(tracking_uri, name, args.out, trial=args.trial, merge=args.merge))
     return 0
+
+
+def _print_ensemble(result) -> None:
+    """The ensemble beside its members, then against every baseline, on the test split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ensemble -> {result.folder} (weights fitted on {result.ensemble.val.n} validation "
+                        f"items; scored on {result.ensemble.test.n if result.ensemble.test else 0} test items)")
+    for column in ("", "weight", "val $ error", "test $ error", "test RMSLE", "test hits %"):
+        table.add_column(column, justify="left" if not column else "right")
+    for s in [result.ensemble, *result.members]:
+        test = s.test
+        table.add_row(s.name, "" if s.name == "ensemble" else f"{s.weight:.2f}", f"{s.val.mae:,.2f}",
+                      f"{test.mae:,.2f}" if test else "–", f"{test.rmsle:.3f}" if test else "–",
+                      f"{test.hit_rate:.1%}" if test else "–", style="bold" if s.name == "ensemble" else None)
+    console = Console(width=None if Console().is_terminal else 140)
+    console.print(table)
+    mine = result.ensemble.test
+    if mine is None:
+        return
+    for name, m in result.baselines.items():
+        change = (m.mae - mine.mae) / m.mae
+        verdict = "beats" if mine.mae < m.mae else "loses to"
+        console.print(f"test $ error: ensemble {mine.mae:,.2f} {verdict} {name} {m.mae:,.2f} "
+                      f"({abs(change):.0%} {'lower' if change > 0 else 'higher'})")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -233,15 +333,18 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sweeps.export import export
+    from sweeps.ensemble import export_ensemble
     from sweeps.launch import launch
     from sweeps.study import load_study
 
     spec = load_study(args.study)
     launch(spec)
     _print_leaderboard(spec.name, spec.tracking_uri)
-    out = export(spec.tracking_uri, spec.name, Path(spec.workdir) / "best")
-    print(f"best trial exported to {out}")
+    # two trials and the random forest: a few minutes of CPU fine-tuning alone can't price well
+    result = export_ensemble(spec.tracking_uri, spec.name, Path(spec.workdir) / "best", k=2)
+    _print_ensemble(result)
+    out = result.folder
+    print(f"ensemble exported to {out}")
     print(f"  pricer predict --adapter {out} \"Product title and description ...\"")
     print(f"  pricer evaluate --adapter {out} --items ITEMS.jsonl --json")
     return 0
@@ -311,7 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="+")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios")
+    p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
+                                     "`bench sweep STUDY.yaml`: the search with/without pruning and the default")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml")
+    p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
     p.add_argument("--steps", type=int, default=5)
@@ -336,11 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("export", help="the best (or a chosen) trial's adapter to a folder")
+    p = sub.add_parser("export", help="the best (or a chosen) trial's adapter, or an ensemble, to a folder")
     p.add_argument("study")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--trial", type=int, default=None)
     p.add_argument("--merge", action="store_true")
+    p.add_argument("--ensemble", type=int, default=None, metavar="K",
+                   help="the top K trials plus the best classical baseline, weighted on validation")
+    p.add_argument("--baselines", type=int, default=1, metavar="N",
+                   help="with --ensemble: how many classical baselines join (best first; default 1)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(func=cmd_export)
 

@@ -229,6 +229,7 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
             val_metrics, val_preds = score_baseline(fitted[name], val)
             test_metrics, test_preds = score_baseline(fitted[name], test) if test else (None, [])
             model_file = save_baseline(fitted[name], Path(tmp) / name / "model.joblib")
-            results.append((name, val_metrics, test_metrics, {"validation": val_preds, "test": test_preds},
-                            model_file))
+            predictions = {"validation": val_preds, "test": test_preds,
+                           "truth": {"validation": [i.price for i in val], "test": [i.price for i in test]}}
+            results.append((name, val_metrics, test_metrics, predictions, model_file))
         log_baselines(tracker, parent_id, results)

@@ -109,10 +109,11 @@ def render(rows: list[Row], title: str = ""):
     from rich.table import Table
 
     table = Table(title=title or None)
-    columns = ("rank", "trial", "model", "variant", "r", "lr", "val $ error (95% CI)", "val RMSLE",
-               "val hits %", "test $ error", "test RMSLE", "test hits %", "state", "minutes")
+    columns = ("rank", "trial", "model", "r", "lr", "val $ error [95% CI]", "val RMSLE", "val hits %",
+               "test $ error", "test RMSLE", "test hits %", "state", "min")
     for name in columns:
-        table.add_column(name, justify="left" if name in ("model", "variant", "state") else "right")
+        table.add_column(name, justify="left" if name in ("model", "state") else "right",
+                         no_wrap=name in ("model", "state", "val $ error [95% CI]"))
 
     def fmt(value, spec: str) -> str:
         return "" if value is None else format(value, spec)
@@ -125,8 +126,9 @@ def render(rows: list[Row], title: str = ""):
         val = fmt(row.mae, ",.2f")
         if row.mae is not None and row.mae_low is not None:
             val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
-        table.add_row(fmt(row.rank, "d"), "baseline" if row.baseline else fmt(row.trial, "d"), row.model,
-                      row.variant, fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
+        model = f"{row.model} ({row.variant})" if row.variant else row.model
+        table.add_row(fmt(row.rank, "d"), "baseline" if row.baseline else fmt(row.trial, "d"), model,
+                      fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
                       fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
                       fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), row.state, fmt(row.minutes, ".1f"),
                       style=style)

@@ -207,10 +207,12 @@ def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
     return out
 
 
-def log_predictions(tracker: Any, run_id: str, validation: list, test: list) -> None:
+def log_predictions(tracker: Any, run_id: str, validation: list, test: list, truth: dict | None = None) -> None:
     """Per-item predictions on the study's validation and test items (same items, same order for
-    every trial and baseline): what an ensemble is fitted and scored on."""
-    tracker.log_json(run_id, {"validation": validation, "test": test}, PREDICTIONS)
+    every trial and baseline): what an ensemble is fitted and scored on. The baselines' file also
+    holds the true prices (``truth``), so an export needs no copy of the data."""
+    payload = {"validation": validation, "test": test, **({"truth": truth} if truth else {})}
+    tracker.log_json(run_id, payload, PREDICTIONS)
 
 
 def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float) -> None:
@@ -266,7 +268,8 @@ def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
                                          "pricer.model": name, "pricer.variant": ""})
         tracker.log_metrics(run_id, {**_metrics("val", val), **(_metrics("test", test) if test else {})})
         if predictions is not None:
-            log_predictions(tracker, run_id, predictions["validation"], predictions["test"])
+            log_predictions(tracker, run_id, predictions["validation"], predictions["test"],
+                            predictions.get("truth"))
         if model_file is not None:
             tracker.log_artifact(run_id, Path(model_file), "model")
         tracker.end_run(run_id, "FINISHED")

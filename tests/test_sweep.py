@@ -171,3 +171,63 @@ def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Pat
     with pytest.raises(TrialFailed, match="DataError"):
         run_in_child(config, str(tmp_path / "missing.jsonl"), tmp_path / "out",
                      catalog.resolve(config.model), lambda step, metrics: False)
+
+
+def test_leaderboard_shows_the_validation_interval_and_the_test_split_of_trials_and_baselines(sweep, capsys) -> None:
+    from sweeps.cli import main
+
+    rows = leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
+    finished = [r for r in rows if r.state == "COMPLETE"]
+    assert len(finished) == 6  # 2 trials, 4 baselines
+    for row in finished:
+        assert row.mae_low <= row.mae <= row.mae_high
+        assert row.test_mae is not None and row.test_rmsle is not None and row.test_hit_rate is not None
+    assert main(["leaderboard", str(sweep.path)]) == 0
+    printed = capsys.readouterr().out
+    assert "95% CI" in printed and "test RMSLE" in printed
+
+
+def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
+    from sweeps.pruning import errors_key
+
+    trials = open_study(sweep.spec).trials
+    for trial in trials:
+        for step, value in trial.intermediate_values.items():
+            errors = trial.user_attrs[errors_key(step)]
+            assert len(errors) == 8  # eval_items, same items in every trial
+            if sweep.spec.objective.metric == "mae":
+                assert sum(errors) / 8 == pytest.approx(value, abs=0.01)
+    # the same items in the same order: the hopeless trial wrote no number, so its errors are
+    # the true prices, and every other trial's error on an item is at most price + its guess
+    hopeless = trials[2].user_attrs[errors_key(1)]
+    first = trials[0].user_attrs[errors_key(1)]
+    assert all(e >= 0 for e in first) and hopeless != first
+
+
+def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep, sample_path: Path, capsys) -> None:
+    from pricer.dataset import load_items
+    from pricer.ensemble import Ensemble, is_ensemble
+    from sweeps.cli import main
+    from sweeps.ensemble import export_ensemble
+
+    out = sweep.root / "ensemble"
+    result = export_ensemble(sweep.spec.tracking_uri, sweep.spec.name, out, k=2)
+    assert is_ensemble(out) and {m.name for m in result.members[:2]} == {"trial-0", "trial-1"}
+    classical = [r for r in leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
+                 if r.baseline and r.model != "constant"]
+    assert len(result.members) == 3 and result.members[-1].name == min(classical, key=lambda r: r.mae).model
+    assert abs(sum(m.weight for m in result.members) - 1) < 1e-9
+    # the grid holds every single member, so on the items it was fitted on it can't be worse
+    assert result.ensemble.val.mae <= min(m.val.mae for m in result.members) + 1e-9
+    assert set(result.baselines) == {"constant", "linear", "tfidf_ridge", "random_forest"}
+    assert "ensemble" in (out / "README.md").read_text()
+
+    ensemble = Ensemble(out)
+    items = load_items(sample_path)[:2]
+    prices = ensemble.predict([i.text for i in items])
+    assert len(prices) == 2 and all(p is not None and p >= 0 for p in prices)
+    assert main(["predict", "--adapter", str(out), items[0].text]) == 0
+    assert float(capsys.readouterr().out.strip()) == pytest.approx(prices[0], abs=0.01)
+    assert main(["export", str(sweep.path), "--out", str(out), "--ensemble", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "test $ error: ensemble" in printed and "constant" in printed

@@ -1,0 +1,136 @@
+"""`pricer bench sweep STUDY.yaml`: what the search and its pruning buy, measured in one run.
+
+Three arms on the same data, each a real study in its own folder:
+
+- ``search``: the study as written (its sampler and pruner, the default enqueued first);
+- ``no pruning``: the same study with ``pruner: none`` (every trial runs to its end);
+- ``default alone``: the enqueued default trial only, its steps scaled so that it spends the
+  search's whole compute.
+
+It prints, as ratios against the search in the same run: compute spent (trial-seconds), the best
+trial's test $ error in each arm, and the best against the default. From the unpruned arm it also
+measures how well a short run ranks configurations: the Spearman rank correlation between each
+trial's first validation and its final one (what multi-fidelity pruning relies on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from pricer.errors import SpecError
+from sweeps.study import ParamSpec, PrunerSpec, StudySpec
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    trials: int
+    pruned: int
+    trial_seconds: float
+    best_trial: int | None
+    best_test_mae: float | None
+    best_val_mae: float | None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _arm_spec(spec: StudySpec, root: Path, name: str, **changes) -> StudySpec:
+    workdir = root / name.replace(" ", "-")
+    return dataclasses.replace(spec, name=f"{spec.name}-{name.replace(' ', '-')}", workdir=workdir,
+                               storage=f"sqlite:///{workdir / 'optuna.db'}",
+                               tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", **changes)
+
+
+def _default_steps(spec: StudySpec) -> int:
+    default = spec.enqueue[0]
+    steps = default.get("max_steps", spec.fixed.get("max_steps"))
+    if not isinstance(steps, int):
+        raise SpecError(f"{spec.path}: bench sweep needs max_steps (fixed, or in the enqueued default) "
+                        "to scale the default's budget")
+    return steps
+
+
+def default_alone(spec: StudySpec, root: Path, steps: int) -> StudySpec:
+    """The enqueued default as a one-trial study of `steps` optimizer steps."""
+    default = dict(spec.enqueue[0])
+    space = {}
+    for name, value in default.items():
+        if name == "max_steps":
+            continue
+        target = spec.search_space[name].target
+        space[name] = ParamSpec(name, target, "categorical", choices=(value,))
+    fixed = {**spec.fixed, "max_steps": steps}
+    return _arm_spec(spec, root, "default alone", search_space=space, fixed=fixed, enqueue=(),
+                     pruner=PrunerSpec(type="none", eval_every=spec.pruner.eval_every), n_trials=1,
+                     sampler=dataclasses.replace(spec.sampler, type="random", n_startup_trials=None))
+
+
+def _measure(spec: StudySpec) -> tuple[Arm, object]:
+    from optuna.trial import TrialState
+
+    from sweeps.launch import launch
+    from sweeps.leaderboard import leaderboard
+
+    study = launch(spec, progress=False)
+    trials = study.get_trials(deepcopy=False)
+    seconds = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials
+                  if t.datetime_complete and t.datetime_start)
+    rows = [r for r in leaderboard(spec.tracking_uri, spec.name) if not r.baseline and r.rank is not None]
+    best = rows[0] if rows else None
+    arm = Arm(spec.name, len(trials), sum(t.state == TrialState.PRUNED for t in trials), seconds,
+              best.trial if best else None, best.test_mae if best else None, best.mae if best else None)
+    return arm, study
+
+
+def rank_correlation(study) -> float | None:
+    """Spearman correlation between each finished trial's first and last validation value."""
+    from optuna.trial import TrialState
+    from scipy.stats import spearmanr
+
+    pairs = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        steps = sorted(t.intermediate_values)
+        if len(steps) >= 2:
+            pairs.append((t.intermediate_values[steps[0]], t.intermediate_values[steps[-1]]))
+    if len(pairs) < 3:
+        return None
+    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+
+
+def run_sweep_bench(spec: StudySpec, root: Path) -> dict:
+    """Run the three arms under `root` and return the table (JSON-ready)."""
+    if not spec.enqueue:
+        raise SpecError(f"{spec.path}: bench sweep compares against the enqueued default; add one under enqueue:")
+    root = Path(root).resolve()
+    search, search_study = _measure(_arm_spec(spec, root, "search"))
+    plain, plain_study = _measure(_arm_spec(spec, root, "no pruning",
+                                            pruner=dataclasses.replace(spec.pruner, type="none")))
+    default_trial = search_study.trials[0]
+    default_seconds = (default_trial.datetime_complete - default_trial.datetime_start).total_seconds()
+    steps = max(1, round(_default_steps(spec) * search.trial_seconds / max(default_seconds, 1e-9)))
+    alone, _ = _measure(default_alone(spec, root, steps))
+
+    from sweeps.leaderboard import leaderboard
+
+    default_row = next(r for r in leaderboard(f"sqlite:///{root / 'search' / 'mlflow.db'}", search.name)
+                       if not r.baseline and r.trial == 0)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b in (None, 0) else a / b
+
+    return {
+        "arms": [search.to_dict(), plain.to_dict(), alone.to_dict()],
+        "default": {"trial": 0, "state": default_row.state, "test_mae": default_row.test_mae,
+                    "scaled_steps": steps},
+        "ratios": {
+            "compute_no_pruning_vs_search": ratio(plain.trial_seconds, search.trial_seconds),
+            "compute_default_alone_vs_search": ratio(alone.trial_seconds, search.trial_seconds),
+            "best_test_mae_search_vs_no_pruning": ratio(search.best_test_mae, plain.best_test_mae),
+            "best_test_mae_search_vs_default": ratio(search.best_test_mae, default_row.test_mae),
+            "best_test_mae_default_alone_vs_default": ratio(alone.best_test_mae, default_row.test_mae),
+        },
+        "rank_correlation_first_vs_final_validation": rank_correlation(plain_study),
+    }

@@ -1,0 +1,56 @@
+"""`pricer bench sweep`: three real arms of a tiny study (search, no pruning, the default alone)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sweeps.benchsweep import default_alone
+from sweeps.cli import main
+from sweeps.study import load_study
+
+STUDY = """\
+name: bench-sweep-test
+workdir: {workdir}
+data: {{source: {sample}, limit: 300}}
+search_space:
+  model: {{choices: [smollm2-135m-instruct]}}
+  lora_r: {{choices: [4, 8]}}
+  learning_rate: {{low: 1.0e-4, high: 3.0e-3, log: true}}
+fixed: {{max_steps: 2, batch_size: 2, max_tokens: 48, eval_items: 4, test_items: 4, warmup_steps: 0,
+        target_modules: attention}}
+enqueue:
+  - {{model: smollm2-135m-instruct, lora_r: 8, learning_rate: 1.0e-3}}
+sampler: {{type: random, seed: 0}}
+pruner: {{type: median+wilcoxon, eval_every: 1, n_startup_trials: 1}}
+n_trials: 2
+"""
+
+
+def _study(tmp_path: Path, sample_path: Path) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path))
+    return path
+
+
+def test_default_alone_is_the_enqueued_trial_with_the_search_budget_in_steps(tmp_path: Path, sample_path: Path) -> None:
+    spec = default_alone(load_study(_study(tmp_path, sample_path)), tmp_path / "bench", steps=7)
+    assert spec.n_trials == 1 and spec.enqueue == () and spec.fixed["max_steps"] == 7
+    assert {k: p.choices for k, p in spec.search_space.items()} == {
+        "model": ("smollm2-135m-instruct",), "lora_r": (8,), "learning_rate": (1e-3,)}
+    assert spec.pruner.type == "none" and spec.workdir == tmp_path / "bench" / "default-alone"
+
+
+def test_bench_sweep_runs_three_arms_and_prints_ratios_against_the_search(tmp_path: Path, sample_path: Path,
+                                                                          tiny_models, capsys) -> None:
+    path = _study(tmp_path, sample_path)
+    assert main(["bench", "sweep", str(path), "--out", str(tmp_path / "bench"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    search, plain, alone = result["arms"]
+    assert [search["trials"], plain["trials"], alone["trials"]] == [2, 2, 1]
+    assert plain["pruned"] == 0
+    assert all(a["trial_seconds"] > 0 and a["best_test_mae"] is not None for a in (search, plain, alone))
+    assert result["default"]["trial"] == 0 and result["default"]["scaled_steps"] >= 2
+    ratios = result["ratios"]
+    assert ratios["compute_no_pruning_vs_search"] == plain["trial_seconds"] / search["trial_seconds"]
+    assert ratios["best_test_mae_search_vs_default"] == search["best_test_mae"] / result["default"]["test_mae"]
