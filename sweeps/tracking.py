@@ -8,12 +8,13 @@ through `MlflowClient`, never the fluent API, so an exported ``MLFLOW_RUN_ID`` c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -50,6 +51,24 @@ def artifact_root(tracking_uri: str) -> str | None:
     return (db.parent.resolve() / "artifacts").as_uri()
 
 
+@contextlib.contextmanager
+def schema_lock(tracking_uri: str) -> Iterator[None]:
+    """Held while a worker opens a ``sqlite:///`` store: MLflow creates and migrates its tables
+    unguarded, and two workers started together on a fresh file crash (``duplicate column name:
+    step``, or alembic finding no row to update). A lock file beside the database serialises them;
+    the second finds the tables made. Other stores are left to their own servers and databases."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
 def run_environment() -> dict[str, str]:
     """Host and git commit, as MLflow's UI shows them."""
     tags = {"host": socket.gethostname()}
@@ -82,9 +101,10 @@ class MlflowTracker:
                 raise SpecError(f"study {experiment!r}: no MLflow store at {tracking_uri}; launch it first, "
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
-        self.client = MlflowClient(tracking_uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
+            with schema_lock(tracking_uri):  # the client creates MLflow's tables on a fresh store
+                self.client = MlflowClient(tracking_uri)
+                found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:
                 raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
