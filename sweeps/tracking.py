@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -220,15 +220,21 @@ def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
     return {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
 
 
-def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float) -> None:
+def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float,
+                     streamed: Collection[int] = ()) -> None:
     """A finished (or pruned) trial's `pricer.train.Result`: curves, final metrics, costs, and
-    the artifacts export and a reader need (adapter, predictions CSV, scatter chart)."""
+    the artifacts export and a reader need (adapter, predictions CSV, scatter chart).
+
+    Args:
+        streamed: train-loss steps already logged while the trial ran (logged once, not twice).
+    """
     import csv
 
     from pricer.metrics import scatter_chart
 
     for step, loss in result.train_losses:
-        tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
+        if step not in streamed:  # e.g. the steps a resumed trial's first try trained
+            tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
     # val_mae / val_rmsle / val_hit_rate arrived through report(), the final step's included
     reported = {"val_mae", "val_rmsle", "val_hit_rate"}
     final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,
