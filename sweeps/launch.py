@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.errors import SpecError, TrialFailed
+from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.objective import RUN_ID_ATTR, Objective
 from sweeps.space import grid
 from sweeps.study import StudySpec
@@ -77,8 +77,14 @@ def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
     if (out / "dataset_dict.json").is_file():
         return out
     partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
-    build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
-          progress=progress)
+    try:
+        build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
+              progress=progress)
+    except DataError as exc:
+        if source != spec.data.fallback or source == spec.data.source:
+            raise
+        # the fallback's own error (e.g. hub offline) alone would hide the cause: the source is missing
+        raise DataError(f"data.source {spec.data.source}: no such file, and its fallback failed: {exc}") from exc
     try:
         partial.rename(out)
     except OSError:  # another worker finished first: theirs is the same data

@@ -383,8 +383,12 @@ def _check_configs(spec: StudySpec, problems: _Problems) -> None:
 
     models = spec.search_space["model"].choices if "model" in spec.search_space else (spec.fixed.get("model"),)
     where = "search_space.model" if "model" in spec.search_space else "fixed.model"
+    unknown = [m for m in models if not catalog.known(m, spec.models)]
+    if unknown:  # one problem for them all: the catalog is named once, not per model
+        problems.items.append(f"{where}: {catalog.unknown_models(unknown)}")
     for model in models:
-        problems.run(where, catalog.resolve, model, spec.models)
+        if model not in unknown:
+            problems.run(where, catalog.resolve, model, spec.models)
     chosen: dict[str, Any] = {}
     for param in spec.search_space.values():
         if param.active(chosen):
