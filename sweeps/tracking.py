@@ -17,6 +17,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
 
@@ -92,7 +93,6 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         self.tracking_uri = tracking_uri
@@ -102,9 +102,7 @@ class MlflowTracker:
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
         try:
-            with schema_lock(tracking_uri):  # the client creates MLflow's tables on a fresh store
-                self.client = MlflowClient(tracking_uri)
-                found = self.client.get_experiment_by_name(experiment)
+            found = self._connect(experiment)
             if found is None and not create:
                 raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
@@ -121,6 +119,29 @@ class MlflowTracker:
                 self.experiment_id = found.experiment_id
         except MlflowException as exc:
             raise SpecError(f"tracking_uri {tracking_uri}: can't open the MLflow store ({exc.message})") from exc
+
+    def _connect(self, experiment: str):
+        """The client, and the experiment if it exists. The client creates MLflow's tables on a
+        fresh store, unguarded: a sqlite file is locked meanwhile (`schema_lock`); on a database
+        server the worker that loses the race (a duplicate type, a half-migrated schema) tries
+        again and finds the tables made."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        retry = urlsplit(self.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql"))
+        for attempt in range(4):
+            try:
+                with schema_lock(self.tracking_uri):
+                    self.client = MlflowClient(self.tracking_uri)
+                    return self.client.get_experiment_by_name(experiment)
+            except (MlflowException, SQLAlchemyError) as exc:
+                if not retry or attempt == 3:
+                    if isinstance(exc, MlflowException):
+                        raise
+                    raise MlflowException(str(exc).splitlines()[0]) from exc
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
     # -- the protocol ------------------------------------------------------------------------
 

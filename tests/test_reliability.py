@@ -98,6 +98,19 @@ def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_ea
     assert sorted(trial_tags) == ["0", "1", "2"]
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_url: str, kind: str) -> None:
+    """MLflow creates its tables unguarded: without the lock (sqlite) or the retry (a database
+    server), one of two workers crashed with `duplicate column name` or a UniqueViolation."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if kind == "sqlite" else pg_url
+    code = "import sys; from sweeps.tracking import MlflowTracker; MlflowTracker(sys.argv[1], 'race')"
+    both = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert MlflowTracker(uri, "race", create=False).experiment_id
+
+
 def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_retry(
         study: Path, pg_url: str, workers: list) -> None:
     """`kill -9` of a worker alone (not its group): its trial process ends with it. A worker that
