@@ -194,6 +194,7 @@ class Objective:
                                         tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
                                               "pricer.optuna_trial_id": str(trial._trial_id)})
         trial.set_user_attr(RUN_ID_ATTR, run_id)
+        work, earlier = self._work(trial.number), self._earlier_tries(trial)
         try:
             config = to_config(self.spec, params)
             model_spec = catalog.resolve(config.model, self.spec.models)
@@ -201,8 +202,6 @@ class Objective:
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
             self._guard(trial, run_id, config, model_spec)
-            work = self._work(trial.number)
-            earlier = self._earlier_tries(trial)
             resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
             if resume_from is not None:
                 self.tracker.set_tags(run_id, {RESUMED: str(resume_from.parent.name)})
@@ -217,9 +216,11 @@ class Objective:
                 losses.flush()
         except PricerError as exc:
             self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
+            _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
             raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
         except KeyboardInterrupt:
             self._fail(trial, run_id, "interrupted (Ctrl-C)", None)
+            _remove(work, *earlier)
             raise
 
         gpu_hours = result.wall_s / 3600 * devices
@@ -228,8 +229,7 @@ class Objective:
             self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
         # the worker's own memory after each trial: flat unless something leaks across trials
         self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
-        for folder in (work, *earlier):  # the adapter now lives in MLflow; the checkpoints are spent
-            shutil.rmtree(folder, ignore_errors=True)
+        _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
         if result.stopped_early:
             self.tracker.set_tags(run_id, {STATE: "PRUNED"})
             self.tracker.end_run(run_id, "KILLED")
@@ -304,6 +304,11 @@ class LiveLosses:
             self.steps.add(step)
         self.pending.clear()
         self.flushed = time.monotonic()
+
+
+def _remove(*folders: Path) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _val(metrics: Metrics) -> dict[str, float]:
