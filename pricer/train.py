@@ -7,6 +7,7 @@ every step is `price_only_loss`: logits only at the few price positions.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import sys
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
 
+    from pricer.checkpoint import Checkpoint
+
 SCHEDULERS = ("linear", "cosine", "constant")
 
 
@@ -51,6 +54,8 @@ class TrainConfig:
         eval_every: validation every N steps (0: only at the end); feeds ``report``/``should_stop``.
         eval_items: validation items per evaluation (the same first N each time).
         train_items / test_items: optional limits on the train and test splits.
+        checkpoint_every: with a checkpoint folder (`train`'s ``checkpoint_dir``), save the
+            trainable state every N steps and after the last one (0: never).
     """
 
     model: str = "smollm2-135m-instruct"
@@ -74,6 +79,7 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
     train_items: int | None = None
     test_items: int | None = None
+    checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,8 +96,8 @@ class TrainConfig:
             problems.append(f"learning_rate: must be in (0, 1) (got {self.learning_rate})")
         if self.epochs <= 0:
             problems.append(f"epochs: must be > 0 (got {self.epochs})")
-        if self.warmup_steps < 0 or self.eval_every < 0:
-            problems.append("warmup_steps and eval_every: must be >= 0")
+        if self.warmup_steps < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
+            problems.append("warmup_steps, eval_every and checkpoint_every: must be >= 0")
         for name, allowed in (("target_modules", TARGET_KINDS), ("lr_scheduler", SCHEDULERS),
                               ("quantization", QUANTIZATIONS)):
             if getattr(self, name) not in allowed:
@@ -129,7 +135,8 @@ class TrainConfig:
 
 _FIELD_TYPES = {"lora_r": int, "lora_alpha": int, "warmup_steps": int, "max_steps": int, "batch_size": int,
                 "grad_accum": int, "micro_batch_size": int, "seed": int, "max_tokens": int, "eval_every": int,
-                "eval_items": int, "eval_batch_size": int, "train_items": int, "test_items": int, "lora_dropout": float,
+                "eval_items": int, "eval_batch_size": int, "train_items": int, "test_items": int,
+                "checkpoint_every": int, "lora_dropout": float,
                 "learning_rate": float, "epochs": float}
 
 
@@ -151,6 +158,7 @@ class Result:
     plan: StepPlan | None = None
     predictions: list[dict] = field(default_factory=list)
     val_predictions: list[float | None] = field(default_factory=list)
+    resumed_from: int | None = None
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "adapter_dir": str(self.adapter_dir),
@@ -160,7 +168,7 @@ class Result:
                 "stopped_early": self.stopped_early, "wall_s": self.wall_s,
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
                 "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions,
-                "val_predictions": self.val_predictions}
+                "val_predictions": self.val_predictions, "resumed_from": self.resumed_from}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -291,20 +299,26 @@ def collate(examples: Sequence, pad_id: int, device: torch.device) -> dict[str, 
             "labels": labels.to(device)}
 
 
-def micro_batches(run: Run) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless seeded shuffles of the train items, tokenized as they are needed."""
-    rng = random.Random(run.config.seed)
-    device = next(p.device for p in run.model.parameters())
-    size = run.config.batch_size
+def batch_order(n: int, size: int, seed: int) -> Iterator[list[int]]:
+    """Endless seeded shuffles of ``range(n)`` cut into batches of `size`: the same batches for
+    the same seed, so a resumed run skips the ones it saw and trains on the ones it would have."""
+    rng = random.Random(seed)
     while True:
-        order = list(range(len(run.train_items)))
+        order = list(range(n))
         rng.shuffle(order)
         # the last partial batch is dropped (a split smaller than one batch gives one short batch)
-        for start in range(0, max(len(order) - size, 0) + 1, size):
-            chunk = [run.train_items[i] for i in order[start:start + size]]
-            examples = [encode(run.tokenizer, it.text, it.price, chat=run.spec.chat,
-                               max_tokens=run.config.max_tokens) for it in chunk]
-            yield collate(examples, run.tokenizer.pad_token_id, device)
+        for start in range(0, max(n - size, 0) + 1, size):
+            yield order[start:start + size]
+
+
+def micro_batches(run: Run, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """The seeded batches of train items after the first `skip`, tokenized as they are needed."""
+    device = next(p.device for p in run.model.parameters())
+    for chunk in itertools.islice(batch_order(len(run.train_items), run.config.batch_size, run.config.seed),
+                                  skip, None):
+        examples = [encode(run.tokenizer, run.train_items[i].text, run.train_items[i].price, chat=run.spec.chat,
+                           max_tokens=run.config.max_tokens) for i in chunk]
+        yield collate(examples, run.tokenizer.pad_token_id, device)
 
 
 def parts(batch: dict[str, torch.Tensor], size: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
@@ -361,16 +375,31 @@ class Fit:
 
 
 def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
-        should_stop: Callable[[], bool] | None = None, progress: bool = True) -> Fit:
-    """The training loop: steps, a train-loss log, validation every ``eval_every`` steps."""
+        should_stop: Callable[[], bool] | None = None, on_loss: Callable[[int, float], None] | None = None,
+        checkpoint_dir: Path | None = None, resume: Checkpoint | None = None, progress: bool = True) -> Fit:
+    """The training loop: steps, a train-loss log, validation every ``eval_every`` steps, a
+    checkpoint every ``checkpoint_every`` steps (when `checkpoint_dir` is given).
+
+    Args:
+        on_loss: called with (step, train loss) after every step, as it happens.
+        resume: a checkpoint of this run's config to go on from (its step, weights, optimizer,
+            schedule, RNG and history).
+    """
     from tqdm.auto import tqdm
+
+    from pricer.checkpoint import save_checkpoint
 
     cfg = run.config
     out = Fit([], [], None, 0, False, 0, 0.0)
-    batches = micro_batches(run)
-    bar = tqdm(total=run.total_steps, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    if resume is not None:
+        resume.restore(run)
+        out = Fit(list(resume.losses), list(resume.val_curve), None, resume.step, False, resume.tokens,
+                  resume.seconds)
+    batches = micro_batches(run, skip=out.steps * cfg.grad_accum)
+    bar = tqdm(total=run.total_steps, initial=out.steps, desc="train", unit="step", disable=not progress,
+               file=sys.stderr)
     try:
-        for step in range(1, run.total_steps + 1):
+        for step in range(out.steps + 1, run.total_steps + 1):
             started = time.perf_counter()
             step_batches = [next(batches) for _ in range(cfg.grad_accum)]
             loss = train_step(run, step_batches)
@@ -380,6 +409,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
             out.steps = step
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}")
+            if on_loss:
+                on_loss(step, loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < run.total_steps:
                 out.last_val = evaluate_split(run, run.val_items, progress=progress)
                 out.val_curve.append((step, out.last_val.metrics.mae))
@@ -388,6 +419,10 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
                 if should_stop and should_stop():
                     out.stopped_early = True
                     break
+            # the last step too: a trial killed during its (long) final evaluation resumes there
+            if checkpoint_dir and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0
+                                                            or step == run.total_steps):
+                save_checkpoint(run, out, checkpoint_dir)
     finally:
         bar.close()
     return out
@@ -410,7 +445,8 @@ def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None]) -> Path:
 
 def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spec: ModelSpec | None = None,
           report: Callable[[int, Metrics], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, progress: bool = True) -> Result:
+          should_stop: Callable[[], bool] | None = None, on_loss: Callable[[int, float], None] | None = None,
+          checkpoint_dir: Path | None = None, resume_from: Path | None = None, progress: bool = True) -> Result:
     """Fine-tune, evaluate on validation and test, save the adapter folder to `out`.
 
     Args:
@@ -418,13 +454,22 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         spec: the catalog entry (default: ``resolve(config.model)``).
         report: called with (step, validation metrics) every ``eval_every`` steps and at the end.
         should_stop: asked after each intermediate report; True stops the trial (no test evaluation).
+        on_loss: called with (step, train loss) after every step.
+        checkpoint_dir: where to save a checkpoint every ``config.checkpoint_every`` steps.
+        resume_from: a folder holding a checkpoint of the same config (an earlier, interrupted
+            run); training goes on from its step. A folder without one starts at step 0.
 
     Raises:
         TrialFailed: the loss went NaN/inf.
+        SpecError: the checkpoint in `resume_from` was made with another config.
     """
+    from pricer.checkpoint import load_checkpoint
+
     started = time.perf_counter()
+    resume = load_checkpoint(resume_from, config) if resume_from is not None else None
     run = setup(config, data, spec=spec)
-    trained = fit(run, report=report, should_stop=should_stop, progress=progress)
+    trained = fit(run, report=report, should_stop=should_stop, on_loss=on_loss, checkpoint_dir=checkpoint_dir,
+                  resume=resume, progress=progress)
     test = None
     if trained.stopped_early:
         val = trained.last_val
@@ -445,5 +490,6 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         peak_mem_gib=peak_memory_gib(), plan=run.plan,
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
                      for r in test.rows(run.test_items)] if test else [],
-        val_predictions=list(val.predictions) if val is not None else [])
+        val_predictions=list(val.predictions) if val is not None else [],
+        resumed_from=resume.step if resume else None)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.errors import SpecError, TrialFailed
+from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.objective import RUN_ID_ATTR, Objective
 from sweeps.space import grid
 from sweeps.study import StudySpec
@@ -29,10 +29,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A RUNNING trial whose worker stopped beating this long is failed (and retried) by a live worker;
+# A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
-HEARTBEAT_S = int(os.environ.get("PRICER_HEARTBEAT_S", 30))
-GRACE_S = int(os.environ.get("PRICER_GRACE_S", 120))
+HEARTBEAT_S, GRACE_S = 30, 120
+# How often a worker that reached the total looks again at trials other workers still run.
+WAIT_POLL_S = 5.0
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds, from the environment or the defaults.
+
+    Raises:
+        SpecError: a value that is not a whole number of seconds >= 1, or a grace period not
+            longer than the interval (every trial would look stale between two beats).
+    """
+    values = {}
+    for name, default in (("PRICER_HEARTBEAT_S", HEARTBEAT_S), ("PRICER_GRACE_S", GRACE_S)):
+        raw = os.environ.get(name, "").strip() or str(default)
+        if not raw.isdigit() or int(raw) < 1:
+            raise SpecError(f"{name}={os.environ.get(name)!r}: must be a whole number of seconds >= 1 "
+                            f"(default {default})")
+        values[name] = int(raw)
+    heartbeat, grace = values["PRICER_HEARTBEAT_S"], values["PRICER_GRACE_S"]
+    if grace <= heartbeat:
+        raise SpecError(f"PRICER_GRACE_S={grace} must be longer than PRICER_HEARTBEAT_S={heartbeat}")
+    return heartbeat, grace
 
 
 @contextlib.contextmanager
@@ -56,8 +77,14 @@ def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
     if (out / "dataset_dict.json").is_file():
         return out
     partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
-    build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
-          progress=progress)
+    try:
+        build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
+              progress=progress)
+    except DataError as exc:
+        if source != spec.data.fallback or source == spec.data.source:
+            raise
+        # the fallback's own error (e.g. hub offline) alone would hide the cause: the source is missing
+        raise DataError(f"data.source {spec.data.source}: no such file, and its fallback failed: {exc}") from exc
     try:
         partial.rename(out)
     except OSError:  # another worker finished first: theirs is the same data
@@ -92,6 +119,7 @@ class FailStaleRun:
         import optuna
 
         self.tracker = tracker
+        self.grace_s = heartbeat_settings()[1]
         with optuna_experimental():
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
@@ -99,7 +127,7 @@ class FailStaleRun:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: f"worker stopped sending heartbeats for "
-                                                                 f"{GRACE_S} s (killed or lost); re-queued"})
+                                                                 f"{self.grace_s} s (killed or lost); re-queued"})
             self.tracker.end_run(run_id, "FAILED")
         self.retry(study, trial)
 
@@ -109,12 +137,13 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
     import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
+    heartbeat, grace = heartbeat_settings()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(3):
         try:
             with optuna_experimental():
-                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
                                                   heartbeat_stale_trial_callback=on_stale)
         except SQLAlchemyError as exc:
             # workers started together on a fresh database race to create its tables: the loser
@@ -157,6 +186,12 @@ def counted(study: optuna.Study) -> int:
     return sum(1 for t in trials if t.state in states and not (t.state == TrialState.FAIL and t.number in retried))
 
 
+def _running(study: optuna.Study) -> list[int]:
+    from optuna.trial import TrialState
+
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
 def enqueue(spec: StudySpec, study: optuna.Study) -> None:
     """The study file's known-good trials, once per study (skipped if already there)."""
     for params in spec.enqueue:
@@ -175,6 +210,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     from sweeps.preflight import check_stores
 
     started = time.monotonic()
+    heartbeat_settings()  # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S is one line, before anything is made
     check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
     data = prepare_data(spec, progress=progress)
     tracker = MlflowTracker(spec.tracking_uri, spec.name)
@@ -194,13 +230,25 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
+    waiting = False
     try:
-        while total is None or counted(study) < total:
-            if spec.timeout is not None and time.monotonic() - started >= spec.timeout:
-                break
+        while spec.timeout is None or time.monotonic() - started < spec.timeout:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
                 break
-            study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+            if total is None or counted(study) < total:
+                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                continue
+            if not (running := _running(study)):
+                break
+            # Total reached, but a RUNNING trial may belong to a dead worker: leaving now would
+            # leave it RUNNING for good. Wait until it finishes, or its heartbeat goes stale and
+            # counted() fails and re-queues it; the total is then short and this worker runs it.
+            if not waiting:
+                log.warning("study %s: total of %d reached with trial(s) %s still running; waiting for them "
+                            "to finish (or to be retried here if their worker is gone)", spec.name, total,
+                            ", ".join(map(str, running)))
+                waiting = True
+            time.sleep(WAIT_POLL_S)
     finally:
         log_study_plots(tracker, parent_id, study)
         tracker.end_run(parent_id, "FINISHED")

@@ -4,14 +4,20 @@ Each fine-tune runs in a fresh ``spawn`` process so its memory (model, optimizer
 is returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of
 the study. The child's ``report(step, metrics)`` / ``should_stop()`` callbacks cross a Pipe: the
 parent calls ``trial.report`` on the validation price error (never the eval loss) and answers
-with ``trial.should_prune()``.
+with ``trial.should_prune()``; each step's train loss crosses it too, one way, so MLflow shows the
+curve while the trial runs. The child dies with its worker, and a retried trial resumes from the
+checkpoint its failed try left in the study's ``trials/`` folder.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import signal
+import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -31,12 +37,37 @@ if TYPE_CHECKING:
     from pricer.train import Result, TrainConfig
 
 RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
+RESUMED = "pricer.resumed_from_trial"
 # How often the parent wakes to check that the child is still alive (and to let Ctrl-C in).
 POLL_S = 1.0
+# Live train losses reach MLflow in batches this far apart (a step of a tiny model takes ~0.3 s).
+LOSS_FLUSH_S = 5.0
 
 
-def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool) -> None:
+def _die_with(parent_pid: int) -> None:
+    """End this process when the worker that started it dies, even by ``kill -9``: an orphan
+    would go on holding its GPU for a trial nobody records. Linux kills it at once (the parent
+    death signal); elsewhere a thread sees it re-parented within a second."""
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # noqa: N806 -- <sys/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="pricer-die-with-worker", daemon=True).start()
+
+
+def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, parent_pid: int,
+           checkpoint_dir: Path | None, resume_from: Path | None) -> None:
     """Runs in the spawned process: the fine-tune, with its callbacks relayed to the parent."""
+    _die_with(parent_pid)
     # Ctrl-C in a terminal reaches the whole process group: the parent alone decides (it fails
     # the trial, ends its MLflow run, then terminates this process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,8 +79,6 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         stop = bool(conn.recv())
 
     try:
-        import threading
-
         from tqdm import tqdm
 
         # tqdm's default lock is a multiprocessing semaphore that the spawn resource tracker
@@ -59,7 +88,8 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         from pricer.train import train
 
         result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
-                       progress=progress)
+                       on_loss=lambda step, loss: conn.send(("loss", step, loss)),
+                       checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=progress)
         import torch
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
@@ -79,26 +109,36 @@ def _death(exitcode: int | None) -> str:
 
 
 def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
-                 on_report: Callable[[int, Metrics], bool], *, progress: bool = False) -> tuple[Result, int]:
+                 on_report: Callable[[int, Metrics], bool], *,
+                 on_loss: Callable[[int, float], None] | None = None, checkpoint_dir: Path | None = None,
+                 resume_from: Path | None = None, timeout_s: float | None = None,
+                 progress: bool = False) -> tuple[Result, int]:
     """Run one fine-tune in a spawned process.
 
     Args:
         on_report: called in this process for each validation report; returns "stop now".
+        on_loss: called in this process with (step, train loss) after each step.
+        checkpoint_dir / resume_from: `pricer.train.train`'s.
+        timeout_s: the child is stopped and the trial failed when it runs longer.
 
     Returns:
         (the trial's `Result`, the number of accelerators it ran on, >= 1).
 
     Raises:
-        TrialFailed: the child raised (its exception in the message) or died.
+        TrialFailed: the child raised (its exception in the message), died, or ran past `timeout_s`.
     """
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress),
+    proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress, os.getpid(),
+                                            checkpoint_dir, resume_from),
                        name=f"pricer-trial-{out.name}")
+    started = time.monotonic()
     proc.start()
     child.close()  # so recv() sees EOF when the child exits
     try:
         while True:
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise TrialFailed(f"trial_timeout of {timeout_s:g} s exceeded")
             if not parent.poll(POLL_S):
                 if not proc.is_alive() and not parent.poll(0):
                     proc.join()
@@ -109,7 +149,10 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
             except EOFError:
                 proc.join(30)
                 raise TrialFailed(_death(proc.exitcode)) from None
-            if message[0] == "report":
+            if message[0] == "loss":
+                if on_loss:
+                    on_loss(message[1], message[2])
+            elif message[0] == "report":
                 parent.send(bool(on_report(message[1], message[2])))
             elif message[0] == "result":
                 return message[1], message[2]
@@ -152,6 +195,7 @@ class Objective:
                                         tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
                                               "pricer.optuna_trial_id": str(trial._trial_id)})
         trial.set_user_attr(RUN_ID_ATTR, run_id)
+        work, earlier = self._work(trial.number), self._earlier_tries(trial)
         try:
             config = to_config(self.spec, params)
             model_spec = catalog.resolve(config.model, self.spec.models)
@@ -159,22 +203,34 @@ class Objective:
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
             self._guard(trial, run_id, config, model_spec)
-            out = Path(self.spec.workdir).resolve() / "trials" / f"{trial.number:05d}"
-            result, devices = run_in_child(config, self.data, out, model_spec,
-                                           lambda step, m: self._report(trial, run_id, step, m),
-                                           progress=self.progress)
+            resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
+            if resume_from is not None:
+                self.tracker.set_tags(run_id, {RESUMED: str(resume_from.parent.name)})
+            losses = LiveLosses(self.tracker, run_id)
+            try:
+                result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
+                                               lambda step, m: self._report(trial, run_id, step, m),
+                                               on_loss=losses, checkpoint_dir=work / "checkpoint",
+                                               resume_from=resume_from, timeout_s=self.spec.trial_timeout,
+                                               progress=self.progress)
+            finally:
+                losses.flush()
         except PricerError as exc:
             self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
+            _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
             raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
         except KeyboardInterrupt:
             self._fail(trial, run_id, "interrupted (Ctrl-C)", None)
+            _remove(work, *earlier)
             raise
 
         gpu_hours = result.wall_s / 3600 * devices
-        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours)
+        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
+        if result.resumed_from is not None:
+            self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
         # the worker's own memory after each trial: flat unless something leaks across trials
         self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
-        shutil.rmtree(out, ignore_errors=True)  # the adapter now lives in MLflow
+        _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
         if result.stopped_early:
             self.tracker.set_tags(run_id, {STATE: "PRUNED"})
             self.tracker.end_run(run_id, "KILLED")
@@ -184,6 +240,16 @@ class Objective:
         self.tracker.end_run(run_id, "FINISHED")
         value = self._value(result.val_metrics)
         return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _work(self, number: int) -> Path:
+        """A trial's folder: ``adapter/`` (until MLflow has it) and ``checkpoint/``."""
+        return Path(self.spec.workdir).resolve() / "trials" / f"{number:05d}"
+
+    def _earlier_tries(self, trial: optuna.Trial) -> list[Path]:
+        """The folders of the tries a heartbeat retry replaces, latest first (Optuna gives a
+        retried trial a new number and records the old ones in ``retry_history``)."""
+        history = trial.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+        return [self._work(n) for n in reversed(history)]
 
     def _value(self, metrics: Metrics) -> float:
         return float(getattr(metrics, self.spec.objective.metric))
@@ -218,6 +284,34 @@ class Objective:
         if details:
             self.tracker.log_json(run_id, {"reason": reason, "traceback": details}, "failure.json")
         self.tracker.end_run(run_id, "FAILED")
+
+
+class LiveLosses:
+    """``on_loss`` for `run_in_child`: each step's train loss to MLflow while the trial runs,
+    batched every `LOSS_FLUSH_S` seconds; `steps` are the ones logged (not to log them again)."""
+
+    def __init__(self, tracker: MlflowTracker, run_id: str) -> None:
+        self.tracker, self.run_id = tracker, run_id
+        self.pending: list[tuple[int, float]] = []
+        self.steps: set[int] = set()
+        self.flushed = time.monotonic()
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.pending.append((step, loss))
+        if time.monotonic() - self.flushed >= LOSS_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        for step, loss in self.pending:
+            self.tracker.log_metrics(self.run_id, {"train_loss": loss}, step=step)
+            self.steps.add(step)
+        self.pending.clear()
+        self.flushed = time.monotonic()
+
+
+def _remove(*folders: Path) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _val(metrics: Metrics) -> dict[str, float]:

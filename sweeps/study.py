@@ -252,6 +252,8 @@ class StudySpec:
         tracking_uri: MLflow URI; default ``sqlite:///<workdir>/mlflow.db``.
         models: extra catalog entries (`pricer.catalog.ModelSpec`) by name.
         enqueue: parameter sets (by search_space name) that run first, once per study.
+        timeout: seconds after which a worker starts no new trial (each worker counts its own).
+        trial_timeout: seconds after which a trial still running is failed (a hung trial).
     """
 
     name: str
@@ -264,6 +266,7 @@ class StudySpec:
     pruner: PrunerSpec = PrunerSpec(type="none")
     n_trials: int | None = None
     timeout: float | None = None
+    trial_timeout: float | None = None
     objective: ObjectiveSpec = ObjectiveSpec()
     workdir: Path = Path("runs")
     storage: str = ""
@@ -389,8 +392,12 @@ def _check_configs(spec: StudySpec, problems: _Problems) -> None:
 
     models = spec.search_space["model"].choices if "model" in spec.search_space else (spec.fixed.get("model"),)
     where = "search_space.model" if "model" in spec.search_space else "fixed.model"
+    unknown = [m for m in models if not catalog.known(m, spec.models)]
+    if unknown:  # one problem for them all: the catalog is named once, not per model
+        problems.items.append(f"{where}: {catalog.unknown_models(unknown)}")
     for model in models:
-        problems.run(where, catalog.resolve, model, spec.models)
+        if model not in unknown:
+            problems.run(where, catalog.resolve, model, spec.models)
     chosen: dict[str, Any] = {}
     for param in spec.search_space.values():
         if param.active(chosen):
@@ -417,7 +424,7 @@ def load_study(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: must be a YAML mapping with at least name, data, search_space")
     problems = _Problems()
     known = {"name", "data", "search_space", "fixed", "models", "enqueue", "sampler", "pruner",
-             "n_trials", "timeout", "objective", "storage", "tracking_uri", "workdir"}
+             "n_trials", "timeout", "trial_timeout", "objective", "storage", "tracking_uri", "workdir"}
     for key in sorted(set(raw) - known):
         problems.items.append(f"{key}: unknown section; expected one of {', '.join(sorted(known))}")
 
@@ -468,6 +475,7 @@ def load_study(path: str | Path) -> StudySpec:
         for param in space.values():
             problems.run(f"search_space.{param.name}", param.grid_values)
     timeout = problems.run("timeout", _duration, raw.get("timeout"))
+    trial_timeout = problems.run("trial_timeout", _duration, raw.get("trial_timeout"))
     n_trials = raw.get("n_trials")
     if n_trials is not None and (not isinstance(n_trials, int) or n_trials < 1):
         problems.items.append(f"n_trials: must be a whole number >= 1 (got {n_trials!r})")
@@ -478,7 +486,7 @@ def load_study(path: str | Path) -> StudySpec:
     workdir = Path(raw.get("workdir") or Path("runs") / str(name))
     spec = problems.run("", StudySpec, name=name, data=data, search_space=space, fixed=fixed, models=models,
                         enqueue=tuple(dict(e) for e in enqueue), sampler=sampler, pruner=pruner,
-                        n_trials=n_trials, timeout=timeout, objective=objective, workdir=workdir,
+                        n_trials=n_trials, timeout=timeout, trial_timeout=trial_timeout, objective=objective, workdir=workdir,
                         storage=raw.get("storage") or f"sqlite:///{workdir / 'optuna.db'}",
                         tracking_uri=raw.get("tracking_uri") or f"sqlite:///{workdir / 'mlflow.db'}",
                         path=path)

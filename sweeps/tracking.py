@@ -8,14 +8,16 @@ through `MlflowClient`, never the fluent API, so an exported ``MLFLOW_RUN_ID`` c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
 
@@ -51,6 +53,24 @@ def artifact_root(tracking_uri: str) -> str | None:
     return (db.parent.resolve() / "artifacts").as_uri()
 
 
+@contextlib.contextmanager
+def schema_lock(tracking_uri: str) -> Iterator[None]:
+    """Held while a worker opens a ``sqlite:///`` store: MLflow creates and migrates its tables
+    unguarded, and two workers started together on a fresh file crash (``duplicate column name:
+    step``, or alembic finding no row to update). A lock file beside the database serialises them;
+    the second finds the tables made. Other stores are left to their own servers and databases."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
 def run_environment() -> dict[str, str]:
     """Host and git commit, as MLflow's UI shows them."""
     tags = {"host": socket.gethostname()}
@@ -74,7 +94,6 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
-        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
         self.tracking_uri = tracking_uri
@@ -83,9 +102,8 @@ class MlflowTracker:
                 raise SpecError(f"study {experiment!r}: no MLflow store at {tracking_uri}; launch it first, "
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
-        self.client = MlflowClient(tracking_uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
+            found = self._connect(experiment)
             if found is None and not create:
                 raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
@@ -102,6 +120,29 @@ class MlflowTracker:
                 self.experiment_id = found.experiment_id
         except MlflowException as exc:
             raise SpecError(f"tracking_uri {tracking_uri}: can't open the MLflow store ({exc.message})") from exc
+
+    def _connect(self, experiment: str):
+        """The client, and the experiment if it exists. The client creates MLflow's tables on a
+        fresh store, unguarded: a sqlite file is locked meanwhile (`schema_lock`); on a database
+        server the worker that loses the race (a duplicate type, a half-migrated schema) tries
+        again and finds the tables made."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        retry = urlsplit(self.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql"))
+        for attempt in range(4):
+            try:
+                with schema_lock(self.tracking_uri):
+                    self.client = MlflowClient(self.tracking_uri)
+                    return self.client.get_experiment_by_name(experiment)
+            except (MlflowException, SQLAlchemyError) as exc:
+                if not retry or attempt == 3:
+                    if isinstance(exc, MlflowException):
+                        raise
+                    raise MlflowException(str(exc).splitlines()[0]) from exc
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -215,15 +256,21 @@ def log_predictions(tracker: Any, run_id: str, validation: list, test: list, tru
     tracker.log_json(run_id, payload, PREDICTIONS)
 
 
-def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float) -> None:
+def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float,
+                     streamed: Collection[int] = ()) -> None:
     """A finished (or pruned) trial's `pricer.train.Result`: curves, final metrics, costs, and
-    the artifacts export and a reader need (adapter, predictions CSV, scatter chart)."""
+    the artifacts export and a reader need (adapter, predictions CSV, scatter chart).
+
+    Args:
+        streamed: train-loss steps already logged while the trial ran (logged once, not twice).
+    """
     import csv
 
     from pricer.metrics import scatter_chart
 
     for step, loss in result.train_losses:
-        tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
+        if step not in streamed:  # e.g. the steps a resumed trial's first try trained
+            tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
     # val_mae / val_rmsle / val_hit_rate arrived through report(), the final step's included
     reported = {"val_mae", "val_rmsle", "val_hit_rate"}
     final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,

@@ -52,9 +52,32 @@ def test_malformed_yaml_names_the_file_and_line(tmp_path: Path, capsys) -> None:
     _fails_cleanly(capsys, tmp_path, ["launch", str(path)], "study.yaml", "line")
 
 
-def test_unknown_model_names_the_field_and_the_catalog(tmp_path: Path, sample_path: Path, capsys) -> None:
-    path = _study(tmp_path, sample_path, model="no-such-model")
-    _fails_cleanly(capsys, tmp_path, ["launch", str(path)], "study.yaml", "no-such-model", "smollm2-135m-instruct")
+def test_unknown_models_name_the_field_and_the_catalog_once(tmp_path: Path, sample_path: Path, capsys) -> None:
+    path = _study(tmp_path, sample_path, model="no-such-model, other-model")
+    err = _fails_cleanly(capsys, tmp_path, ["launch", str(path)], "study.yaml: search_space.model: unknown models",
+                         "'no-such-model', 'other-model'", "smollm2-135m-instruct")
+    assert err.count("smollm2-135m-instruct") == 1 and len(err) - len(str(path)) < 300, err
+
+
+def test_misspelt_model_gets_the_closest_catalog_name(tmp_path: Path, sample_path: Path, capsys) -> None:
+    path = _study(tmp_path, sample_path, model="smollm2-135m-instrct")
+    err = _fails_cleanly(capsys, tmp_path, ["launch", str(path)], "did you mean 'smollm2-135m-instruct'?")
+    assert "gemma" not in err
+
+
+def test_missing_data_source_is_named_when_its_fallback_fails_too(tmp_path: Path, capsys) -> None:
+    missing = tmp_path / "shared" / "items.jsonl"
+    path = _study(tmp_path, f"{missing}, fallback: 'memory://pricer-tests/no-such/items.jsonl'")
+    _fails_cleanly(capsys, tmp_path, ["launch", str(path)], f"data.source {missing}: no such file",
+                   "fallback failed: memory://pricer-tests/no-such/items.jsonl")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "2.5"])
+def test_bad_heartbeat_setting_is_one_line(tmp_path: Path, sample_path: Path, capsys,
+                                           monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("PRICER_HEARTBEAT_S", value)
+    path = _study(tmp_path, sample_path)
+    _fails_cleanly(capsys, tmp_path, ["launch", str(path)], f"PRICER_HEARTBEAT_S={value!r}", "whole number")
 
 
 def test_unknown_parameter_lists_the_known_ones(tmp_path: Path, sample_path: Path, capsys) -> None:

@@ -1,7 +1,8 @@
-"""Studies survive dead workers and out-of-memory trials; many workers share one PostgreSQL study.
+"""Studies survive dead workers, hung and out-of-memory trials; many workers share one PostgreSQL study.
 
 Every test runs real `pricer launch` workers (or `launch()` in this process) on a fresh PostgreSQL
-database with real SmolLM2 trials kept tiny: 1 step of batch 2 on 64-token prompts, 4 items scored.
+database and a fresh sqlite MLflow store, with real SmolLM2 trials kept tiny: 1 to 4 steps of batch 2
+on 64-token prompts, 4 items scored.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
+from sweeps.objective import RESUMED
 from sweeps.study import load_study
 from sweeps.tracking import REASON, MlflowTracker
 
@@ -49,17 +52,15 @@ def workers():
 
 @pytest.fixture
 def study(tmp_path: Path, sample_path: Path, pg_url: str, tiny_models) -> Path:
-    """The study file; its MLflow store is created here once, so workers don't race its schema."""
+    """The study file; nothing is created yet (workers started together create both stores)."""
     path = tmp_path / "reliability.yaml"
     path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path))
-    spec = load_study(path)
-    MlflowTracker(spec.tracking_uri, spec.name)
     return path
 
 
-def _launch(workers: list, study: Path, pg_url: str, n_trials: int) -> subprocess.Popen:
+def _launch(workers: list, study: Path, pg_url: str, n_trials: int, **env_vars: str) -> subprocess.Popen:
     """A `pricer launch` worker in its own process group (killing the group = losing the machine)."""
-    env = {**os.environ, **FAST_HEARTBEATS}
+    env = {**os.environ, **FAST_HEARTBEATS, **env_vars}
     proc = subprocess.Popen([str(PRICER), "launch", str(study), "--storage", pg_url, "--n-trials", str(n_trials)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -78,7 +79,7 @@ def _tracker(study: Path) -> MlflowTracker:
     return MlflowTracker(spec.tracking_uri, spec.name, create=False)
 
 
-def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url: str, workers: list) -> None:
+def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_each_trial_once(study: Path, pg_url: str, workers: list) -> None:
     from optuna.trial import TrialState
 
     both = [_launch(workers, study, pg_url, 3) for _ in range(2)]
@@ -97,43 +98,89 @@ def test_two_workers_share_the_total_and_run_each_trial_once(study: Path, pg_url
     assert sorted(trial_tags) == ["0", "1", "2"]
 
 
-def test_killed_worker_trial_is_failed_and_rerun_by_a_live_worker(study: Path, pg_url: str, workers: list) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_url: str, kind: str) -> None:
+    """MLflow creates its tables unguarded: without the lock (sqlite) or the retry (a database
+    server), one of two workers crashed with `duplicate column name` or a UniqueViolation."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if kind == "sqlite" else pg_url
+    code = "import sys; from sweeps.tracking import MlflowTracker; MlflowTracker(sys.argv[1], 'race')"
+    both = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], outputs
+    assert MlflowTracker(uri, "race", create=False).experiment_id
+
+
+def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_retry(
+        study: Path, pg_url: str, workers: list) -> None:
+    """`kill -9` of a worker alone (not its group): its trial process ends with it. A worker that
+    starts while the dead trial is still RUNNING (heartbeat not yet stale) reaches the total at
+    once, yet waits; when the trial goes stale it is failed, re-queued, and this worker runs the
+    retry from the checkpoint the dead try left, not from step 0. No trial is left RUNNING."""
     from optuna.trial import TrialState
 
+    study.write_text(study.read_text().replace("max_steps: 1,", "max_steps: 4, checkpoint_every: 1,"))
+    spec = load_study(study)
+    checkpoint = Path(spec.workdir).resolve() / "trials" / "00000" / "checkpoint" / "checkpoint.pt"
     doomed = _launch(workers, study, pg_url, 1)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:  # wait until its trial runs (an MLflow run exists for it)
-        running = [t for t in _trials(study, pg_url) if t.state == TrialState.RUNNING] if _has_study(pg_url) else []
-        if running and "mlflow_run_id" in running[0].user_attrs:
-            break
+    while not checkpoint.is_file():  # wait until its trial has trained and saved step 1
         assert doomed.poll() is None, doomed.communicate()[0]
-        time.sleep(0.5)
-    else:
-        pytest.fail("the first worker never started a trial")
-    time.sleep(3)  # mid-trial: the child process is loading or training
-    os.killpg(doomed.pid, signal.SIGKILL)  # the machine is gone: worker and its trial process
-    doomed.wait()
-    time.sleep(4)  # past the grace period
+        assert time.monotonic() < deadline, "the first worker never checkpointed a step"
+        time.sleep(0.2)
+    trial = _trials(study, pg_url)[0]
+    assert trial.state == TrialState.RUNNING, "the trial ended before the kill: give it more steps"
+    # its train loss reached MLflow while it ran, not only at its end
+    live = _tracker(study).client.get_metric_history(trial.user_attrs["mlflow_run_id"], "train_loss")
+    assert [m.step for m in live][:1] == [1]
 
-    live = _launch(workers, study, pg_url, 1)
-    output = live.communicate(timeout=900)[0]
-    assert live.returncode == 0, output
+    trial_processes = _trial_processes(psutil.Process(doomed.pid))
+    assert len(trial_processes) == 1
+    os.kill(doomed.pid, signal.SIGKILL)  # the worker alone: its trial process is not signalled
+    doomed.wait()
+    gone, alive = psutil.wait_procs(trial_processes, timeout=5)
+    assert not alive, f"orphaned trial processes: {alive}"
+
+    # a grace period the second worker starts well within: it must wait, not leave
+    live_worker = _launch(workers, study, pg_url, 1, PRICER_GRACE_S="30")
+    output = live_worker.communicate(timeout=900)[0]
+    assert live_worker.returncode == 0, output
+    assert "still running; waiting" in output, output
+
     trials = _trials(study, pg_url)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].system_attrs["failed_trial"] == 0 and trials[1].params == trials[0].params
     tracker = _tracker(study)
     killed = tracker.client.get_run(trials[0].user_attrs["mlflow_run_id"])
     assert killed.info.status == "FAILED" and "heartbeat" in killed.data.tags[REASON]
-    assert tracker.client.get_run(trials[1].user_attrs["mlflow_run_id"]).info.status == "FINISHED"
+    retry = tracker.client.get_run(trials[1].user_attrs["mlflow_run_id"])
+    assert retry.info.status == "FINISHED" and retry.data.tags[RESUMED] == "00000"
+    resumed_from = retry.data.metrics["resumed_from_step"]
+    print(f"retry resumed from step {resumed_from:g} of 4")
+    assert resumed_from >= 1
+    steps = [m.step for m in tracker.client.get_metric_history(retry.info.run_id, "train_loss")]
+    assert sorted(steps) == [1, 2, 3, 4]  # the whole curve, each step once
+    assert not checkpoint.parent.parent.exists()  # the spent checkpoint is removed
 
 
-def _has_study(pg_url: str) -> bool:
-    import optuna
+def test_trial_past_its_trial_timeout_fails_with_the_reason(tmp_path: Path, built_data: Path, tiny_models) -> None:
+    from pricer.errors import TrialFailed
+    from pricer.train import TrainConfig
+    from sweeps.objective import run_in_child
 
-    try:
-        return "reliability" in optuna.get_all_study_names(storage=pg_url)
-    except Exception:  # noqa: BLE001 -- the worker may be creating the schema right now
-        return False
+    config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
+                         eval_items=4, test_items=4)
+    started = time.monotonic()
+    with pytest.raises(TrialFailed, match=r"^trial_timeout of 2 s exceeded$"):
+        run_in_child(config, str(built_data), tmp_path / "trial", tiny_models["smollm2-135m-instruct"],
+                     lambda step, m: False, timeout_s=2)
+    assert time.monotonic() - started < 20
+    assert not _trial_processes(psutil.Process())  # stopped, not left running
+
+
+def _trial_processes(worker: psutil.Process) -> list[psutil.Process]:
+    """A worker's spawned trial processes (not multiprocessing's resource tracker)."""
+    return [p for p in worker.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
 
 
 def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(

@@ -107,6 +107,7 @@ colour: blue
      "pruner: Optuna can't prune multi-objective studies"),
     (("n_trials: 2", "n_trials: 2\npruner: median"), "pruner: eval_every: a median pruner needs"),
     (("n_trials: 2", "timeout: soon"), "timeout: must be seconds or a duration"),
+    (("n_trials: 2", "n_trials: 2\ntrial_timeout: forever"), "trial_timeout: must be seconds or a duration"),
     (("n_trials: 2", "n_trials: 2\nsampler: grid"), "search_space.lr"),
     (("lora_r: {low: 4, high: 16, log: true}", "lora_r: {low: 0, high: 16, log: true}"), "log: needs low > 0"),
     (("name: tiny", "name: tiny study"), "name: letters, digits"),
@@ -117,6 +118,11 @@ def test_bad_study_files_name_the_field(tmp_path: Path, change: tuple[str, str],
     with pytest.raises(SpecError, match="^" + str(tmp_path / "x.yaml").replace(".", r"\.") + ": ") as err:
         load_study(_write(tmp_path, text))
     assert expected.replace("search_space.lr", "search_space.learning_rate") in str(err.value)
+
+
+def test_trial_timeout_reads_a_duration_and_defaults_to_none(tmp_path: Path) -> None:
+    assert load_study(_write(tmp_path, GOOD)).trial_timeout is None
+    assert load_study(_write(tmp_path, GOOD + "trial_timeout: 30m\n")).trial_timeout == 1800
 
 
 def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
