@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 STUDY  ?= studies/quickstart.yaml
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint clean gpu-check
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ test: lint
 
 demo: $(STAMP)
 	$(VENV)/bin/pricer demo $(STUDY)
+
+# A machine with a CUDA GPU: the three real shapes benched and one trial step, in gpu-check.json.
+gpu-check: $(STAMP)
+	$(VENV)/bin/pricer gpu-check --out gpu-check.json
 
 clean:
 	rm -rf runs exports $(VENV)

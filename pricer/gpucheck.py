@@ -1,0 +1,140 @@
+"""`make gpu-check`: the GPU numbers in one run, for the day a GPU is at hand.
+
+`pricer bench --shape` for the three real shapes (Llama 3.1 8B, Qwen 2.5 7B, Gemma 2 2B: random
+weights, `pricer.benchmodels`), then one real trial step through `pricer.train.train` on the first
+shape (load, step, validation, test, adapter folder), written as one JSON table. The settings are cut
+from the bench defaults (3 steps, 16 items predicted) so that the whole run fits in 8 minutes on an
+H100/H200: most of it is writing and loading the random checkpoints, not the steps.
+
+Without a GPU it refuses; ``toy=True`` runs the same code on the toy models of the same families
+(`pricer.toys`) instead of the real shapes, which checks the path on a CPU in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pricer.bench import DEFAULT_SAMPLE, SHAPE_TOKENIZER, BenchSettings, run_bench
+from pricer.errors import SpecError
+
+SHAPE_NAMES = ("llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b")
+# the toy entry standing in for each shape on a CPU
+TOY_OF = {"llama-3.1-8b": "toy-llama-3.1", "qwen2.5-7b": "toy-qwen2.5", "gemma-2-2b": "toy-gemma-2"}
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """What the check runs.
+
+    Args:
+        bench: the benchmark's settings for every shape (the recipe's 16 x 182-token batches).
+        trial_items: validation and test items the trial step evaluates.
+        toy: the toy models instead of the real shapes (a code-path check that runs on a CPU).
+    """
+
+    bench: BenchSettings = field(default_factory=lambda: BenchSettings(steps=3, eval_items=16))
+    shapes: tuple[str, ...] = SHAPE_NAMES
+    trial_items: int = 16
+    toy: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.shapes if s not in SHAPE_NAMES]
+        if unknown or not self.shapes:
+            raise SpecError(f"gpu-check: shapes must be some of {', '.join(SHAPE_NAMES)} (got {list(self.shapes)})")
+        if self.trial_items < 1:
+            raise SpecError(f"gpu-check: trial_items must be >= 1 (got {self.trial_items})")
+
+
+def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = None,
+                  data: str | Path | None = None, workdir: Path | None = None) -> dict:
+    """Bench every shape, then one trial step on the first; return the table (and write it to `out`).
+
+    Args:
+        data: anything `pricer.dataset.load_splits` takes (default: the shared sample).
+        workdir: where the random checkpoints go (a temporary folder by default; each is removed
+            once measured, the three together are ~36 GB).
+
+    Raises:
+        SpecError: no CUDA device and not `toy`.
+    """
+    import torch
+
+    settings = settings or CheckSettings()
+    if not settings.toy and not torch.cuda.is_available():
+        raise SpecError("gpu-check: no CUDA device here (torch.cuda.is_available() is False); it measures "
+                        "GPU numbers. `pricer gpu-check --toy` checks the same code path on a CPU")
+    data = data or DEFAULT_SAMPLE
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="pricer-gpu-check-") as tmp:
+        root = Path(workdir or tmp)
+        shapes = {}
+        trial = None
+        for name in settings.shapes:
+            shapes[name] = _bench_one(name, settings, data, root)
+            if trial is None:
+                trial = _trial_step(name, settings, data, root)
+            shutil.rmtree(root / name, ignore_errors=True)
+    table = {"device": _device_name(), "versions": _versions(), "toy": settings.toy,
+             "settings": asdict(settings.bench) | {"trial_items": settings.trial_items},
+             "shapes": shapes, "trial": trial, "total_s": round(time.perf_counter() - started, 1)}
+    if out is not None:
+        Path(out).write_text(json.dumps(table, indent=2) + "\n")
+    return table
+
+
+def _bench_one(name: str, settings: CheckSettings, data: str | Path, root: Path) -> dict:
+    started = time.perf_counter()
+    if settings.toy:
+        result = run_bench(TOY_OF[name], settings.bench.steps, None, data=data, settings=settings.bench,
+                           workdir=root / name)
+    else:
+        result = run_bench(SHAPE_TOKENIZER, settings.bench.steps, name, data=data, settings=settings.bench,
+                           workdir=root)
+    return {"model": result.notes["model"], **result.to_json(), "ratios": result.ratios(),
+            "plan": result.notes["plan"], "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path) -> dict:
+    """`pricer.train.train` with the default trial config for one step, on the checkpoint the
+    bench of `name` just wrote (or its toy)."""
+    from datasets import DatasetDict
+
+    from pricer.benchmodels import PeakMemory, shape_model
+    from pricer.catalog import CATALOG, materialize
+    from pricer.dataset import load_splits
+    from pricer.train import TrainConfig, train
+
+    if settings.toy:
+        spec = CATALOG[TOY_OF[name]]
+    else:
+        spec = shape_model(name, materialize(CATALOG[SHAPE_TOKENIZER]), root / name, layers=settings.bench.layers)
+    splits = load_splits(data)
+    n = settings.trial_items
+    subset = DatasetDict({"train": splits["train"].select(range(settings.bench.batch_size)),
+                          "validation": splits["validation"].select(range(n)), "test": splits["test"].select(range(n))})
+    config = TrainConfig(model=spec.name, max_steps=1, batch_size=settings.bench.batch_size, eval_items=n,
+                         test_items=n, warmup_steps=0)
+    started = time.perf_counter()
+    with PeakMemory() as mem:
+        result = train(config, subset, root / "trial", spec=spec, progress=False)
+    return {"model": spec.name, "config": config.to_dict(), "wall_s": round(time.perf_counter() - started, 1),
+            "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": mem.gib,
+            "plan": result.plan.describe() if result.plan else None, "val_mae": result.val_metrics.mae}
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "transformers", "peft", "bitsandbytes")}
+
