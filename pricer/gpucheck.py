@@ -7,7 +7,8 @@ from the bench defaults (3 steps, 16 items predicted) so that the whole run fits
 H100/H200: most of it is writing and loading the random checkpoints, not the steps.
 
 Without a GPU it refuses; ``toy=True`` runs the same code on the toy models of the same families
-(`pricer.toys`) instead of the real shapes, which checks the path on a CPU in seconds.
+(`pricer.toys`) instead of the real shapes, which checks the path on a CPU in seconds. Shapes cut
+to a few layers (`BenchSettings.layers`) also run on a CPU, slowly: their vocabularies stay full size.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class CheckSettings:
 
 def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = None,
                   data: str | Path | None = None, workdir: Path | None = None) -> dict:
-    """Bench every shape, then one trial step on the first; return the table (and write it to `out`).
+    """Bench every shape, and one trial step on the first; return the table, written to `out` as it
+    fills (``total_s`` is null until the end).
 
     Args:
         data: anything `pricer.dataset.load_splits` takes (default: the shared sample).
@@ -60,43 +62,60 @@ def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = N
             once measured, the three together are ~36 GB).
 
     Raises:
-        SpecError: no CUDA device and not `toy`.
+        SpecError: no CUDA device, and neither `toy` nor shapes cut to a few layers.
     """
     import torch
 
     settings = settings or CheckSettings()
-    if not settings.toy and not torch.cuda.is_available():
+    if not (settings.toy or settings.bench.layers) and not torch.cuda.is_available():
         raise SpecError("gpu-check: no CUDA device here (torch.cuda.is_available() is False); it measures "
                         "GPU numbers. `pricer gpu-check --toy` checks the same code path on a CPU")
     data = data or DEFAULT_SAMPLE
     started = time.perf_counter()
+    table = {"device": _device_name(), "versions": _versions(), "toy": settings.toy,
+             "settings": _settings_row(settings), "shapes": {}, "trial": None, "total_s": None}
+
+    def write() -> None:
+        # after every measurement: a run cut short by a time limit or a crash keeps what it measured
+        if out is not None:
+            Path(out).write_text(json.dumps(table, indent=2) + "\n")
+
     with tempfile.TemporaryDirectory(prefix="pricer-gpu-check-") as tmp:
         root = Path(workdir or tmp)
-        shapes = {}
-        trial = None
         for name in settings.shapes:
-            shapes[name] = _bench_one(name, settings, data, root)
-            if trial is None:
-                trial = _trial_step(name, settings, data, root)
+            table["shapes"][name] = _bench_one(name, settings, data, root)
+            write()
+            if table["trial"] is None:
+                table["trial"] = _trial_step(name, settings, data, root)
+                write()
             shutil.rmtree(root / name, ignore_errors=True)
-    table = {"device": _device_name(), "versions": _versions(), "toy": settings.toy,
-             "settings": asdict(settings.bench) | {"trial_items": settings.trial_items},
-             "shapes": shapes, "trial": trial, "total_s": round(time.perf_counter() - started, 1)}
-    if out is not None:
-        Path(out).write_text(json.dumps(table, indent=2) + "\n")
+    table["total_s"] = round(time.perf_counter() - started, 1)
+    write()
     return table
 
 
 def _bench_one(name: str, settings: CheckSettings, data: str | Path, root: Path) -> dict:
+    """`run_bench` of one shape (or its toy), with the time it took to write the checkpoint apart."""
     started = time.perf_counter()
     if settings.toy:
         result = run_bench(TOY_OF[name], settings.bench.steps, None, data=data, settings=settings.bench,
                            workdir=root / name)
+        write_s = 0.0
     else:
+        _shape_spec(name, settings, root)  # written here, found in place by the bench and the trial
+        write_s = time.perf_counter() - started
         result = run_bench(SHAPE_TOKENIZER, settings.bench.steps, name, data=data, settings=settings.bench,
                            workdir=root)
     return {"model": result.notes["model"], **result.to_json(), "ratios": result.ratios(),
-            "plan": result.notes["plan"], "seconds": round(time.perf_counter() - started, 1)}
+            "plan": result.notes["plan"], "seconds": round(time.perf_counter() - started, 1),
+            "checkpoint_s": round(write_s, 1)}
+
+
+def _shape_spec(name: str, settings: CheckSettings, root: Path):
+    from pricer.benchmodels import shape_model
+    from pricer.catalog import CATALOG, materialize
+
+    return shape_model(name, materialize(CATALOG[SHAPE_TOKENIZER]), root / name, layers=settings.bench.layers)
 
 
 def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path) -> dict:
@@ -104,15 +123,12 @@ def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path
     bench of `name` just wrote (or its toy)."""
     from datasets import DatasetDict
 
-    from pricer.benchmodels import PeakMemory, shape_model
-    from pricer.catalog import CATALOG, materialize
+    from pricer.benchmodels import PeakMemory
+    from pricer.catalog import CATALOG
     from pricer.dataset import load_splits
     from pricer.train import TrainConfig, train
 
-    if settings.toy:
-        spec = CATALOG[TOY_OF[name]]
-    else:
-        spec = shape_model(name, materialize(CATALOG[SHAPE_TOKENIZER]), root / name, layers=settings.bench.layers)
+    spec = CATALOG[TOY_OF[name]] if settings.toy else _shape_spec(name, settings, root)
     splits = load_splits(data)
     n = settings.trial_items
     subset = DatasetDict({"train": splits["train"].select(range(settings.bench.batch_size)),
@@ -125,6 +141,11 @@ def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path
     return {"model": spec.name, "config": config.to_dict(), "wall_s": round(time.perf_counter() - started, 1),
             "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": mem.gib,
             "plan": result.plan.describe() if result.plan else None, "val_mae": result.val_metrics.mae}
+
+
+def _settings_row(settings: CheckSettings) -> dict:
+    bench = {k: v for k, v in asdict(settings.bench).items() if k not in ("model", "shape")}  # set per shape
+    return bench | {"trial_items": settings.trial_items}
 
 
 def _device_name() -> str:

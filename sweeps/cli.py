@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pricer.errors import PricerError
+from pricer.gpucheck import SHAPE_NAMES
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -170,8 +171,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 
     bench = BenchSettings(steps=args.steps, batch_size=args.batch_size, max_tokens=args.max_tokens,
                           eval_items=args.eval_items, layers=args.layers)
-    table = run_gpu_check(CheckSettings(bench=bench, trial_items=args.eval_items, toy=args.toy), out=args.out,
-                          data=args.data)
+    settings = CheckSettings(bench=bench, shapes=tuple(args.shapes), trial_items=args.eval_items, toy=args.toy)
+    table = run_gpu_check(settings, out=args.out, data=args.data)
     view = Table(title=f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}")
     view.add_column("", no_wrap=True)
     for column in ("train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"):
@@ -355,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")
     p.add_argument("--out", type=Path, default=Path("gpu-check.json"))
     p.add_argument("--toy", action="store_true", help="the toy models instead (checks the path on a CPU)")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPE_NAMES), choices=SHAPE_NAMES,
+                   help="a subset (the first also gets the trial step)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-tokens", type=int, default=182)
