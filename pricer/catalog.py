@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pricer.errors import ModelUnavailable, SpecError
@@ -190,8 +190,8 @@ CATALOG: dict[str, ModelSpec] = {s.name: s for s in [
 TOY_ENTRIES = {"toy-llama-3.1": "llama-3.1-8b", "toy-llama-3.1-instruct": "llama-3.1-8b-instruct",
                "toy-gemma-2": "gemma-2-2b", "toy-gemma-2-it": "gemma-2-2b-it",
                "toy-qwen2.5": "qwen2.5-7b", "toy-qwen2.5-instruct": "qwen2.5-7b-instruct"}
-CATALOG.update({name: replace(CATALOG[hub], name=name, source=f"toy:{hub}", notes=f"toy-size random {hub}")
-                for name, hub in TOY_ENTRIES.items()})
+CATALOG.update({name: ModelSpec(**CATALOG[hub].to_dict() | {"name": name, "source": f"toy:{hub}"},
+                                notes=f"toy-size random {hub}") for name, hub in TOY_ENTRIES.items()})
 
 
 def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpec:
