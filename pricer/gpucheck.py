@@ -3,8 +3,8 @@
 `pricer bench --shape` for the three real shapes (Llama 3.1 8B, Qwen 2.5 7B, Gemma 2 2B: random
 weights, `pricer.benchmodels`), then one real trial step through `pricer.train.train` on the first
 shape (load, step, validation, test, adapter folder), written as one JSON table. The settings are cut
-from the bench defaults (3 steps, 16 items predicted) so that the whole run fits in 8 minutes on an
-H100/H200: most of it is writing and loading the random checkpoints, not the steps.
+from the bench defaults (3 steps, 16 items predicted) for the whole run to fit in 8 minutes on an
+H100/H200 (not timed on one yet: the table's ``seconds`` and ``checkpoint_s`` will say where it goes).
 
 Without a GPU it refuses; ``toy=True`` runs the same code on the toy models of the same families
 (`pricer.toys`) instead of the real shapes, which checks the path on a CPU in seconds. Shapes cut
