@@ -1,6 +1,7 @@
 """The real model families on a CPU: toy-size random-weight Llama 3.1, Gemma 2 and Qwen 2.5 (base
-and instruct, `pricer.toys`) go through the catalog, the 4-bit load, a trial's stages, the adapter
-folder and its reload. Random weights write garbage prices, so these check mechanics only."""
+and instruct, `pricer.toys`) go through the catalog, the 4-bit load, a trial's stages (and `train`
+itself), the adapter folder, its reload and the bf16 merge `pricer export --merge` writes. Random
+weights write garbage prices, so these check mechanics only."""
 
 from __future__ import annotations
 
