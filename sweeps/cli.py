@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pricer.errors import PricerError, SpecError
+from pricer.gpucheck import SHAPE_NAMES
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -227,6 +228,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pricer.bench import BenchSettings
+    from pricer.gpucheck import CheckSettings, run_gpu_check
+
+    bench = BenchSettings(steps=args.steps, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                          eval_items=args.eval_items, layers=args.layers)
+    settings = CheckSettings(bench=bench, shapes=tuple(args.shapes), trial_items=args.eval_items, toy=args.toy)
+    table = run_gpu_check(settings, out=args.out, data=args.data)
+    view = Table(title=f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}")
+    view.add_column("", no_wrap=True)
+    for column in ("train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"):
+        view.add_column(column, justify="right")
+    for name, row in table["shapes"].items():
+        r = row["ratios"]
+        view.add_row(name, f"{row['train_tokens_per_s']:,.0f}", f"{r['train_tokens_per_s']:.2f}",
+                     f"{row['eval_items_per_s']:,.2f}", f"{r['eval_items_per_s']:.2f}",
+                     f"{row['peak_mem_gib']:,.2f}", f"{r['peak_mem_gib']:.2f}", f"{row['seconds']:.0f}")
+    trial = table["trial"]
+    view.add_row("trial step", f"{trial['train_tokens_per_s']:,.0f}", "", "", "",
+                 f"{trial['peak_mem_gib']:,.2f}", "", f"{trial['wall_s']:.0f}")
+    console = Console()
+    console.print(view)
+    console.print(f"ratio: project / recipe; trial step: `pricer.train` for one step on {trial['model']}")
+    return 0
+
+
 # --- sweeps -----------------------------------------------------------------------------------
 
 def _print_leaderboard(name: str, tracking_uri: str) -> list:
@@ -428,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")
+    p.add_argument("--out", type=Path, default=Path("gpu-check.json"))
+    p.add_argument("--toy", action="store_true", help="the toy models instead (checks the path on a CPU)")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPE_NAMES), choices=SHAPE_NAMES,
+                   help="a subset (the first also gets the trial step)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-tokens", type=int, default=182)
+    p.add_argument("--eval-items", type=int, default=16, help="items each path predicts, and the trial evaluates")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
+    p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks the shapes
+    p.set_defaults(func=cmd_gpu_check)
 
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
     p.add_argument("study", type=Path)
