@@ -217,7 +217,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from sweeps.study import locate
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
-    experiment = ui.experiment_id(tracking_uri, name)  # a study that was never launched fails here
+    view = ui.runs_view(tracking_uri, name)  # a study that was never launched fails here
     if args.host not in ui.LOOPBACK:
         print(f"warning: serving on {args.host}: MLflow's UI has no login; anyone who reaches it can "
               "read and delete runs", file=sys.stderr)
@@ -225,7 +225,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         url = f"http://{args.host}:{args.port}"
         ui.wait_ready(proc, url)
-        print(f"MLflow UI for {name} at {url}/#/experiments/{experiment} (Ctrl-C stops it)", flush=True)
+        print(f"MLflow UI for {name} at {url}/{view} (Ctrl-C stops it)", flush=True)
         proc.wait()
     finally:
         ui.stop(proc)

@@ -21,6 +21,8 @@ from pricer.errors import SpecError
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
+# MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class Tracker(Protocol):
@@ -92,7 +94,8 @@ class MlflowTracker:
                 self.client.restore_experiment(found.experiment_id)
             if found is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=root)
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=root, tags={EXPERIMENT_KIND: MODEL_TRAINING})
                 except MlflowException:  # another worker created it first
                     found = self.client.get_experiment_by_name(experiment)
                     if found is None:
