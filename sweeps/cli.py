@@ -363,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args) or 0
     except PricerError as exc:
-        print(f"pricer: error: {exc}", file=sys.stderr)
+        from sweeps.redact import redact
+
+        print(f"pricer: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pricer: interrupted", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 from pricer.adapter import read_meta
 from pricer.errors import SpecError
 from sweeps.leaderboard import Row, best_trial_row, leaderboard, objective_of
+from sweeps.redact import redact
 from sweeps.tracking import MlflowTracker
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,8 @@ def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None
         try:
             adapter = Path(tracker.client.download_artifacts(row.run_id, "adapter", tmp))
         except OSError as exc:
-            raise SpecError(f"trial {row.trial}: its adapter can't be downloaded from {tracking_uri} ({exc})") from exc
+            raise SpecError(f"trial {row.trial}: its adapter can't be downloaded from {redact(tracking_uri)} "
+                            f"({redact(exc)})") from exc
         _clear(out)
         shutil.move(str(adapter), out)
     entry = read_meta(out)["model"]
@@ -120,7 +122,7 @@ def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: 
 # {study}, trial {row.trial}: {row.model} LoRA price predictor
 
 A 4-bit QLoRA adapter that predicts a product's price from its description (the prompt ends in
-"Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{tracking_uri}`:
+"Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{redact(tracking_uri)}`:
 {standing}.
 
 ## Base model

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
@@ -81,14 +82,14 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         if not create and tracking_uri.startswith("sqlite:///"):
             if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-                raise SpecError(f"study {experiment!r}: no MLflow store at {tracking_uri}; launch it first, "
+                raise SpecError(f"study {experiment!r}: no MLflow store at {redact(tracking_uri)}; launch it first, "
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
         self.client = MlflowClient(tracking_uri)
         try:
             found = self.client.get_experiment_by_name(experiment)
             if found is None and not create:
-                raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
+                raise SpecError(f"study {experiment!r}: no such experiment in {redact(tracking_uri)}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
             if found is not None and found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
@@ -103,7 +104,8 @@ class MlflowTracker:
             if found is not None:
                 self.experiment_id = found.experiment_id
         except MlflowException as exc:
-            raise SpecError(f"tracking_uri {tracking_uri}: can't open the MLflow store ({exc.message})") from exc
+            raise SpecError(f"tracking_uri {redact(tracking_uri)}: can't open the MLflow store "
+                            f"({redact(exc.message)})") from exc
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class MlflowTracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, redact(v)[:5000]) for k, v in tags.items()])
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -193,7 +195,7 @@ class MlflowTracker:
 
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
-    return text[:6000]  # MLflow's limit on a param value
+    return redact(text)[:6000]  # MLflow's limit on a param value; a storage URL's password never
 
 
 # -- what a study records ----------------------------------------------------------------------

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -65,9 +66,9 @@ def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
           artifacts: Path | None = None, log: Path | None = None) -> subprocess.Popen:
     """Start the server in its own process group; `stop` ends the whole group."""
     if tracking_uri.startswith(("http://", "https://")):
-        raise SpecError(f"tracking_uri {tracking_uri} is already a server: open it in a browser")
+        raise SpecError(f"tracking_uri {redact(tracking_uri)} is already a server: open it in a browser")
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise SpecError(f"no MLflow store at {tracking_uri}: launch the study first, "
+        raise SpecError(f"no MLflow store at {redact(tracking_uri)}: launch the study first, "
                         "or pass the --tracking-uri it was launched with")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 -- the child owns it
