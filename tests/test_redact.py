@@ -76,6 +76,7 @@ def test_a_password_never_reaches_mlflow_or_the_logged_study_file(tmp_path: Path
 
 
 def test_a_password_never_reaches_the_model_card(tmp_path: Path) -> None:
+    from pricer.catalog import CATALOG
     from sweeps.export import model_card
     from sweeps.leaderboard import Row
     from sweeps.tracking import MlflowTracker
@@ -86,6 +87,7 @@ def test_a_password_never_reaches_the_model_card(tmp_path: Path) -> None:
     row = Row(rank=1, trial=0, model="smollm2-135m-instruct", variant="instruct", lora_r=8, learning_rate=1e-3,
               mae=12.5, rmsle=0.5, hit_rate=0.25, test_mae=None, state="COMPLETE", minutes=1.0, baseline=False,
               run_id=run_id)
-    card = model_card("card", row, tracker.client.get_run(run_id), {"name": "smollm2-135m-instruct"}, "items.jsonl",
+    entry = CATALOG["smollm2-135m-instruct"].to_dict()
+    card = model_card("card", row, tracker.client.get_run(run_id), entry, "items.jsonl",
                       f"postgresql://mlflow:{SECRET}@db.internal/mlflow", "#1 of 1")
     assert SECRET not in card and "postgresql://mlflow:***@db.internal/mlflow" in card
