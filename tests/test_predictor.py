@@ -1,0 +1,25 @@
+"""`load_predictor` dispatches on the folder's kind; what it can't load it names in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pricer.adapter import FORMAT, META_FILE
+from pricer.errors import SpecError
+from pricer.predictor import LOADERS, kind_of, load_predictor
+
+
+def test_a_folder_without_a_kind_is_an_adapter_and_every_kind_has_a_loader() -> None:
+    assert kind_of({"format": FORMAT}) == "adapter"
+    assert set(LOADERS) >= {"adapter", "merged"}
+
+
+def test_an_unknown_kind_or_a_foreign_folder_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / META_FILE).write_text(json.dumps({"format": FORMAT, "kind": "hologram"}))
+    with pytest.raises(SpecError, match="kind 'hologram' is not known here.*adapter, merged"):
+        load_predictor(tmp_path)
+    with pytest.raises(SpecError, match="not an adapter folder"):
+        load_predictor(tmp_path / "missing")
