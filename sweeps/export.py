@@ -188,7 +188,7 @@ the first `eval_items` of the validation split; test: the first `test_items` of 
 ## Use
 
 ```bash
-pricer predict --adapter {{this folder}} "Product title" "Another title\nIts description ..."
+pricer predict --adapter {{this folder}} "Product title" "Another title\\nIts description ..."
 pricer predict --adapter {{this folder}} --input catalog.csv --text-columns title,description --out priced.csv
 pricer evaluate --adapter {{this folder}} --items items.jsonl --json
 ```
