@@ -23,3 +23,17 @@ def test_an_unknown_kind_or_a_foreign_folder_is_one_clear_error(tmp_path: Path) 
         load_predictor(tmp_path)
     with pytest.raises(SpecError, match="not an adapter folder"):
         load_predictor(tmp_path / "missing")
+
+
+def test_adapter_config_names_the_base_by_hub_id_or_catalog_name_never_a_path(tmp_path: Path) -> None:
+    from pricer.adapter import PEFT_CONFIG, make_portable
+    from pricer.catalog import CATALOG, ModelSpec
+
+    config = tmp_path / PEFT_CONFIG
+    for spec, expected in [(CATALOG["qwen2.5-7b"], "Qwen/Qwen2.5-7B"),
+                           (CATALOG["gemma-3-270m"], "gemma-3-270m"),
+                           (ModelSpec("my-base", "llama", "base", "./models/my-base"), "my-base")]:
+        config.write_text(json.dumps({"base_model_name_or_path": "/root/.cache/pricer/models/x", "r": 8}))
+        make_portable(tmp_path, spec)
+        written = json.loads(config.read_text())
+        assert written == {"base_model_name_or_path": expected, "r": 8}
