@@ -218,9 +218,7 @@ def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
     """The table again, every row in its order with the user's columns, plus `PREDICTED` (empty
     where there is no price) and `PROBLEM` (why). ``.csv``, ``.jsonl`` or ``.parquet`` by suffix."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(f"--out {path}: expected one of {', '.join(SUFFIXES)}")
+    suffix = out_format(path)
     columns = [c for c in header if c not in (PREDICTED, PROBLEM)] + [PREDICTED, PROBLEM]
     records = []
     for row, price in zip(rows, prices, strict=True):
@@ -243,6 +241,15 @@ def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
             for record in records:
                 writer.writerow({k: _cell(v) for k, v in record.items()})
     return path
+
+
+def out_format(path: Path) -> str:
+    """The suffix of a priced table's path; DataError for one pricing can't write (checked before
+    a model is loaded, so a typo costs no minutes)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"--out {path}: expected one of {', '.join(SUFFIXES)}")
+    return suffix
 
 
 def _cell(value: object) -> object:
@@ -292,11 +299,10 @@ class PricingReport:
     problems: list[tuple[int, str]]
 
 
-def price_table(predictor: Predictor, source: str | Path, out: str | Path, *, columns: Columns | None = None,
+def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns: Columns | None = None,
                 batch_size: int = 32, progress: bool = True) -> PricingReport:
-    """Price every row of a product table with one loaded predictor and write the table with the
-    price added (`write_priced`); unreadable rows are written too, with an empty price."""
-    table = read_table(source)
+    """Price every row of a product table (`read_table`) with one loaded predictor and write the
+    table with the price added (`write_priced`); unreadable rows are written too, with no price."""
     pairs = texts_of(table, columns or Columns())
     readable = [i for i, (row, _) in enumerate(pairs) if not row.problem]
     prices: list[float | None] = [None] * len(pairs)

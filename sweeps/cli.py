@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pricer.errors import PricerError
+from pricer.errors import PricerError, SpecError
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -125,12 +125,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.input is not None:
         return _predict_table(args)
     if args.text_columns or args.out:
-        raise PricerError("--text-columns and --out go with --input FILE")
+        raise SpecError("--text-columns and --out go with --input FILE")
     from pricer.curate import clean_text
 
     texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
-        raise PricerError("nothing to price: give product texts, pipe them one per line, or --input FILE")
+        raise SpecError("nothing to price: give product texts, pipe them one per line, or --input FILE")
     # a literal "\n" on the command line separates the title from the description
     cleaned = [clean_text(t.replace("\\n", "\n")) for t in texts]
     prices = load_predictor(args.adapter).predict(cleaned, batch_size=args.batch_size)
@@ -144,14 +144,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_table(args: argparse.Namespace) -> int:
     from pricer.predictor import load_predictor
-    from pricer.tables import Columns, price_table
+    from pricer.tables import Columns, out_format, price_table, read_table, texts_of
 
     if args.texts:
-        raise PricerError("give product texts or --input FILE, not both")
+        raise SpecError("give product texts or --input FILE, not both")
     out = args.out or args.input.with_name(f"{args.input.stem}.priced.csv")
+    out_format(out)
     columns = Columns.parse(args.text_columns, args.price_column)
-    predictor = load_predictor(args.adapter)
-    report = price_table(predictor, args.input, out, columns=columns, batch_size=args.batch_size)
+    table = read_table(args.input)
+    texts_of(table, columns)  # a wrong column name fails here, before the model loads
+    report = price_table(load_predictor(args.adapter), table, out, columns=columns, batch_size=args.batch_size)
     if args.json:
         _print_json({"out": str(report.out), "rows": report.rows, "priced": report.priced,
                      "problems": [{"row": n, "problem": why} for n, why in report.problems]})

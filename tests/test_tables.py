@@ -129,3 +129,20 @@ def test_data_build_and_a_bad_row_through_the_cli(tmp_path: Path, sample_path: P
     summary = json.loads((tmp_path / "built" / "build_summary.json").read_text())
     assert summary["lines"] == 121 and summary["dropped"].get(BAD_ROW) == 1
     assert Counter(summary["dropped"]) and summary["kept"] > 80
+
+
+def test_predict_checks_the_catalog_and_the_output_before_loading_a_model(tmp_path: Path, capsys) -> None:
+    from sweeps.cli import main
+
+    catalog = tmp_path / "shop.csv"
+    catalog.write_text("sku,Name\nA1,Red kettle\n")
+    missing = str(tmp_path / "no-adapter")  # loading it would fail: every error below comes first
+    cases = [(["--input", str(catalog), "--out", str(tmp_path / "priced.txt")], "expected one of .jsonl, .csv"),
+             (["--input", str(catalog), "--text-columns", "Title"], "Title not in the table"),
+             (["--input", str(catalog), "Red kettle"], "not both"),
+             (["Red kettle", "--out", str(tmp_path / "p.csv")], "go with --input")]
+    for argv, expected in cases:
+        assert main(["predict", "--adapter", missing, *argv]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "not an adapter folder" not in err, err
+    assert not (tmp_path / "priced.txt").exists()
