@@ -195,7 +195,8 @@ class MlflowTracker:
 
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
-    return redact(text)[:6000]  # MLflow's limit on a param value; a storage URL's password never
+    # a storage URL in a param keeps its password out; 6000 characters is MLflow's limit
+    return redact(text)[:6000]
 
 
 # -- what a study records ----------------------------------------------------------------------
