@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -68,6 +69,7 @@ def server(store: tuple[str, str, str]):
     port = _free_port()
     proc = subprocess.Popen([*_pricer(), "ui", STUDY, "--tracking-uri", store[0], "--port", str(port)],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    started: list = []
     try:
         deadline, line = time.monotonic() + 150, ""
         while time.monotonic() < deadline and "MLflow UI" not in line:
@@ -76,12 +78,17 @@ def server(store: tuple[str, str, str]):
                 pytest.fail(f"pricer ui exited with {proc.returncode}")
         assert "MLflow UI" in line, "pricer ui never announced its URL"
         announced = re.search(r"(http://\S+)", line).group(1)
-        yield (f"http://127.0.0.1:{port}", proc, psutil.Process(proc.pid).children(recursive=True),
-               announced)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        yield f"http://127.0.0.1:{port}", proc, started, announced
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # mlflow server runs in a group of its own: a SIGKILL of pricer ui (a test that failed
+        # before the Ctrl-C one ran) would leave it serving
+        for child in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_ui_serves_the_study_runs_through_the_api_the_page_uses(server, store) -> None:
