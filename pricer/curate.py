@@ -110,12 +110,25 @@ def scrub(text: str) -> str:
     return " ".join(w for w in words if len(w) < 7 or not any(c.isdigit() for c in w))
 
 
+def product_text(title: str, contents: str = "") -> str:
+    """The prompt text curation writes for a product: the scrubbed title on the first line, then
+    its scrubbed contents cut to the recipe's character ceiling."""
+    return f"{scrub(title)}\n{scrub(contents[:CEILING_CHARS])}"
+
+
+def clean_text(text: str) -> str:
+    """A free-form product text cleaned the way training texts were: first line the title, the
+    rest the contents. A curated text comes back unchanged, so cleaning twice is harmless."""
+    title, _, contents = text.strip().partition("\n")
+    return product_text(title, contents)
+
+
 def category_name(main_category: str) -> str:
     """``"Tools & Home Improvement"`` -> ``"Tools_and_Home_Improvement"`` (the file-name style)."""
     return re.sub(r"\s+", "_", main_category.strip().replace("&", "and"))
 
 
-def _strings(value: object) -> list[str]:
+def strings_of(value: object) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -140,6 +153,20 @@ def _title(record: dict) -> str:
     return title.strip()
 
 
+def raw_contents(record: dict) -> str:
+    """A raw record's description, features and boilerplate-free details, one per line, unscrubbed."""
+    contents = "\n".join(strings_of(record.get("description")))
+    if contents:
+        contents += "\n"
+    features = "\n".join(strings_of(record.get("features")))
+    if features:
+        contents += features + "\n"
+    details = _details_json(record.get("details"))
+    if details:
+        contents += scrub_details(details) + "\n"
+    return contents
+
+
 def item_from_raw(record: dict, category: str | None = None) -> Item:
     """Curate one raw Amazon Reviews 2023 metadata record the way the recipe does.
 
@@ -152,17 +179,10 @@ def item_from_raw(record: dict, category: str | None = None) -> Item:
     title = _title(record)
     price = parse_source_price(record.get("price"))
     details = _details_json(record.get("details"))
-    contents = "\n".join(_strings(record.get("description")))
-    if contents:
-        contents += "\n"
-    features = "\n".join(_strings(record.get("features")))
-    if features:
-        contents += features + "\n"
-    if details:
-        contents += scrub_details(details) + "\n"
+    contents = raw_contents(record)
     if len(contents) < MIN_CHARS:
         raise Dropped(TOO_SHORT, f"{len(contents)} characters")
-    text = f"{scrub(title)}\n{scrub(contents[:CEILING_CHARS])}"
+    text = product_text(title, contents)
     if category is None:
         main = record.get("main_category")
         category = category_name(main) if isinstance(main, str) and main.strip() else "Unknown"

@@ -17,6 +17,7 @@ from pricer.curate import SPLITS, balance, dedupe, split_items
 from pricer.errors import DataError
 from pricer.items import Item
 from pricer.readers import is_url, read_items
+from pricer.tables import Columns
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -74,9 +75,9 @@ class BuildReport:
 
 
 def _curate(source: str | Path, *, limit: int | None, seed: int, balance_cap: int | None,
-            progress: bool) -> tuple[dict[str, list[Item]], BuildReport]:
+            progress: bool, columns: Columns | None = None) -> tuple[dict[str, list[Item]], BuildReport]:
     drops: Counter = Counter()
-    items = list(dedupe(read_items(source, limit, drops=drops, progress=progress), drops))
+    items = list(dedupe(read_items(source, limit, drops=drops, progress=progress, columns=columns), drops))
     # Every line read is either kept or counted under one reason.
     lines = len(items) + sum(drops.values())
     if balance_cap is not None:
@@ -123,21 +124,24 @@ def _save(data: DatasetDict, out: Path, progress: bool) -> None:
 
 
 def build(source: str | Path, out: Path | None, *, limit: int | None = None, seed: int = 42,
-          balance: int | None = None, progress: bool = True) -> BuildReport:
+          balance: int | None = None, progress: bool = True, columns: Columns | None = None) -> BuildReport:
     """Curate `source` into train / validation / test and save it to `out` (``save_to_disk``).
 
     Args:
-        source: raw Amazon 2023 metadata or curated jsonl, local or ``hf://`` URL.
+        source: raw Amazon 2023 metadata or curated jsonl, local or ``hf://`` URL, or a
+            product table (``.csv``, ``.parquet``).
         out: folder for the `DatasetDict` plus ``build_summary.json``; None only reports.
         limit: read at most this many source lines.
         seed: the split hash and the balanced sampling.
         balance: at most this many items per whole-dollar price bucket (None keeps all).
         progress: tqdm bar while reading.
+        columns: the text and price columns of a CSV / Parquet / jsonl product table.
 
     Raises:
         DataError: missing/unreadable source, nothing usable in it, or `out` is a file.
     """
-    splits, report = _curate(source, limit=limit, seed=seed, balance_cap=balance, progress=progress)
+    splits, report = _curate(source, limit=limit, seed=seed, balance_cap=balance, progress=progress,
+                             columns=columns)
     if out is None:
         return report
     out = Path(out)
@@ -177,9 +181,9 @@ def load_splits(path: str | Path, seed: int = 42) -> DatasetDict:
     return _to_dataset_dict(splits)
 
 
-def load_items(path: str | Path) -> list[Item]:
-    """Items from any jsonl a reader accepts (curated, not de-duplicated), or a built folder's
-    test split.
+def load_items(path: str | Path, columns: Columns | None = None) -> list[Item]:
+    """Items from any jsonl or product table a reader accepts (curated, not de-duplicated), or a
+    built folder's test split.
 
     Raises:
         DataError: missing path, or no usable item in it.
@@ -188,7 +192,7 @@ def load_items(path: str | Path) -> list[Item]:
         test = load_splits(path)["test"]
         return [Item(**{c: row[c] for c in COLUMNS}) for row in test]
     drops: Counter = Counter()
-    items = list(read_items(path, drops=drops))
+    items = list(read_items(path, drops=drops, columns=columns))
     if not items:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "the file is empty"
         raise DataError(f"{path}: no usable items ({reasons})")

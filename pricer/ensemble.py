@@ -95,23 +95,18 @@ def save_ensemble(folder: Path, members: Sequence[Member], metrics: dict) -> Pat
     return Path(folder)
 
 
-def is_ensemble(folder: Path) -> bool:
-    path = Path(folder) / META_FILE
-    try:
-        return path.is_file() and json.loads(path.read_text()).get("kind") == KIND
-    except json.JSONDecodeError:
-        return False
-
-
 class Ensemble:
-    """A loaded ensemble folder: every member loaded once; `predict` prices items or texts."""
+    """A loaded ensemble folder (kind ``ensemble`` in `pricer.predictor.LOADERS`): every member
+    with weight loaded once; `predict` prices texts, `predict_items` items (a baseline member
+    then also reads their details and category)."""
 
-    def __init__(self, folder: Path) -> None:
-        from pricer.adapter import load_adapter
+    kind = KIND
+
+    def __init__(self, folder: Path, meta: dict, device=None) -> None:
         from pricer.baselines import load_baseline
+        from pricer.predictor import load_predictor
 
         self.folder = Path(folder)
-        meta = json.loads((self.folder / META_FILE).read_text())
         self.meta = meta
         try:
             self.members = [Member(**m) for m in meta["members"]]
@@ -119,29 +114,30 @@ class Ensemble:
             raise SpecError(f"{self.folder / META_FILE}: members: not an ensemble description ({exc})") from None
         # a member the fit gave no weight is not loaded: an adapter costs a base model in memory
         self.loaded = [None if m.weight == 0 else
-                       load_adapter(self.folder / m.path) if m.kind == "adapter" else
+                       load_predictor(self.folder / m.path, device=device) if m.kind == "adapter" else
                        load_baseline(self.folder / m.path) for m in self.members]
 
     @property
     def weights(self) -> tuple[float, ...]:
         return tuple(m.weight for m in self.members)
 
-    def member_predictions(self, items: Sequence[Item]) -> list[list[float | None]]:
-        from pricer.adapter import predict
-
+    def member_predictions(self, items: Sequence[Item], *, batch_size: int = 32,
+                           progress: bool = False) -> list[list[float | None]]:
         out = []
         for member, loaded in zip(self.members, self.loaded, strict=True):
-            if member.weight == 0:
+            if loaded is None:
                 out.append([None] * len(items))
             elif member.kind == "adapter":
-                out.append(predict(loaded, [i.text for i in items]))
+                out.append(loaded.predict([i.text for i in items], batch_size=batch_size, progress=progress))
             else:
                 out.append([float(p) for p in loaded.predict(items)])
         return out
 
-    def predict_items(self, items: Sequence[Item]) -> list[float | None]:
-        return combine(self.member_predictions(items), self.weights)
+    def predict_items(self, items: Sequence[Item], *, batch_size: int = 32,
+                      progress: bool = False) -> list[float | None]:
+        return combine(self.member_predictions(items, batch_size=batch_size, progress=progress), self.weights)
 
-    def predict(self, texts: Sequence[str]) -> list[float | None]:
-        """Prices of bare product texts (a baseline member reads the dimensions from the text)."""
-        return self.predict_items([Item(title="", category="", price=0.0, text=t) for t in texts])
+    def predict(self, texts: Sequence[str], *, batch_size: int = 32, progress: bool = False) -> list[float | None]:
+        """Prices of prompt-ready product texts (a baseline member reads the dimensions from the text)."""
+        return self.predict_items([Item(title="", category="", price=0.0, text=t) for t in texts],
+                                  batch_size=batch_size, progress=progress)

@@ -28,6 +28,7 @@ from pricer.curate import (
 )
 from pricer.errors import DataError
 from pricer.items import Item
+from pricer.tables import Columns, iter_items
 
 HF_CATEGORY_URL = ("hf://datasets/McAuley-Lab/Amazon-Reviews-2023/raw/meta_categories/"
                    "meta_{category}.jsonl")
@@ -36,6 +37,11 @@ _META_FILE = re.compile(r"meta_([A-Za-z0-9_]+)\.jsonl(?:\.gz)?$")
 
 def is_url(source: str | Path) -> bool:
     return "://" in str(source)
+
+
+def is_table(source: str | Path) -> bool:
+    """A local ``.csv`` or ``.parquet`` file (a jsonl is a table only when columns are given)."""
+    return not is_url(source) and Path(str(source)).suffix.lower() in (".csv", ".parquet")
 
 
 def category_of(source: str | Path) -> str | None:
@@ -107,17 +113,22 @@ def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter
 
 
 def read_items(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
-               progress: bool = False) -> Iterator[Item]:
-    """Curated `Item`s from a raw-metadata or curated jsonl source.
+               progress: bool = False, columns: Columns | None = None) -> Iterator[Item]:
+    """Curated `Item`s from a raw-metadata or curated jsonl source, or a product table.
 
     Args:
-        source: local path or fsspec URL (``hf://...``).
+        source: local path or fsspec URL (``hf://...``); a ``.csv`` or ``.parquet`` file, or any
+            local file with `columns`, is read as a table (`pricer.tables`).
         limit: read at most this many source lines (good and bad alike).
         drops: a Counter that receives one count per dropped line, keyed by reason
             (``bad_json``, ``no_price``, ``too_short``...). No de-duplication here.
         progress: show a tqdm bar over the lines.
+        columns: which columns hold the text and the price (tables only).
     """
     drops = Counter() if drops is None else drops
+    if is_table(source) or (columns is not None and not is_url(source)):
+        yield from iter_items(source, columns or Columns(), drops, limit)
+        return
     category = category_of(source)
     for record in iter_records(source, limit, drops=drops, progress=progress):
         try:

@@ -23,7 +23,8 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
     from pricer.dataset import build
 
-    report = build(args.source, args.out, limit=args.limit, seed=args.seed, balance=args.balance)
+    report = build(args.source, args.out, limit=args.limit, seed=args.seed, balance=args.balance,
+                   columns=_columns(args))
     table = Table(title=f"{report.kept:,} items from {report.lines:,} lines -> {report.out}")
     for column in ("split", "n", "min $", "median $", "mean $", "max $"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -81,63 +82,89 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _columns(args: argparse.Namespace):
+    """The --text-columns / --price-column mapping, None when neither is given."""
+    from pricer.tables import Columns
+
+    if args.text_columns is None and args.price_column is None:
+        return None
+    return Columns.parse(args.text_columns, args.price_column)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from pricer.dataset import load_items
     from pricer.evaluate import EVAL_BATCH_SIZE, evaluate_items
-    from pricer.prompts import DEFAULT_MAX_TOKENS
 
-    items = load_items(args.items)[:args.limit]
-    if args.adapter and _is_ensemble(args.adapter):
-        from pricer.ensemble import Ensemble
-        from pricer.metrics import score
-
-        predictions = Ensemble(args.adapter).predict_items(items)
-        metrics = score([i.price for i in items], predictions, [i.category for i in items])
-        if args.json:
-            _print_json({**metrics.to_dict(), "model": "ensemble", "adapter": str(args.adapter),
-                         "items": str(args.items)})
-        else:
-            _print_metrics_table(f"{args.adapter} on {args.items}", {"items": metrics})
-        return 0
+    items = load_items(args.items, _columns(args))[:args.limit]
+    batch_size = args.batch_size or EVAL_BATCH_SIZE
     if args.adapter:
-        from pricer.adapter import load_adapter
+        from pricer.predictor import evaluate, load_predictor
 
-        loaded = load_adapter(args.adapter)
-        model, tokenizer, spec, max_tokens = loaded.model, loaded.tokenizer, loaded.spec, loaded.max_tokens
+        predictor = load_predictor(args.adapter)
+        name = predictor.spec.name if hasattr(predictor, "spec") else predictor.kind
+        metrics = evaluate(predictor, items, batch_size=batch_size, progress=True)
     else:
         from pricer.catalog import resolve
         from pricer.loading import load_model
 
         spec = resolve(args.model)
         model, tokenizer = load_model(spec, "nf4")
-        max_tokens = DEFAULT_MAX_TOKENS
-    evaluation = evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=max_tokens,
-                                batch_size=args.batch_size or EVAL_BATCH_SIZE, progress=True)
+        name = spec.name
+        metrics = evaluate_items(model, tokenizer, items, chat=spec.chat, batch_size=batch_size,
+                                 progress=True).metrics
     if args.json:
-        _print_json({**evaluation.metrics.to_dict(), "model": spec.name,
+        _print_json({**metrics.to_dict(), "model": name,
                      "adapter": str(args.adapter) if args.adapter else None, "items": str(args.items)})
         return 0
-    _print_metrics_table(f"{args.adapter or spec.name} on {args.items}", {"items": evaluation.metrics})
+    _print_metrics_table(f"{args.adapter or name} on {args.items}", {"items": metrics})
     return 0
 
 
-def _is_ensemble(folder: Path) -> bool:
-    from pricer.ensemble import is_ensemble
-
-    return is_ensemble(folder)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pricer.adapter import predict
+    from pricer.predictor import load_predictor
 
-    if _is_ensemble(args.adapter):
-        from pricer.ensemble import Ensemble
+    if args.input is not None:
+        return _predict_table(args)
+    if args.text_columns or args.out:
+        raise SpecError("--text-columns and --out go with --input FILE")
+    from pricer.curate import clean_text
 
-        prices = Ensemble(args.adapter).predict(args.texts)
-    else:
-        prices = predict(args.adapter, args.texts)
+    texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise SpecError("nothing to price: give product texts, pipe them one per line, or --input FILE")
+    # a literal "\n" on the command line separates the title from the description
+    cleaned = [clean_text(t.replace("\\n", "\n")) for t in texts]
+    prices = load_predictor(args.adapter).predict(cleaned, batch_size=args.batch_size)
+    if args.json:
+        _print_json([{"text": t, "price": p} for t, p in zip(texts, prices, strict=True)])
+        return 0
     for price in prices:
         print("-" if price is None else f"{price:.2f}")
+    return 0
+
+
+def _predict_table(args: argparse.Namespace) -> int:
+    from pricer.predictor import load_predictor
+    from pricer.tables import Columns, out_format, price_table, read_table, texts_of
+
+    if args.texts:
+        raise SpecError("give product texts or --input FILE, not both")
+    out = args.out or args.input.with_name(f"{args.input.stem}.priced.csv")
+    out_format(out)
+    columns = Columns.parse(args.text_columns, args.price_column)
+    table = read_table(args.input)
+    texts_of(table, columns)  # a wrong column name fails here, before the model loads
+    report = price_table(load_predictor(args.adapter), table, out, columns=columns, batch_size=args.batch_size)
+    if args.json:
+        _print_json({"out": str(report.out), "rows": report.rows, "priced": report.priced,
+                     "problems": [{"row": n, "problem": why} for n, why in report.problems]})
+        return 0
+    print(f"{report.priced:,} of {report.rows:,} rows priced -> {report.out}")
+    for number, why in report.problems[:10]:
+        print(f"  row {number}: no price ({why})", file=sys.stderr)
+    if len(report.problems) > 10:
+        print(f"  ... and {len(report.problems) - 10:,} more rows without a price (column predict_problem)",
+              file=sys.stderr)
     return 0
 
 
@@ -301,6 +328,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from sweeps.export import export
+    from sweeps.redact import redact
     from sweeps.study import locate
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
@@ -311,8 +339,22 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise SpecError("--ensemble: combines the top trials; it takes neither --trial nor --merge")
         result = export_ensemble(tracking_uri, name, args.out, k=args.ensemble, baselines=args.baselines)
         _print_ensemble(result)
-        return 0
-    print(export(tracking_uri, name, args.out, trial=args.trial, merge=args.merge))
+        out = result.folder
+    else:
+        out = export(tracking_uri, name, args.out, trial=args.trial, merge=args.merge)
+        print(out)
+    if args.register:
+        from sweeps.ensemble import register_ensemble
+        from sweeps.export import MERGED, register
+
+        if args.ensemble is not None:
+            uri, version = register_ensemble(tracking_uri, name, out, args.register)
+        else:
+            uri, version = register(tracking_uri, name, out / MERGED if args.merge else out, args.register,
+                                    trial=args.trial)
+        print(f"registered {args.register} version {version} ({uri}); serve it with\n"
+              f"  MLFLOW_TRACKING_URI={redact(tracking_uri)} mlflow models serve -m models:/{args.register}/{version} "
+              "--env-manager local")
     return 0
 
 
@@ -347,7 +389,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from sweeps.study import locate
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
-    experiment = ui.experiment_id(tracking_uri, name)  # a study that was never launched fails here
+    view = ui.runs_view(tracking_uri, name)  # a study that was never launched fails here
     if args.host not in ui.LOOPBACK:
         print(f"warning: serving on {args.host}: MLflow's UI has no login; anyone who reaches it can "
               "read and delete runs", file=sys.stderr)
@@ -355,7 +397,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     try:
         url = f"http://{args.host}:{args.port}"
         ui.wait_ready(proc, url)
-        print(f"MLflow UI for {name} at {url}/#/experiments/{experiment} (Ctrl-C stops it)", flush=True)
+        print(f"MLflow UI for {name} at {url}/{view} (Ctrl-C stops it)", flush=True)
         proc.wait()
     finally:
         ui.stop(proc)
@@ -385,13 +427,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_data(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="build curated datasets").add_subparsers(dest="data_cmd", required=True)
     p = data.add_parser("build", help="curate a source into train/validation/test")
-    p.add_argument("--source", required=True, help="local jsonl (raw Amazon 2023 or curated) or hf:// URL")
+    p.add_argument("--source", required=True, help="local jsonl (raw Amazon 2023 or curated), hf:// URL, or a "
+                   "product table (.csv, .parquet; see --text-columns, --price-column)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--limit", type=int, default=None, help="read at most N source lines")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--balance", type=int, default=None, metavar="CAP",
                    help="price-balanced sampling: at most CAP items per dollar bucket")
+    _add_columns(p)
     p.set_defaults(func=cmd_data_build)
+
+
+def _add_columns(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-columns", default=None, metavar="A,B,...",
+                   help="a product table's text columns, title first (default: title,description,features,"
+                        "details where present, or a curated text column)")
+    p.add_argument("--price-column", default=None, metavar="NAME", help="a product table's price column (price)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -433,15 +484,24 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--adapter", type=Path)
     g.add_argument("--model")
-    p.add_argument("--items", required=True)
+    p.add_argument("--items", required=True, help="jsonl, CSV or Parquet items with prices, or a built DIR")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    _add_columns(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="price product texts with an adapter")
-    p.add_argument("--adapter", required=True, type=Path)
-    p.add_argument("texts", nargs="+")
+    p = sub.add_parser("predict", help="price product texts or a catalog file with an exported folder")
+    p.add_argument("--adapter", required=True, type=Path, help="a folder of `pricer train` or `pricer export` "
+                   "(adapter or merged)")
+    p.add_argument("texts", nargs="*", help="product texts (title, then \\n and the description); none: "
+                   "read one per line from stdin")
+    p.add_argument("--input", type=Path, default=None, help="a catalog to price: .jsonl, .csv or .parquet")
+    p.add_argument("--out", type=Path, default=None, help="the priced catalog: .csv, .jsonl or .parquet "
+                   "(default: INPUT.priced.csv)")
+    p.add_argument("--batch-size", type=int, default=32)
+    _add_columns(p)
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
@@ -489,11 +549,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--trial", type=int, default=None)
-    p.add_argument("--merge", action="store_true")
+    p.add_argument("--merge", action="store_true", help="also write OUT/merged: the LoRA merged into a bf16 base")
     p.add_argument("--ensemble", type=int, default=None, metavar="K",
                    help="the top K trials plus the best classical baseline, weighted on validation")
     p.add_argument("--baselines", type=int, default=1, metavar="N",
                    help="with --ensemble: how many classical baselines join (best first; default 1)")
+    p.add_argument("--register", default=None, metavar="NAME",
+                   help="log it as an MLflow model and register a version of NAME (the merged one with --merge)")
     p.add_argument("--tracking-uri", default=None)
     p.set_defaults(func=cmd_export)
 
@@ -516,7 +578,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return func(args) or 0
     except PricerError as exc:
-        print(f"pricer: error: {exc}", file=sys.stderr)
+        from sweeps.redact import redact
+
+        print(f"pricer: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pricer: interrupted", file=sys.stderr)

@@ -167,3 +167,26 @@ pricer predict --adapter {{this folder}} "Product title and description ..."
 pricer evaluate --adapter {{this folder}} --items items.jsonl --json
 ```
 """
+
+
+def register_ensemble(tracking_uri: str, study: str, folder: Path, name: str) -> tuple[str, str]:
+    """Log an exported ensemble folder as an MLflow model on the study's parent run (it belongs to
+    no single trial) and register it as a new version of `name`, with its validation and test
+    scores.
+
+    Returns:
+        (the logged model's URI, the new version).
+    """
+    from pricer.adapter import read_meta
+    from sweeps.registry import log_predictor
+
+    scores = read_meta(folder)["metrics"]["ensemble"]
+    metrics = {f"{split}_{k}": v for split, key in (("val", "val"), ("test", "test")) if scores[key]
+               for k, v in scores[key].items() if k != "n"}
+    parent = MlflowTracker(tracking_uri, study, create=False).study_runs(study)[0]
+    members = ", ".join(m["name"] for m in read_meta(folder)["members"])
+    uri, version = log_predictor(tracking_uri, parent, Path(folder), register=name, metrics=metrics,
+                                 tags={"pricer.study": study, "pricer.kind": "ensemble", "pricer.members": members},
+                                 description=f"{study}: ensemble of {members}; test $ error "
+                                             f"{metrics.get('test_mae', float('nan')):.2f}")
+    return uri, str(version)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.objective import RUN_ID_ATTR, Objective
+from sweeps.redact import redact
 from sweeps.space import grid
 from sweeps.study import StudySpec
 from sweeps.tracking import REASON, STATE, MlflowTracker, log_baselines, log_study_plots
@@ -149,11 +150,11 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
             # workers started together on a fresh database race to create its tables: the loser
             # gets a UniqueViolation on CREATE TYPE and finds the schema there a moment later
             if attempt == 2:
-                raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0]})") from exc
+                raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: "
+                                f"{redact(str(exc).splitlines()[0])})") from exc
             time.sleep(1 + attempt)
         except (ValueError, ImportError) as exc:
-            raise SpecError(f"storage {url}: can't open it ({type(exc).__name__}: {exc})") from exc
+            raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: {redact(exc)})") from exc
     raise AssertionError("unreachable")
 
 
@@ -223,7 +224,8 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                                        "objective": ",".join(spec.objective.names),
                                        "sampler": spec.sampler.type, "pruner": spec.pruner.type})
     if spec.path is not None:
-        tracker.log_artifact(parent_id, Path(spec.path))
+        # the study file as written, less any password in its storage or tracking URL
+        tracker.client.log_text(parent_id, redact(Path(spec.path).read_text()), Path(spec.path).name)
     if not tracker.runs("baseline"):
         _baselines(spec, tracker, parent_id, data)
     enqueue(spec, study)

@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 from sweeps.tracking import STATE, STUDY, MlflowTracker
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
@@ -66,7 +67,7 @@ def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
     """The study's objective metric and whether it is maximised, as its parent run records."""
     parents = tracker.study_runs(study)
     if not parents:
-        raise SpecError(f"study {study!r}: no runs in {tracker.tracking_uri}; launch it first "
+        raise SpecError(f"study {study!r}: no runs in {redact(tracker.tracking_uri)}; launch it first "
                         "(or pass the --tracking-uri it was launched with)")
     tags = tracker.client.get_run(parents[0]).data.tags
     return tags.get("pricer.objective", "mae"), tags.get("pricer.direction") == "maximize"

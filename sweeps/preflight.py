@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 
 TIMEOUT_S = 5
 
@@ -23,13 +24,13 @@ def check_storage(url: str, *, what: str = "storage", flag: str = "--storage") -
         args = {"connect_timeout": TIMEOUT_S} if url.startswith(("postgresql", "mysql")) else {}
         engine = create_engine(url, connect_args=args)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
-        raise SpecError(f"{what} {url}: not a database URL ({_line(exc)}); use e.g. "
+        raise SpecError(f"{what} {redact(url)}: not a database URL ({_line(exc)}); use e.g. "
                         f"{flag} postgresql://USER@HOST:5432/DB or sqlite:///PATH") from None
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except SQLAlchemyError as exc:
-        raise SpecError(f"{what} {url}: can't connect ({_line(getattr(exc, 'orig', exc))}); start the "
+        raise SpecError(f"{what} {redact(url)}: can't connect ({_line(getattr(exc, 'orig', exc))}); start the "
                         f"database or fix host, port and database name in {flag}") from None
     finally:
         engine.dispose()
@@ -47,7 +48,7 @@ def check_tracking(uri: str) -> None:
                 response.read()
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise SpecError(f"tracking_uri {uri}: no MLflow server answers ({reason}); start `mlflow server` "
+            raise SpecError(f"tracking_uri {redact(uri)}: no MLflow server answers ({reason}); start `mlflow server` "
                             "there or fix --tracking-uri") from None
     elif scheme.startswith(("postgresql", "mysql")):
         check_storage(uri, what="tracking_uri", flag="--tracking-uri")
@@ -61,4 +62,4 @@ def check_stores(storage: str, tracking_uri: str) -> None:
 
 def _line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return redact(lines[0]) if lines else type(exc).__name__

@@ -20,10 +20,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
 PREDICTIONS = "predictions.json"
+# MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 class Tracker(Protocol):
@@ -99,19 +102,20 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri
         if not create and tracking_uri.startswith("sqlite:///"):
             if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-                raise SpecError(f"study {experiment!r}: no MLflow store at {tracking_uri}; launch it first, "
+                raise SpecError(f"study {experiment!r}: no MLflow store at {redact(tracking_uri)}; launch it first, "
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
         try:
             found = self._connect(experiment)
             if found is None and not create:
-                raise SpecError(f"study {experiment!r}: no such experiment in {tracking_uri}; launch it "
+                raise SpecError(f"study {experiment!r}: no such experiment in {redact(tracking_uri)}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
             if found is not None and found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             if found is None:
                 try:
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=root)
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=root, tags={EXPERIMENT_KIND: MODEL_TRAINING})
                 except MlflowException:  # another worker created it first
                     found = self.client.get_experiment_by_name(experiment)
                     if found is None:
@@ -119,7 +123,8 @@ class MlflowTracker:
             if found is not None:
                 self.experiment_id = found.experiment_id
         except MlflowException as exc:
-            raise SpecError(f"tracking_uri {tracking_uri}: can't open the MLflow store ({exc.message})") from exc
+            raise SpecError(f"tracking_uri {redact(tracking_uri)}: can't open the MLflow store "
+                            f"({redact(exc.message)})") from exc
 
     def _connect(self, experiment: str):
         """The client, and the experiment if it exists. The client creates MLflow's tables on a
@@ -179,7 +184,7 @@ class MlflowTracker:
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, redact(v)[:5000]) for k, v in tags.items()])
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status)
@@ -232,7 +237,8 @@ class MlflowTracker:
 
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
-    return text[:6000]  # MLflow's limit on a param value
+    # a storage URL in a param keeps its password out; 6000 characters is MLflow's limit
+    return redact(text)[:6000]
 
 
 # -- what a study records ----------------------------------------------------------------------

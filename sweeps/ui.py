@@ -6,6 +6,7 @@ in its own process group (stopped as a group), with one worker and the job runne
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,15 +17,40 @@ import urllib.request
 from pathlib import Path
 
 from pricer.errors import SpecError
+from sweeps.redact import redact
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def experiment_id(tracking_uri: str, study: str) -> str:
-    """The study's MLflow experiment (SpecError if the study was never launched there)."""
-    from sweeps.tracking import MlflowTracker
+# MLflow 3's UI opens an experiment on its GenAI "Overview" page with the trials folded under the
+# study's parent run and no metric column. A shared view (an experiment tag the runs page reads
+# when the URL names its key) lists trials and baselines flat, sorted by the objective, with the
+# metric columns shown; ``workflowType`` switches the UI to its model-training menus.
+SHARED_VIEW = "mlflow.sharedViewState."
+VIEW_KEY = "pricer-leaderboard"
+METRICS = ("val_mae", "val_rmsle", "val_hit_rate", "test_mae", "minutes")
+PARAMS = ("model", "lora_r", "learning_rate")
 
-    return MlflowTracker(tracking_uri, study, create=False).experiment_id
+
+def runs_view(tracking_uri: str, study: str) -> str:
+    """Store the study's runs-table view in its experiment and return the page's URL path.
+
+    Raises:
+        SpecError: the study was never launched on this store.
+    """
+    from sweeps.leaderboard import objective_of
+    from sweeps.tracking import EXPERIMENT_KIND, MODEL_TRAINING, ROLE, STATE, MlflowTracker
+
+    tracker = MlflowTracker(tracking_uri, study, create=False)
+    metric, maximize = objective_of(tracker, study)
+    view = {"searchFilter": f"tags.`{ROLE}` != 'study'", "orderByKey": f"metrics.`val_{metric}`",
+            "orderByAsc": not maximize,
+            "selectedColumns": [*(f"metrics.`{m}`" for m in METRICS), *(f"params.`{p}`" for p in PARAMS),
+                                f"tags.`{STATE}`"]}
+    experiment = tracker.experiment_id
+    tracker.client.set_experiment_tag(experiment, SHARED_VIEW + VIEW_KEY, json.dumps(view))
+    tracker.client.set_experiment_tag(experiment, EXPERIMENT_KIND, MODEL_TRAINING)  # studies made before it
+    return f"#/experiments/{experiment}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
 def server_command(tracking_uri: str, host: str, port: int, artifacts: Path | None = None) -> list[str]:
@@ -40,9 +66,9 @@ def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
           artifacts: Path | None = None, log: Path | None = None) -> subprocess.Popen:
     """Start the server in its own process group; `stop` ends the whole group."""
     if tracking_uri.startswith(("http://", "https://")):
-        raise SpecError(f"tracking_uri {tracking_uri} is already a server: open it in a browser")
+        raise SpecError(f"tracking_uri {redact(tracking_uri)} is already a server: open it in a browser")
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
-        raise SpecError(f"no MLflow store at {tracking_uri}: launch the study first, "
+        raise SpecError(f"no MLflow store at {redact(tracking_uri)}: launch the study first, "
                         "or pass the --tracking-uri it was launched with")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 -- the child owns it

@@ -38,10 +38,10 @@ def test_adapter_folder_holds_adapter_tokenizer_and_pricer_json(tiny_trial) -> N
 
 @pytest.fixture(scope="module")
 def reloaded(tiny_trial):
-    from pricer.adapter import load_adapter
+    from pricer.predictor import load_predictor
 
     result, _ = tiny_trial
-    return result, load_adapter(result.adapter_dir)
+    return result, load_predictor(result.adapter_dir)
 
 
 def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> None:
@@ -65,13 +65,12 @@ def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> 
 
 
 def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, built_data) -> None:
-    from pricer.adapter import predict
     from pricer.dataset import load_items
 
     result, loaded = reloaded
     assert loaded.spec.name == result.config.model and loaded.max_tokens == 96
     texts = {i.title: i.text for i in load_items(built_data)}
-    predicted = predict(loaded, [texts[p["title"]] for p in result.predictions])
+    predicted = loaded.predict([texts[p["title"]] for p in result.predictions])
     assert predicted == [p["predicted"] for p in result.predictions]
 
 

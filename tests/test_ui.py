@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,7 +34,7 @@ def _page_text(url: str, profile: Path) -> str:
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-         "--virtual-time-budget=20000", "--dump-dom", url],
+         "--virtual-time-budget=20000", "--window-size=1920,1080", "--dump-dom", url],
         capture_output=True, text=True, timeout=120).stdout
     dom = re.sub(r"<style.*?</style>|<script.*?</script>", " ", dom, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
@@ -47,9 +48,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
     parent, _ = tracker.study_run(STUDY, {"pricer.objective": "mae"})
     trial = tracker.start_run("trial-0", parent_id=parent, tags={ROLE: "trial", TRIAL: "0", STATE: "COMPLETE"})
     tracker.log_params(trial, {"model": "smollm2-135m-instruct", "lora_r": 8})
-    tracker.log_metrics(trial, {"val_mae": 61.25}, step=3)
+    tracker.log_metrics(trial, {"val_mae": 61.25, "val_rmsle": 0.75}, step=3)
     tracker.end_run(trial)
     baseline = tracker.start_run("baseline-constant", parent_id=parent, tags={ROLE: "baseline"})
+    tracker.log_metrics(baseline, {"val_mae": 97.5, "val_rmsle": 1.25})
     tracker.end_run(baseline)
     return uri, tracker.experiment_id, trial
 
@@ -67,6 +69,7 @@ def server(store: tuple[str, str, str]):
     port = _free_port()
     proc = subprocess.Popen([*_pricer(), "ui", STUDY, "--tracking-uri", store[0], "--port", str(port)],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    started: list = []
     try:
         deadline, line = time.monotonic() + 150, ""
         while time.monotonic() < deadline and "MLflow UI" not in line:
@@ -74,11 +77,18 @@ def server(store: tuple[str, str, str]):
             if not line and proc.poll() is not None:
                 pytest.fail(f"pricer ui exited with {proc.returncode}")
         assert "MLflow UI" in line, "pricer ui never announced its URL"
-        yield f"http://127.0.0.1:{port}", proc, psutil.Process(proc.pid).children(recursive=True)
+        announced = re.search(r"(http://\S+)", line).group(1)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        yield f"http://127.0.0.1:{port}", proc, started, announced
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        # mlflow server runs in a group of its own: a SIGKILL of pricer ui (a test that failed
+        # before the Ctrl-C one ran) would leave it serving
+        for child in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def test_ui_serves_the_study_runs_through_the_api_the_page_uses(server, store) -> None:
@@ -89,6 +99,33 @@ def test_ui_serves_the_study_runs_through_the_api_the_page_uses(server, store) -
     with urllib.request.urlopen(request, timeout=30) as response:
         names = {run["info"]["run_name"] for run in json.load(response)["runs"]}
     assert names == {STUDY, "trial-0", "baseline-constant"}
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install -y chromium`; "
+                    ".ci/run installs it)")
+def test_the_announced_url_opens_the_runs_table_with_trials_baselines_and_metrics(server, store,
+                                                                                   tmp_path: Path) -> None:
+    _, experiment_id, _ = store
+    url = server[3]
+    assert f"/#/experiments/{experiment_id}/runs?" in url
+    page = _page_text(url, tmp_path / "p0")
+    # MLflow's model-training menus, not the GenAI Overview (traces, token usage)
+    assert "Model registry" in page and "Token Usage" not in page
+    # trials and baselines side by side (not folded under the study's run), best first, with the
+    # objective's column and values and the trial's parameters
+    assert "2 matching runs" in page
+    assert page.index("trial-0") < page.index("baseline-constant")
+    assert "Sort: val_mae" in page
+    assert all(column in page for column in ("val_mae", "val_rmsle", "model", "lora_r")), page
+    assert "61.25" in page and "97.5" in page and "smollm2-135m-instruct" in page
+
+
+def test_study_experiments_are_model_training_experiments(store) -> None:
+    from sweeps.tracking import EXPERIMENT_KIND, MODEL_TRAINING
+
+    tracker = MlflowTracker(store[0], STUDY, create=False)
+    tags = tracker.client.get_experiment(store[1]).tags
+    assert tags[EXPERIMENT_KIND] == MODEL_TRAINING
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install -y chromium`; "
@@ -105,7 +142,7 @@ def test_chromium_renders_the_study_and_a_trial_page(server, store, tmp_path: Pa
 def test_ctrl_c_stops_the_server_and_every_worker_it_forked(server) -> None:
     import psutil
 
-    _, proc, started = server
+    _, proc, started, _ = server
     assert started, "pricer ui should have started mlflow server"
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(60) == 130

@@ -1,0 +1,39 @@
+"""`load_predictor` dispatches on the folder's kind; what it can't load it names in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pricer.adapter import FORMAT, META_FILE
+from pricer.errors import SpecError
+from pricer.predictor import LOADERS, kind_of, load_predictor
+
+
+def test_a_folder_without_a_kind_is_an_adapter_and_every_kind_has_a_loader() -> None:
+    assert kind_of({"format": FORMAT}) == "adapter"
+    assert set(LOADERS) >= {"adapter", "merged"}
+
+
+def test_an_unknown_kind_or_a_foreign_folder_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / META_FILE).write_text(json.dumps({"format": FORMAT, "kind": "hologram"}))
+    with pytest.raises(SpecError, match="kind 'hologram' is not known here.*adapter, merged"):
+        load_predictor(tmp_path)
+    with pytest.raises(SpecError, match="not an adapter folder"):
+        load_predictor(tmp_path / "missing")
+
+
+def test_adapter_config_names_the_base_by_hub_id_or_catalog_name_never_a_path(tmp_path: Path) -> None:
+    from pricer.adapter import PEFT_CONFIG, make_portable
+    from pricer.catalog import CATALOG, ModelSpec
+
+    config = tmp_path / PEFT_CONFIG
+    for spec, expected in [(CATALOG["qwen2.5-7b"], "Qwen/Qwen2.5-7B"),
+                           (CATALOG["gemma-3-270m"], "gemma-3-270m"),
+                           (ModelSpec("my-base", "llama", "base", "./models/my-base"), "my-base")]:
+        config.write_text(json.dumps({"base_model_name_or_path": "/root/.cache/pricer/models/x", "r": 8}))
+        make_portable(tmp_path, spec)
+        written = json.loads(config.read_text())
+        assert written == {"base_model_name_or_path": expected, "r": 8}
