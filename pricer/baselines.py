@@ -81,9 +81,9 @@ class SimpleFeatures:
         rows = []
         for item in items:
             details = _details(item)
-            # a product priced from its text alone (`pricer predict "..."`) has no details object;
-            # its curated text still carries "Weight 3.7 ounces" and the dimensions
-            found = details or {"Item Weight": item.text, "Product Dimensions": item.text}
+            # a product priced from its text alone (`pricer predict "..."`, details "") has no
+            # details object; its curated text still carries "Weight 3.7 ounces" and the dimensions
+            found = details if item.details else {"Item Weight": item.text, "Product Dimensions": item.text}
             weight = weight_pounds(found)
             volume = volume_cubic_inches(found)
             rows.append([
