@@ -232,7 +232,9 @@ def unknown_models(names: Sequence[str]) -> str:
     if all(close):
         hint = "did you mean " + ", ".join(repr(c[0]) for c in close) + "?"
     else:
-        hint = "catalog: " + ", ".join(CATALOG)
+        # the six toy entries are one family of test models: named once, by pattern
+        real = [n for n in CATALOG if n not in TOY_ENTRIES]
+        hint = "catalog: " + ", ".join(real) + (", toy-* (tests)" if TOY_ENTRIES else "")
     return (f"unknown model{'s' if len(names) > 1 else ''} {quoted} ({hint}); a local model folder or a "
             "hub id (owner/name) also works")
 

@@ -32,7 +32,7 @@ class Member:
 
     Args:
         name: e.g. ``trial-3`` or ``random_forest``.
-        kind: ``adapter`` (a folder `pricer.adapter.load_adapter` opens) or ``baseline`` (a
+        kind: ``adapter`` (a folder `pricer.predictor.load_predictor` opens) or ``baseline`` (a
             joblib file of a fitted `pricer.baselines.Baseline`).
         path: relative to the ensemble folder.
         weight: its share in log-price space.

@@ -165,18 +165,19 @@ def test_a_toy_trial_trains_its_lora_after_an_evaluation(toy_trial) -> None:
 
 
 def test_a_toy_adapter_folder_reloads_to_the_same_outputs(toy_trial, items) -> None:
-    from pricer.adapter import load_adapter, predict, read_meta
+    from pricer.adapter import read_meta
     from pricer.evaluate import generate_prices
+    from pricer.predictor import load_predictor
     from pricer.prompts import encode
 
     spec, _, _, _, test, out = toy_trial
     assert read_meta(out)["model"]["source"] == f"toy:{TOY_ENTRIES[spec.name]}"
-    loaded = load_adapter(out)
+    loaded = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load
     assert loaded.spec == spec and type(loaded.model.get_base_model()).__name__ == CLASSES[spec.family]
     texts = list(items["test"]["text"])
     examples = [encode(loaded.tokenizer, t, chat=spec.chat, max_tokens=TEXT_TOKENS) for t in texts]
     assert generate_prices(loaded.model, loaded.tokenizer, examples) == test.outputs
-    assert predict(loaded, texts) == test.predictions
+    assert loaded.predict(texts) == test.predictions
 
 
 def test_train_on_a_toy_and_merge_its_adapter_into_the_dequantized_base(toys, items, tmp_path) -> None:

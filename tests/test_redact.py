@@ -85,7 +85,8 @@ def test_a_password_never_reaches_the_model_card(tmp_path: Path) -> None:
     run_id = tracker.start_run("trial-0")
     tracker.log_metrics(run_id, {"val_mae": 12.5, "val_rmsle": 0.5, "val_hit_rate": 0.25, "val_n": 4})
     row = Row(rank=1, trial=0, model="smollm2-135m-instruct", variant="instruct", lora_r=8, learning_rate=1e-3,
-              mae=12.5, rmsle=0.5, hit_rate=0.25, test_mae=None, state="COMPLETE", minutes=1.0, baseline=False,
+              mae=12.5, mae_low=10.0, mae_high=15.0, rmsle=0.5, hit_rate=0.25, test_mae=None, test_rmsle=None,
+              test_hit_rate=None, state="COMPLETE", minutes=1.0, baseline=False,
               run_id=run_id)
     entry = CATALOG["smollm2-135m-instruct"].to_dict()
     card = model_card("card", row, tracker.client.get_run(run_id), entry, "items.jsonl",
