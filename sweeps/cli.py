@@ -379,6 +379,9 @@ def _print_ensemble(result) -> None:
         return
     for name, m in result.baselines.items():
         change = (m.mae - mine.mae) / m.mae
+        if abs(mine.mae - m.mae) < 0.005:  # the fit gave that baseline all the weight
+            console.print(f"test $ error: ensemble {mine.mae:,.2f} ties {name} {m.mae:,.2f}")
+            continue
         verdict = "beats" if mine.mae < m.mae else "loses to"
         console.print(f"test $ error: ensemble {mine.mae:,.2f} {verdict} {name} {m.mae:,.2f} "
                       f"({abs(change):.0%} {'lower' if change > 0 else 'higher'})")
