@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pricer.adapter import FORMAT, META_FILE
 from pricer.errors import SpecError
 from pricer.items import Item
-from pricer.metrics import Metrics, score
+from pricer.metrics import score
 
-META_FILE = "pricer.json"
 KIND = "ensemble"
 # grid resolution of the weights: 0.05 for up to 4 members (1,771 points), coarser beyond
 _STEPS = {1: 1, 2: 20, 3: 20, 4: 20, 5: 10, 6: 10}
@@ -81,15 +81,8 @@ def fit_weights(predictions: Sequence[Sequence[float | None]], truths: Sequence[
     return min(_simplex(members, steps), key=error)
 
 
-def scores(predictions: Sequence[Sequence[float | None]], weights: Sequence[float], items: Sequence[Item]
-           ) -> Metrics:
-    return score([i.price for i in items], combine(predictions, weights), [i.category for i in items])
-
-
 def save_ensemble(folder: Path, members: Sequence[Member], metrics: dict) -> Path:
     """Write ``pricer.json`` (kind ``ensemble``, the members and their weights, the metrics)."""
-    from pricer.adapter import FORMAT
-
     meta = {"format": FORMAT, "kind": KIND, "members": [asdict(m) for m in members], "metrics": metrics}
     (Path(folder) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(folder)

@@ -88,13 +88,20 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
         tmp = Path(tmp_name)
         staged = tmp / "ensemble"
         (staged / "members").mkdir(parents=True)
-        preds = [_predictions(tracker, r, tmp / f"p{i}") for i, r in enumerate(chosen)]
-        truth_rows = [r for r in rows if r.baseline]
-        if not truth_rows:
+        fetched: dict[str, dict] = {}  # run id -> predictions.json, each downloaded once
+
+        def predictions_of(row: Row) -> dict:
+            if row.run_id not in fetched:
+                fetched[row.run_id] = _predictions(tracker, row, tmp / f"p{len(fetched)}")
+            return fetched[row.run_id]
+
+        baseline_rows = [r for r in rows if r.baseline]
+        if not baseline_rows:
             raise SpecError(f"study {study!r}: no baseline runs, so no true prices to fit weights on")
-        truth = _predictions(tracker, truth_rows[0], tmp / "truth").get("truth")
+        truth = predictions_of(baseline_rows[0]).get("truth")
         if not truth:
             raise SpecError(f"study {study!r}: its baselines were logged without true prices; relaunch it")
+        preds = [predictions_of(r) for r in chosen]
         for name, p in zip(map(_name, chosen), preds, strict=True):
             for split in ("validation", "test"):
                 if len(p[split]) != len(truth[split]):
@@ -115,17 +122,18 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
                 local = tracker.client.download_artifacts(row.run_id, "adapter", str(tmp / name))
                 shutil.move(local, staged / "members" / name)
                 members.append(Member(name, "adapter", f"members/{name}", weight))
-        scored = [Scored(m.name, m.weight, score(truth["validation"], p["validation"]),
-                         score(truth["test"], p["test"]) if truth["test"] else None)
-                  for m, p in zip(members, preds, strict=True)]
-        ensemble = Scored("ensemble", 1.0,
-                          score(truth["validation"], combine([p["validation"] for p in preds], weights)),
-                          score(truth["test"], combine([p["test"] for p in preds], weights)) if truth["test"] else None)
-        every_baseline = {}
-        for r in rows:
-            if r.baseline and truth["test"]:
-                every_baseline[r.model] = score(truth["test"], _predictions(tracker, r, tmp / f"b-{r.model}")["test"])
-        result = EnsembleExport(out, ensemble, scored, every_baseline)
+
+        def scored(name: str, weight: float, validation: list, test: list) -> Scored:
+            return Scored(name, weight, score(truth["validation"], validation),
+                          score(truth["test"], test) if truth["test"] else None)
+
+        members_scored = [scored(m.name, m.weight, p["validation"], p["test"])
+                          for m, p in zip(members, preds, strict=True)]
+        ensemble = scored("ensemble", 1.0, combine([p["validation"] for p in preds], weights),
+                          combine([p["test"] for p in preds], weights))
+        every_baseline = {r.model: score(truth["test"], predictions_of(r)["test"])
+                          for r in baseline_rows if truth["test"]}
+        result = EnsembleExport(out, ensemble, members_scored, every_baseline)
         save_ensemble(staged, members, result.to_dict())
         (staged / CARD).write_text(_card(study, tracking_uri, result))
         _clear(out)
@@ -180,11 +188,12 @@ def register_ensemble(tracking_uri: str, study: str, folder: Path, name: str) ->
     from pricer.adapter import read_meta
     from sweeps.registry import log_predictor
 
-    scores = read_meta(folder)["metrics"]["ensemble"]
-    metrics = {f"{split}_{k}": v for split, key in (("val", "val"), ("test", "test")) if scores[key]
-               for k, v in scores[key].items() if k != "n"}
+    meta = read_meta(folder)
+    scores = meta["metrics"]["ensemble"]
+    metrics = {f"{split}_{k}": v for split in ("val", "test") if scores[split]
+               for k, v in scores[split].items() if k != "n"}
     parent = MlflowTracker(tracking_uri, study, create=False).study_runs(study)[0]
-    members = ", ".join(m["name"] for m in read_meta(folder)["members"])
+    members = ", ".join(m["name"] for m in meta["members"])
     uri, version = log_predictor(tracking_uri, parent, Path(folder), register=name, metrics=metrics,
                                  tags={"pricer.study": study, "pricer.kind": "ensemble", "pricer.members": members},
                                  description=f"{study}: ensemble of {members}; test $ error "
