@@ -220,7 +220,7 @@ def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpe
 
 def known(name: str, extra: Mapping[str, ModelSpec] | None = None) -> bool:
     """Whether `resolve` would take `name` (a hub id is taken before its hub is asked)."""
-    return bool(extra and name in extra) or name in CATALOG or bool(re.fullmatch(HUB_ID, name)) \
+    return bool(extra and name in extra) or name in CATALOG or is_hub_id(name) \
         or (Path(name).expanduser() / "config.json").is_file()
 
 
@@ -241,7 +241,7 @@ def unknown_models(names: Sequence[str]) -> str:
 
 def is_hub_id(source: str) -> bool:
     """``owner/name`` on the Hugging Face hub (not a ``pypi:`` package, not a local folder)."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source)) and not source.startswith((".", "~"))
+    return bool(re.fullmatch(HUB_ID, source)) and not source.startswith((".", "~"))
 
 
 def how_to_fetch(spec: ModelSpec) -> str:
