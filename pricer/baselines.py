@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pricer.errors import DataError
+from pricer.evaluate import as_items
 from pricer.items import Item
 from pricer.metrics import Metrics, score
 
@@ -97,12 +98,6 @@ class SimpleFeatures:
                 *(float(item.category == c) for c in self.categories),
             ])
         return np.asarray(rows, dtype=np.float64)
-
-
-def _items(split) -> list[Item]:
-    return [i if isinstance(i, Item) else
-            Item(title=i["title"], category=i["category"], price=i["price"], text=i["text"],
-                 details=i.get("details") or "") for i in split]
 
 
 class Baseline:
@@ -185,7 +180,7 @@ def fit_baselines(train_items: Sequence[Item | dict], seed: int = 42) -> dict[st
     vocabulary and the simple features are fitted once and shared)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    train = _items(train_items)
+    train = as_items(train_items)
     if not train:
         raise DataError("baselines need train items (got none)")
     y = np.asarray([i.price for i in train], dtype=np.float64)
@@ -209,7 +204,7 @@ def run_baselines(splits: DatasetDict, test_items: list[Item] | None = None,
     Returns:
         (name, Metrics) in the order of `BASELINES`, per-category breakdown included.
     """
-    test = test_items if test_items is not None else _items(splits["test"])
+    test = test_items if test_items is not None else as_items(splits["test"])
     if not test:
         raise DataError("baselines need test items (got none)")
     fitted = fit_baselines(splits["train"], seed)
