@@ -286,15 +286,19 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 
 # --- sweeps -----------------------------------------------------------------------------------
 
-def _print_leaderboard(name: str, tracking_uri: str) -> list:
+def _wide_console():
+    """A console for wide tables: piped or captured output is not squeezed into 80 columns."""
     from rich.console import Console
 
+    console = Console()
+    return console if console.is_terminal else Console(width=170)
+
+
+def _print_leaderboard(name: str, tracking_uri: str) -> list:
     from sweeps.leaderboard import leaderboard, render
 
     rows = leaderboard(tracking_uri, name)
-    console = Console()
-    if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
-        console = Console(width=170)
+    console = _wide_console()
     console.print(render(rows, title=f"{name}: trials and baselines on the validation items, best first"))
     return rows
 
@@ -360,7 +364,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _print_ensemble(result) -> None:
     """The ensemble beside its members, then against every baseline, on the test split."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"ensemble -> {result.folder} (weights fitted on {result.ensemble.val.n} validation "
@@ -372,7 +375,7 @@ def _print_ensemble(result) -> None:
         table.add_row(s.name, "" if s.name == "ensemble" else f"{s.weight:.2f}", f"{s.val.mae:,.2f}",
                       f"{test.mae:,.2f}" if test else "–", f"{test.rmsle:.3f}" if test else "–",
                       f"{test.hit_rate:.1%}" if test else "–", style="bold" if s.name == "ensemble" else None)
-    console = Console(width=None if Console().is_terminal else 140)
+    console = _wide_console()
     console.print(table)
     mine = result.ensemble.test
     if mine is None:
@@ -496,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="price product texts or a catalog file with an exported folder")
     p.add_argument("--adapter", required=True, type=Path, help="a folder of `pricer train` or `pricer export` "
-                   "(adapter or merged)")
+                   "(adapter, merged or ensemble)")
     p.add_argument("texts", nargs="*", help="product texts (title, then \\n and the description); none: "
                    "read one per line from stdin")
     p.add_argument("--input", type=Path, default=None, help="a catalog to price: .jsonl, .csv or .parquet")
