@@ -42,7 +42,7 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         "model": spec.to_dict(),
         "quantization": config.get("quantization", "nf4"),
         "prompt": {"chat": spec.chat, "question": QUESTION, "price_prefix": PRICE_PREFIX,
-                   "max_tokens": max_tokens},
+                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy")},
         "train": dict(config),
         "metrics": dict(metrics),
     }

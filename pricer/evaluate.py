@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pricer.curate import MAX_PRICE
 from pricer.items import Item
 from pricer.metrics import Metrics, parse_price, score
+from pricer.pricetree import median_prices
 from pricer.prompts import DEFAULT_MAX_TOKENS, Example, encode
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 # "999.00" is six digit-per-token tokens; the number is complete at the "." already
 MAX_NEW_TOKENS = 6
 EVAL_BATCH_SIZE = 32
+DECODES = ("greedy", "median")
+DEFAULT_DECODE = "median"
 # Curated prices have at most this many integer digits; a model that keeps writing digits has
 # said all it can say about an item in range by then. Reading only these digits also makes the
 # batched path agree with the recipe's fixed 3 one-digit tokens.
@@ -57,16 +60,19 @@ def as_items(rows: Sequence[Item | Mapping]) -> list[Item]:
 
 def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                    items: Sequence[Item | Mapping], *, chat: bool, max_tokens: int = DEFAULT_MAX_TOKENS,
-                   batch_size: int = EVAL_BATCH_SIZE, progress: bool = False) -> Evaluation:
-    """Predict each item's price greedily and score it against the true price.
+                   batch_size: int = EVAL_BATCH_SIZE, progress: bool = False,
+                   decode: str = DEFAULT_DECODE) -> Evaluation:
+    """Predict each item's price and score it against the true price.
 
     Args:
         chat: the prompt goes through the chat template (instruct models).
         max_tokens: the token budget of the product text in the prompt.
+        decode: ``greedy`` or ``median`` (see `pricer.pricetree`).
     """
     items = as_items(items)
     examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens) for i in items]
-    outputs = generate_prices(model, tokenizer, examples, batch_size=batch_size, progress=progress)
+    outputs = generate_prices(model, tokenizer, examples, batch_size=batch_size, progress=progress,
+                              decode=decode)
     predictions = [parse_price(o) for o in outputs]
     metrics = score([i.price for i in items], predictions, [i.category for i in items])
     return Evaluation(metrics, outputs, predictions)
@@ -74,8 +80,12 @@ def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
 
 def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
                     *, batch_size: int = EVAL_BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
-                    progress: bool = False) -> list[str]:
-    """The text each prompt's greedy continuation starts with (at most ``max_new_tokens`` tokens)."""
+                    progress: bool = False, decode: str = DEFAULT_DECODE) -> list[str]:
+    """What each prompt's continuation says the price is: the greedy text (at most
+    ``max_new_tokens`` tokens), or with ``decode="median"`` the median of the model's price
+    distribution as text."""
+    if decode not in DECODES:
+        raise ValueError(f"decode: {decode!r} is not one of {', '.join(DECODES)}")
     import torch
     from tqdm.auto import tqdm
 
@@ -89,8 +99,11 @@ def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                                    disable=not progress, leave=False) as bar:
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                texts = _generate_batch(model, tokenizer, [examples[i].prompt_ids for i in chunk],
-                                        max_new_tokens)
+                prompts = [examples[i].prompt_ids for i in chunk]
+                if decode == "median":
+                    texts = median_prices(model, tokenizer, prompts, max_digits=MAX_DIGITS)
+                else:
+                    texts = _generate_batch(model, tokenizer, prompts, max_new_tokens)
                 for i, text in zip(chunk, texts, strict=True):
                     outputs[i] = text
                 bar.update(len(chunk))

@@ -46,6 +46,7 @@ class ModelPredictor:
     spec: ModelSpec
     max_tokens: int
     meta: dict
+    decode: str = "greedy"
 
     def predict(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE,
                 progress: bool = False) -> list[float | None]:
@@ -57,7 +58,8 @@ class ModelPredictor:
         from pricer.prompts import encode
 
         examples = [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens) for t in texts]
-        outputs = generate_prices(self.model, self.tokenizer, examples, batch_size=batch_size, progress=progress)
+        outputs = generate_prices(self.model, self.tokenizer, examples, batch_size=batch_size, progress=progress,
+                                  decode=self.decode)
         return [parse_price(o) for o in outputs]
 
 
@@ -76,7 +78,8 @@ def _load_adapter(folder: Path, meta: dict, device: torch.device | None) -> Mode
     base, _ = load_model(spec, meta.get("quantization", "nf4"), device=device)
     model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     model.eval()
-    return ModelPredictor(ADAPTER, model, load_tokenizer(spec, folder), spec, int(meta["prompt"]["max_tokens"]), meta)
+    return ModelPredictor(ADAPTER, model, load_tokenizer(spec, folder), spec, int(meta["prompt"]["max_tokens"]), meta,
+                          _decode(meta))
 
 
 def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> ModelPredictor:
@@ -86,7 +89,12 @@ def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> Model
     spec = replace(_spec(folder, meta), source=str(folder.resolve()))
     model, tokenizer = load_model(spec, "none", device=device)
     model.eval()
-    return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta)
+    return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+
+
+def _decode(meta: dict) -> str:
+    """How training read prices; folders from before median decoding say nothing: greedy."""
+    return meta["prompt"].get("decode", "greedy")
 
 
 # kind in pricer.json -> loader(folder, meta, device)

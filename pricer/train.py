@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from pricer.catalog import TARGET_KINDS, ModelSpec, resolve
 from pricer.errors import SpecError, TrialFailed
-from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
+from pricer.evaluate import DECODES, DEFAULT_DECODE, EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
 from pricer.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
 from pricer.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
@@ -56,6 +56,8 @@ class TrainConfig:
         train_items / test_items: optional limits on the train and test splits.
         checkpoint_every: with a checkpoint folder (`train`'s ``checkpoint_dir``), save the
             trainable state every N steps and after the last one (0: never).
+        decode: how validation, test and the exported folder read a price: ``greedy`` digits or
+            the ``median`` of the model's price distribution (`pricer.pricetree`).
     """
 
     model: str = "smollm2-135m-instruct"
@@ -80,6 +82,7 @@ class TrainConfig:
     train_items: int | None = None
     test_items: int | None = None
     checkpoint_every: int = 50
+    decode: str = DEFAULT_DECODE
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,7 +102,7 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
             problems.append("warmup_steps, eval_every and checkpoint_every: must be >= 0")
         for name, allowed in (("target_modules", TARGET_KINDS), ("lr_scheduler", SCHEDULERS),
-                              ("quantization", QUANTIZATIONS)):
+                              ("quantization", QUANTIZATIONS), ("decode", DECODES)):
             if getattr(self, name) not in allowed:
                 problems.append(f"{name}: must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
         if not self.model:
@@ -431,7 +434,7 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
 def evaluate_split(run: Run, items: Sequence[Item], *, progress: bool = False) -> Evaluation:
     return evaluate_items(run.model, run.tokenizer, items, chat=run.spec.chat,
                           max_tokens=run.config.max_tokens, batch_size=run.config.eval_batch_size,
-                          progress=progress)
+                          progress=progress, decode=run.config.decode)
 
 
 def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None]) -> Path:

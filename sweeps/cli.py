@@ -7,6 +7,7 @@ mlflow) happen inside each command so that `pricer --help` stays instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -68,7 +69,7 @@ _TRAIN_FLAGS = {"max_steps": "max_steps", "epochs": "epochs", "lora_r": "lora_r"
                 "lr_scheduler": "lr_scheduler", "batch_size": "batch_size", "grad_accum": "grad_accum",
                 "warmup_steps": "warmup_steps", "max_tokens": "max_tokens", "quantization": "quantization",
                 "seed": "seed", "eval_every": "eval_every", "eval_items": "eval_items",
-                "train_items": "train_items", "test_items": "test_items"}
+                "train_items": "train_items", "test_items": "test_items", "decode": "decode"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -101,6 +102,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from pricer.predictor import evaluate, load_predictor
 
         predictor = load_predictor(args.adapter)
+        if args.decode and hasattr(predictor, "decode"):
+            predictor = dataclasses.replace(predictor, decode=args.decode)
         name = predictor.spec.name if hasattr(predictor, "spec") else predictor.kind
         metrics = evaluate(predictor, items, batch_size=batch_size, progress=True)
     else:
@@ -111,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(spec, "nf4")
         name = spec.name
         metrics = evaluate_items(model, tokenizer, items, chat=spec.chat, batch_size=batch_size,
-                                 progress=True).metrics
+                                 progress=True, decode=args.decode or "greedy").metrics
     if args.json:
         _print_json({**metrics.to_dict(), "model": name,
                      "adapter": str(args.adapter) if args.adapter else None, "items": str(args.items)})
@@ -484,6 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-items", type=int, default=None, help="validation items per evaluation")
     p.add_argument("--train-items", type=int, default=None, help="use at most N train items")
     p.add_argument("--test-items", type=int, default=None, help="score at most N test items")
+    p.add_argument("--decode", default=None, choices=["greedy", "median"],
+                   help="how prices are read at validation/test and by the folder (median: of the "
+                        "model's price distribution)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model or adapter on items")
@@ -493,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", required=True, help="jsonl, CSV or Parquet items with prices, or a built DIR")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--decode", default=None, choices=["greedy", "median"],
+                   help="--model: how prices are read (default greedy); --adapter: the folder's own")
     _add_columns(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

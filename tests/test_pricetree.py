@@ -1,0 +1,94 @@
+"""Median decoding walks the real model's digit tree on a shared, left-padded KV cache; its masses
+must equal the probabilities of plain, unpadded forwards of each prompt and prefix."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pricer.pricetree import weighted_median
+
+
+@pytest.mark.parametrize(("mass", "median"), [
+    ({10: 0.4, 20: 0.35, 300: 0.25}, 20.0),
+    ({10: 0.6, 900: 0.4}, 10.0),
+    ({5: 0.1, 7: 0.1}, 5.0),
+    ({}, None),
+])
+def test_weighted_median(mass, median) -> None:
+    assert weighted_median(mass) == median
+
+
+@pytest.fixture(scope="module")
+def smollm2(tiny_models):
+    from pricer.loading import disable_cpu_repack, load_model
+
+    spec = tiny_models["smollm2-135m-instruct"]
+    model, tokenizer = load_model(spec, "nf4")
+    disable_cpu_repack(model)
+    model.eval()
+    return spec, model, tokenizer
+
+
+def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
+    from pricer.pricetree import digit_tokens
+
+    _, _, tokenizer = smollm2
+    ids, texts = digit_tokens(tokenizer, 3)
+    assert sorted(texts) == list("0123456789")
+    assert [tokenizer.decode([i]) for i in ids] == texts
+
+
+def test_masses_match_unpadded_forwards_of_each_prefix(smollm2, sample_path) -> None:
+    import torch
+
+    from pricer.dataset import load_items
+    from pricer.pricetree import digit_tokens, price_masses
+    from pricer.prompts import encode
+
+    spec, model, tokenizer = smollm2
+    # bf16 sdpa on a CPU rounds a padded row differently (a few % of a probability); eager
+    # attention is exact, so any gap left is the walk's own
+    model.config._attn_implementation = "eager"
+    items = load_items(sample_path)[:2]
+    # different lengths, so the shorter prompt is left-padded in the batch
+    prompts = [encode(tokenizer, items[0].text, chat=spec.chat, max_tokens=20).prompt_ids,
+               encode(tokenizer, items[1].text, chat=spec.chat, max_tokens=40).prompt_ids]
+    assert len(prompts[0]) != len(prompts[1])
+    masses = price_masses(model, tokenizer, prompts, max_digits=3, beam=2)
+
+    ids, texts = digit_tokens(tokenizer, 3)
+    token = dict(zip(texts, ids, strict=True))
+
+    def probs(row: list[int]) -> torch.Tensor:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([row])).logits[0, -1].float()
+        return torch.softmax(logits, -1)
+
+    for prompt, mass in zip(prompts, masses, strict=True):
+        assert 0 < sum(mass.values()) <= 1 + 1e-6
+        # the most likely one-digit and two-digit values, recomputed the slow way
+        for low, high in ((1, 10), (10, 100)):
+            value = max((v for v in mass if low <= v < high), key=mass.get)
+            p, row = 1.0, list(prompt)
+            for d in str(value):
+                p *= float(probs(row)[token[d]])
+                row.append(token[d])
+            end = 1 - float(probs(row)[ids].sum())
+            assert math.isclose(mass[value], p * end, rel_tol=1e-3), (value, mass[value], p * end)
+    model.config._attn_implementation = "sdpa"
+
+
+def test_median_decoding_scores_like_greedy_does(smollm2, sample_path) -> None:
+    from pricer.dataset import load_items
+    from pricer.evaluate import evaluate_items
+
+    spec, model, tokenizer = smollm2
+    items = load_items(sample_path)[:6]
+    evaluation = evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=48, batch_size=4,
+                                decode="median")
+    assert all(o == "" or o.isdigit() for o in evaluation.outputs)
+    assert evaluation.metrics.n == 6 and evaluation.metrics.misses == evaluation.outputs.count("")
+    with pytest.raises(ValueError, match="decode"):
+        evaluate_items(model, tokenizer, items, chat=spec.chat, decode="beam")
