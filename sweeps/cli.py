@@ -185,12 +185,12 @@ def _print_metrics_table(title: str, rows: dict) -> None:
 
 
 def cmd_bench_sweep(args: argparse.Namespace) -> int:
-    from sweeps.benchsweep import run_sweep_bench
+    from sweeps.benchsweep import run_sweep_bench, scaled
     from sweeps.study import load_study
 
     if len(args.target) != 2:
         raise SpecError("usage: pricer bench sweep STUDY.yaml [--out DIR] [--json]")
-    spec = load_study(args.target[1])
+    spec = scaled(load_study(args.target[1]), n_trials=args.n_trials, max_steps=args.max_steps)
     out = args.out or Path(spec.workdir) / "bench-sweep"
     result = run_sweep_bench(spec, Path(out))
     if args.json:
@@ -522,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default")
     p.add_argument("target", nargs="*", help="sweep STUDY.yaml")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go")
+    p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (default: the study's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
     p.add_argument("--steps", type=int, default=5)

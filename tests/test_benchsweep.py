@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sweeps.benchsweep import default_alone
+import pytest
+
+from pricer.errors import SpecError
+from sweeps.benchsweep import default_alone, scaled
 from sweeps.cli import main
 from sweeps.study import load_study
 
@@ -39,6 +42,16 @@ def test_default_alone_is_the_enqueued_trial_with_the_search_budget_in_steps(tmp
     assert {k: p.choices for k, p in spec.search_space.items()} == {
         "model": ("smollm2-135m-instruct",), "lora_r": (8,), "learning_rate": (1e-3,)}
     assert spec.pruner.type == "none" and spec.workdir == tmp_path / "bench" / "default-alone"
+
+
+def test_a_smaller_budget_scales_steps_validation_and_pruning_alike() -> None:
+    spec = scaled(load_study(Path(__file__).parents[1] / "studies" / "cpu-search.yaml"), n_trials=3, max_steps=40)
+    assert spec.n_trials == 3 and spec.fixed["max_steps"] == 40
+    # 120 steps, warm-up 10, validation every 40 -> a third of each
+    assert spec.fixed["warmup_steps"] == 3 and spec.pruner.eval_every == 13
+    assert spec.pruner.type == "median+wilcoxon" and spec.enqueue[0]["model"] == "smollm2-135m-instruct"
+    with pytest.raises(SpecError, match="max_steps is searched"):
+        scaled(load_study(Path(__file__).parents[1] / "studies" / "quickstart.yaml"), max_steps=5)
 
 
 def test_bench_sweep_runs_three_arms_and_prints_ratios_against_the_search(tmp_path: Path, sample_path: Path,
