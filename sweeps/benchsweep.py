@@ -44,11 +44,18 @@ def _arm_spec(spec: StudySpec, root: Path, name: str, **changes) -> StudySpec:
                                tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", **changes)
 
 
-def scaled(spec: StudySpec, *, n_trials: int | None = None, max_steps: int | None = None) -> StudySpec:
-    """The same search on a smaller budget: fewer trials, and/or every trial `max_steps` long with
-    its warm-up, validation and pruning steps scaled alike (so it still has as many chances to be
-    pruned). Three arms of a 60-90 minute study take hours; this lets one run measure the same
-    comparison in less."""
+def scaled(spec: StudySpec, *, n_trials: int | None = None, max_steps: int | None = None,
+           eval_items: int | None = None, test_items: int | None = None) -> StudySpec:
+    """The same search on a smaller budget: fewer trials, fewer validation or test items, and/or
+    every trial `max_steps` long with its warm-up, validation and pruning steps scaled alike (so
+    it still has as many chances to be pruned). Three arms of a 60-90 minute study take hours;
+    this lets one run measure the same comparison in less."""
+    for flag, value in (("--eval-items", eval_items), ("--test-items", test_items)):
+        if value is not None and value < 1:
+            raise SpecError(f"{flag}: must be >= 1 (got {value})")
+    items = {k: v for k, v in (("eval_items", eval_items), ("test_items", test_items)) if v is not None}
+    if items:
+        spec = dataclasses.replace(spec, fixed={**spec.fixed, **items})
     if n_trials is not None:
         if n_trials < 1:
             raise SpecError(f"--n-trials: must be >= 1 (got {n_trials})")
@@ -86,7 +93,8 @@ def _default_steps(spec: StudySpec) -> int:
 
 
 def default_alone(spec: StudySpec, root: Path, steps: int) -> StudySpec:
-    """The enqueued default as a one-trial study of `steps` optimizer steps."""
+    """The enqueued default as a one-trial study of `steps` optimizer steps, validated once at the
+    end: with nothing to prune, its budget goes to training."""
     default = dict(spec.enqueue[0])
     space = {}
     for name, value in default.items():
@@ -96,7 +104,7 @@ def default_alone(spec: StudySpec, root: Path, steps: int) -> StudySpec:
         space[name] = ParamSpec(name, target, "categorical", choices=(value,))
     fixed = {**spec.fixed, "max_steps": steps}
     return _arm_spec(spec, root, "default alone", search_space=space, fixed=fixed, enqueue=(),
-                     pruner=PrunerSpec(type="none", eval_every=spec.pruner.eval_every), n_trials=1,
+                     pruner=PrunerSpec(type="none", eval_every=0), n_trials=1,
                      sampler=dataclasses.replace(spec.sampler, type="random", n_startup_trials=None))
 
 

@@ -190,7 +190,8 @@ def cmd_bench_sweep(args: argparse.Namespace) -> int:
 
     if len(args.target) != 2:
         raise SpecError("usage: pricer bench sweep STUDY.yaml [--out DIR] [--json]")
-    spec = scaled(load_study(args.target[1]), n_trials=args.n_trials, max_steps=args.max_steps)
+    spec = scaled(load_study(args.target[1]), n_trials=args.n_trials, max_steps=args.max_steps,
+                  eval_items=args.eval_items, test_items=args.test_items)
     out = args.out or Path(spec.workdir) / "bench-sweep"
     result = run_sweep_bench(spec, Path(out))
     if args.json:
@@ -525,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (default: the study's)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike")
+    p.add_argument("--eval-items", type=int, default=None, help="bench sweep: validation items per report")
+    p.add_argument("--test-items", type=int, default=None, help="bench sweep: test items per finished trial")
     p.add_argument("--model", default="smollm2-135m-instruct")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
     p.add_argument("--steps", type=int, default=5)

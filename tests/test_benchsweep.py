@@ -45,8 +45,10 @@ def test_default_alone_is_the_enqueued_trial_with_the_search_budget_in_steps(tmp
 
 
 def test_a_smaller_budget_scales_steps_validation_and_pruning_alike() -> None:
-    spec = scaled(load_study(Path(__file__).parents[1] / "studies" / "cpu-search.yaml"), n_trials=3, max_steps=40)
+    spec = scaled(load_study(Path(__file__).parents[1] / "studies" / "cpu-search.yaml"), n_trials=3, max_steps=40,
+                  eval_items=100)
     assert spec.n_trials == 3 and spec.fixed["max_steps"] == 40
+    assert spec.fixed["eval_items"] == 100 and spec.fixed["test_items"] == 468
     # 120 steps, warm-up 10, validation every 40 -> a third of each
     assert spec.fixed["warmup_steps"] == 3 and spec.pruner.eval_every == 13
     assert spec.pruner.type == "median+wilcoxon" and spec.enqueue[0]["model"] == "smollm2-135m-instruct"
