@@ -90,6 +90,13 @@ def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, buil
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(line == "-" or float(line) >= 0 for line in lines)
 
+    # the folder says how training read prices; bench decode compares both ways on it
+    assert json.loads((result.adapter_dir / "pricer.json").read_text())["prompt"]["decode"] == "median"
+    assert main(["bench", "decode", str(result.adapter_dir), "--items", str(jsonl), "--json"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["greedy"]["n"] == bench["median"]["n"] == 4
+    assert bench["ratios"]["seconds"] == pytest.approx(bench["median"]["seconds"] / bench["greedy"]["seconds"])
+
 
 def test_cli_names_a_folder_that_is_not_an_adapter(tmp_path, capsys) -> None:
     from sweeps.cli import main
