@@ -76,10 +76,11 @@ def _load_adapter(folder: Path, meta: dict, device: torch.device | None) -> Mode
 
     spec = _spec(folder, meta)
     base, _ = load_model(spec, meta.get("quantization", "nf4"), device=device)
+    tokenizer = load_tokenizer(spec, folder)
+    _attention_as_in_training(base, tokenizer, spec, meta)
     model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     model.eval()
-    return ModelPredictor(ADAPTER, model, load_tokenizer(spec, folder), spec, int(meta["prompt"]["max_tokens"]), meta,
-                          _decode(meta))
+    return ModelPredictor(ADAPTER, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
 
 
 def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> ModelPredictor:
@@ -88,8 +89,20 @@ def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> Model
 
     spec = replace(_spec(folder, meta), source=str(folder.resolve()))
     model, tokenizer = load_model(spec, "none", device=device)
+    _attention_as_in_training(model, tokenizer, spec, meta)
     model.eval()
     return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+
+
+def _attention_as_in_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
+                              meta: dict) -> None:
+    """The attention kernel the trial validated with (`pricer.train` picks eager for short prompts
+    on a CPU). bf16 sdpa rounds a left-padded row differently, enough to move a median-decoded
+    price by a dollar or two, so a folder would not price as its trial reported."""
+    from pricer.loading import prefer_eager_on_cpu
+    from pricer.prompts import template_tokens
+
+    prefer_eager_on_cpu(model, int(meta["prompt"]["max_tokens"]) + template_tokens(tokenizer, chat=spec.chat))
 
 
 def _decode(meta: dict) -> str:
