@@ -162,6 +162,7 @@ class Result:
     predictions: list[dict] = field(default_factory=list)
     val_predictions: list[float | None] = field(default_factory=list)
     resumed_from: int | None = None
+    train_s: float = 0.0  # the optimizer steps alone, without loading, validation or test
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "adapter_dir": str(self.adapter_dir),
@@ -171,7 +172,8 @@ class Result:
                 "stopped_early": self.stopped_early, "wall_s": self.wall_s,
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
                 "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions,
-                "val_predictions": self.val_predictions, "resumed_from": self.resumed_from}
+                "val_predictions": self.val_predictions, "resumed_from": self.resumed_from,
+                "train_s": self.train_s}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -494,5 +496,5 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
                      for r in test.rows(run.test_items)] if test else [],
         val_predictions=list(val.predictions) if val is not None else [],
-        resumed_from=resume.step if resume else None)
+        resumed_from=resume.step if resume else None, train_s=trained.seconds)
 

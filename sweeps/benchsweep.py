@@ -140,17 +140,35 @@ def rank_correlation(study) -> float | None:
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
 
 
+def alone_steps(spec: StudySpec, search_study, budget_s: float) -> int:
+    """How many steps the default gets to spend `budget_s` trial-seconds: the budget less what its
+    trial in the search spent beside training (loading, validation, test), over its seconds per
+    optimizer step. A trial's whole duration per step would leave the default alone under half
+    the budget when most of a short trial is loading and validation."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.objective import RUN_ID_ATTR
+
+    trial = search_study.trials[0]
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    steps = _default_steps(spec)
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    metrics = MlflowClient(spec.tracking_uri).get_run(run_id).data.metrics if run_id else {}
+    train_s = metrics.get("train_s") or seconds  # runs logged before train_s: the whole trial
+    per_step = train_s / metrics.get("steps", steps)
+    return max(1, round((budget_s - (seconds - train_s)) / max(per_step, 1e-9)))
+
+
 def run_sweep_bench(spec: StudySpec, root: Path) -> dict:
     """Run the three arms under `root` and return the table (JSON-ready)."""
     if not spec.enqueue:
         raise SpecError(f"{spec.path}: bench sweep compares against the enqueued default; add one under enqueue:")
     root = Path(root).resolve()
-    search, search_study = _measure(_arm_spec(spec, root, "search"))
+    search_spec = _arm_spec(spec, root, "search")
+    search, search_study = _measure(search_spec)
     plain, plain_study = _measure(_arm_spec(spec, root, "no pruning",
                                             pruner=dataclasses.replace(spec.pruner, type="none")))
-    default_trial = search_study.trials[0]
-    default_seconds = (default_trial.datetime_complete - default_trial.datetime_start).total_seconds()
-    steps = max(1, round(_default_steps(spec) * search.trial_seconds / max(default_seconds, 1e-9)))
+    steps = alone_steps(search_spec, search_study, search.trial_seconds)
     alone, _ = _measure(default_alone(spec, root, steps))
 
     from sweeps.leaderboard import leaderboard

@@ -281,7 +281,7 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
     reported = {"val_mae", "val_rmsle", "val_hit_rate"}
     final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,
              "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": result.peak_mem_gib,
-             "steps": result.steps, "gpu_hours": gpu_hours}
+             "steps": result.steps, "train_s": result.train_s, "gpu_hours": gpu_hours}
     if result.test_metrics is not None:
         final.update(_metrics("test", result.test_metrics))
     if result.plan is not None:  # how the step ran in the memory budget
