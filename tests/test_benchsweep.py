@@ -77,3 +77,4 @@ def test_bench_sweep_runs_three_arms_and_prints_ratios_against_the_search(tmp_pa
     ratios = result["ratios"]
     assert ratios["compute_no_pruning_vs_search"] == plain["trial_seconds"] / search["trial_seconds"]
     assert ratios["best_test_mae_search_vs_default"] == search["best_test_mae"] / result["default"]["test_mae"]
+    assert ratios["best_test_mae_search_vs_default_alone"] == search["best_test_mae"] / alone["best_test_mae"]
