@@ -97,8 +97,9 @@ def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> Model
 def _attention_as_in_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
                               meta: dict) -> None:
     """The attention kernel the trial validated with (`pricer.train` picks eager for short prompts
-    on a CPU). bf16 sdpa rounds a left-padded row differently, enough to move a median-decoded
-    price by a dollar or two, so a folder would not price as its trial reported."""
+    on a CPU). In bf16 another kernel rounds differently, by a few % of a price's probability:
+    enough to move a median-decoded price by a dollar or two, so a folder would not price as its
+    trial reported."""
     from pricer.loading import prefer_eager_on_cpu
     from pricer.prompts import template_tokens
 
