@@ -53,7 +53,9 @@ def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
     assert [tokenizer.decode([i]) for i in ids] == texts
 
 
-def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path) -> None:
+# sdpa and eager read the tree's 4-D mask; where a sliding window is shorter than the tree, rows are copied
+@pytest.mark.parametrize("attention", ["sdpa", "eager", "copied rows"])
+def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path, attention, monkeypatch) -> None:
     import torch
 
     from pricer.dataset import load_items
@@ -61,6 +63,9 @@ def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path
     from pricer.prompts import encode
 
     spec, model, tokenizer = smollm2_fp32
+    model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
+    if attention == "copied rows":
+        monkeypatch.setattr("pricer.pricetree.tree_fits", lambda model, width: False)
     items = load_items(sample_path)[:2]
     # different lengths, so the shorter prompt is left-padded in the batch
     prompts = [encode(tokenizer, items[0].text, chat=spec.chat, max_tokens=20).prompt_ids,
