@@ -160,10 +160,12 @@ class _Tree:
 
 
 def tree_fits(model: PreTrainedModel, width: int) -> bool:
-    """Whether `width` cache slots fit the model's sliding window, if it has one: a sliding-window
-    cache would drop the oldest tokens from under the tree's mask, so the walk copies rows instead."""
+    """Whether the tree's 4-D mask can be used: eager or sdpa attention (flash attention takes no
+    custom mask), and `width` cache slots within the model's sliding window, if it has one (that
+    cache would drop the oldest tokens from under the mask). Otherwise the walk copies rows."""
     window = getattr(model.config, "sliding_window", None)
-    return not window or width < window
+    kernel = getattr(model.config, "_attn_implementation", None)
+    return kernel in ("eager", "sdpa") and (not window or width < window)
 
 
 def _cache_arg() -> str:
