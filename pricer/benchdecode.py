@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pricer.errors import SpecError
-from pricer.evaluate import DECODES
+from pricer.pricetree import DECODES
 
 
 def bench_decode(folder: str | Path, items: Sequence, *, batch_size: int = 32) -> dict:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pricer.curate import MAX_PRICE
 from pricer.items import Item
 from pricer.metrics import Metrics, parse_price, score
-from pricer.pricetree import median_prices
+from pricer.pricetree import DECODES, DEFAULT_DECODE, median_prices
 from pricer.prompts import DEFAULT_MAX_TOKENS, Example, encode
 
 if TYPE_CHECKING:
@@ -25,8 +25,6 @@ if TYPE_CHECKING:
 # "999.00" is six digit-per-token tokens; the number is complete at the "." already
 MAX_NEW_TOKENS = 6
 EVAL_BATCH_SIZE = 32
-DECODES = ("greedy", "median")
-DEFAULT_DECODE = "median"
 # Curated prices have at most this many integer digits; a model that keeps writing digits has
 # said all it can say about an item in range by then. Reading only these digits also makes the
 # batched path agree with the recipe's fixed 3 one-digit tokens.

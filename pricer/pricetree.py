@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_BEAM = 4
+# how a trial, a folder or `pricer evaluate` reads a price: the greedy text or this module's median
+DECODES = ("greedy", "median")
+DEFAULT_DECODE = "median"
 
 
 def digit_tokens(tokenizer: PreTrainedTokenizerBase, max_digits: int) -> tuple[list[int], list[str]]:
@@ -71,7 +74,7 @@ def price_masses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     cache_arg = _cache_arg()
     cache = getattr(out, cache_arg)
     tree = _Tree(mask, tokenizer.pad_token_id, model.dtype)
-    as_tree = tree_fits(model, mask.shape[1] + beam + beam ** 2)
+    as_tree = tree_fits(model, mask.shape[1] + sum(beam ** d for d in range(1, max_digits)))
     masses: list[dict[int, float]] = [{} for _ in prompts]
     # one open prefix per row: (item, digits so far, log probability, cache slots of its digits)
     rows: list[tuple[int, str, float, tuple[int, ...]]] = [(i, "", 0.0, ()) for i in range(len(prompts))]
@@ -96,12 +99,11 @@ def price_masses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
         if not children:
             return masses
         if as_tree:
-            step, slots = tree.grow([(rows[c[0]][0], rows[c[0]][3], c[1]) for c in children])
+            step, at, slots = tree.grow([(rows[c[0]][0], rows[c[0]][3], c[1]) for c in children])
             out = model(use_cache=True, **step, **{cache_arg: cache})
-            cache = getattr(out, cache_arg)
-            logits = out.logits[slots[0], slots[1]]
+            cache, logits = getattr(out, cache_arg), out.logits[at]
             rows = [(rows[c[0]][0], c[2], c[3], rows[c[0]][3] + (slot,))
-                    for c, slot in zip(children, tree.last_slots, strict=True)]
+                    for c, slot in zip(children, slots, strict=True)]
         else:
             parents = torch.tensor([c[0] for c in children], device=model.device)
             cache.reorder_cache(parents)
@@ -124,11 +126,10 @@ class _Tree:
         self.length = prompt_mask.sum(-1)  # each prompt's real length: its first digit's position
         self.width = prompt_mask.shape[1]  # cache slots used so far
         self.pad_id, self.dtype = pad_id, dtype
-        self.last_slots: list[int] = []
 
-    def grow(self, children: list[tuple[int, tuple[int, ...], int]]) -> tuple[dict, tuple]:
-        """Model inputs that append `children` (item, its parent's digit slots, token id), and
-        the (batch, position) index of each child's logits."""
+    def grow(self, children: list[tuple[int, tuple[int, ...], int]]) -> tuple[dict, tuple, list[int]]:
+        """Model inputs that append `children` (item, its parent's digit slots, token id), the
+        (batch, position) index of each child's logits, and each child's cache slot."""
         import torch
 
         prompt = self.prompt
@@ -150,13 +151,13 @@ class _Tree:
             positions[item, place] = self.length[item] + len(parent_slots)
             if parent_slots:
                 allowed[item, place, list(parent_slots)] = True
-        self.last_slots = [self.width + place for place in places]
+        slots = [self.width + place for place in places]
         self.width += width
-        dtype = self.dtype
-        mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=device).masked_fill_(
+            ~allowed, torch.finfo(self.dtype).min)
         items = torch.tensor([c[0] for c in children], device=device)
         return ({"input_ids": ids, "attention_mask": mask[:, None], "position_ids": positions},
-                (items, torch.tensor(places, device=device)))
+                (items, torch.tensor(places, device=device)), slots)
 
 
 def tree_fits(model: PreTrainedModel, width: int) -> bool:

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 from pricer.catalog import TARGET_KINDS, ModelSpec, resolve
 from pricer.errors import SpecError, TrialFailed
-from pricer.evaluate import DECODES, DEFAULT_DECODE, EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
+from pricer.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
 from pricer.items import Item
 from pricer.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
 from pricer.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
 from pricer.metrics import Metrics
+from pricer.pricetree import DECODES, DEFAULT_DECODE
 from pricer.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode, template_tokens
 from pricer.shapes import ModelShape
 

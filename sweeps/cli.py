@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pricer.errors import PricerError, SpecError
+from pricer.pricetree import DECODES
 from sweeps.clibench import add_bench_parsers
 
 # --- data and baselines (pricer) --------------------------------------------------------------
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-items", type=int, default=None, help="validation items per evaluation")
     p.add_argument("--train-items", type=int, default=None, help="use at most N train items")
     p.add_argument("--test-items", type=int, default=None, help="score at most N test items")
-    p.add_argument("--decode", default=None, choices=["greedy", "median"],
+    p.add_argument("--decode", default=None, choices=DECODES,
                    help="how prices are read at validation/test and by the folder (median: of the "
                         "model's price distribution)")
     p.set_defaults(func=cmd_train)
@@ -396,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", required=True, help="jsonl, CSV or Parquet items with prices, or a built DIR")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--decode", default=None, choices=["greedy", "median"],
+    p.add_argument("--decode", default=None, choices=DECODES,
                    help="--model: how prices are read (default greedy); --adapter: the folder's own")
     _add_columns(p)
     p.add_argument("--json", action="store_true")
