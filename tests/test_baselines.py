@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pricer.baselines import BASELINES, run_baselines, volume_cubic_inches, weight_pounds
-from pricer.dataset import load_splits
-from sweeps.cli import main
+from pricer.data.dataset import load_splits
+from pricer.predict.baselines import BASELINES, run_baselines, volume_cubic_inches, weight_pounds
+from sweeps.cli.main import main
 
 RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"
 

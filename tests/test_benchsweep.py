@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pricer.errors import SpecError
-from sweeps.benchsweep import default_alone, scaled
-from sweeps.cli import main
-from sweeps.study import load_study
+from sweeps.cli.main import main
+from sweeps.results.benchsweep import default_alone, scaled
+from sweeps.spec.study import load_study
 
 STUDY = """\
 name: bench-sweep-test

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pricer.catalog import CATALOG, ModelSpec, cache_root, materialize, resolve
 from pricer.errors import ModelUnavailable, SpecError
+from pricer.model.catalog import CATALOG, ModelSpec, cache_root, materialize, resolve
 
 HUB = {
     "llama-3.1-8b": ("llama", "base", "meta-llama/Llama-3.1-8B"),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pricer.checkpoint import FILE, load_checkpoint
 from pricer.errors import SpecError
-from pricer.train import TrainConfig, batch_order, train
+from pricer.train.checkpoint import FILE, load_checkpoint
+from pricer.train.loop import TrainConfig, batch_order, train
 
 
 def test_batch_order_is_the_same_for_a_seed_so_a_resumed_run_can_skip_what_it_saw() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pricer.curate import (
+from pricer.data.curate import (
     Dropped,
     balance,
     dedupe,
@@ -21,8 +21,8 @@ from pricer.curate import (
     split_items,
     split_of,
 )
+from pricer.data.readers import read_items
 from pricer.items import Item
-from pricer.readers import read_items
 
 
 @pytest.mark.parametrize("value, price", [

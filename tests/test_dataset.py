@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pricer.dataset import SUMMARY_FILE, build, load_items, load_splits
+from pricer.data.dataset import SUMMARY_FILE, build, load_items, load_splits
 from pricer.errors import DataError
 
 RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pricer.ensemble import combine, fit_weights
+from pricer.predict.ensemble import combine, fit_weights
 
 
 def test_combine_is_a_weighted_geometric_mean_in_log1p_space() -> None:

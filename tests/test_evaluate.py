@@ -12,7 +12,7 @@ from pricer.metrics import parse_price
 
 @pytest.fixture(scope="module")
 def smollm2(tiny_models):
-    from pricer.loading import load_model
+    from pricer.model.loading import load_model
 
     spec = tiny_models["smollm2-135m-instruct"]
     model, tokenizer = load_model(spec, "nf4")
@@ -20,8 +20,8 @@ def smollm2(tiny_models):
 
 
 def test_evaluation_parses_and_scores_real_generations(smollm2, sample_path) -> None:
-    from pricer.dataset import load_items
-    from pricer.evaluate import MAX_NEW_TOKENS, evaluate_items
+    from pricer.data.dataset import load_items
+    from pricer.predict.evaluate import MAX_NEW_TOKENS, evaluate_items
 
     spec, model, tokenizer = smollm2
     items = load_items(sample_path)[:12]
@@ -45,7 +45,7 @@ def test_evaluation_parses_and_scores_real_generations(smollm2, sample_path) -> 
 def test_a_row_is_done_once_its_number_is_complete(smollm2, written, done) -> None:
     import torch
 
-    from pricer.evaluate import PriceComplete
+    from pricer.predict.evaluate import PriceComplete
 
     _, _, tokenizer = smollm2
     prompt = tokenizer("Price is $", add_special_tokens=False)["input_ids"]
@@ -58,13 +58,13 @@ def test_a_row_is_done_once_its_number_is_complete(smollm2, written, done) -> No
     ("12345.00", "123.00"), ("999", "999"), (" 1234", " 123"), ("1,299.", "1,299."), ("42.", "42."),
 ])
 def test_a_run_of_digits_is_read_up_to_the_curated_price_range(written, kept) -> None:
-    from pricer.evaluate import within_range
+    from pricer.predict.evaluate import within_range
 
     assert within_range(written) == kept
 
 
 def test_left_padding_keeps_every_prompt_flush_right() -> None:
-    from pricer.evaluate import left_pad
+    from pricer.predict.evaluate import left_pad
 
     ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
@@ -72,8 +72,8 @@ def test_left_padding_keeps_every_prompt_flush_right() -> None:
 
 
 def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, built_data, tmp_path, capsys) -> None:
-    from pricer.dataset import load_items
-    from sweeps.cli import main
+    from pricer.data.dataset import load_items
+    from sweeps.cli.main import main
 
     result, _ = tiny_trial
     if result.config.model != "smollm2-135m-instruct":
@@ -99,7 +99,7 @@ def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, buil
 
 
 def test_cli_names_a_folder_that_is_not_an_adapter(tmp_path, capsys) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     assert main(["predict", "--adapter", str(tmp_path), "a kettle"]) == 2
     assert "not an adapter folder (no pricer.json)" in capsys.readouterr().err

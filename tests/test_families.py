@@ -1,5 +1,5 @@
 """The real model families on a CPU: toy-size random-weight Llama 3.1, Gemma 2 and Qwen 2.5 (base
-and instruct, `pricer.toys`) go through the catalog, the 4-bit load, a trial's stages (and `train`
+and instruct, `pricer.model.toys`) go through the catalog, the 4-bit load, a trial's stages (and `train`
 itself), the adapter folder, its reload and the bf16 merge `pricer export --merge` writes. Random
 weights write garbage prices, so these check mechanics only."""
 
@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from pricer.catalog import CATALOG, TOY_ENTRIES
+from pricer.model.catalog import CATALOG, TOY_ENTRIES
 
 CLASSES = {"llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 # the text an instruct prompt ends in before "Price is $": each family's assistant turn header
@@ -21,7 +21,7 @@ TEXT_TOKENS = 24
 @pytest.fixture(scope="module")
 def toys() -> dict:
     """The six toy entries, built once into the pricer cache."""
-    from pricer.catalog import materialize
+    from pricer.model.catalog import materialize
 
     for name in TOY_ENTRIES:
         materialize(CATALOG[name])
@@ -31,7 +31,7 @@ def toys() -> dict:
 @pytest.fixture(scope="module")
 def loaded(toys):
     """name -> (model, tokenizer) as a trial loads them (4-bit), each loaded once."""
-    from pricer.loading import load_model
+    from pricer.model.loading import load_model
 
     cache: dict = {}
 
@@ -44,7 +44,7 @@ def loaded(toys):
 
 @pytest.fixture(scope="module")
 def items(sample_path):
-    from pricer.dataset import load_splits
+    from pricer.data.dataset import load_splits
 
     splits = load_splits(sample_path)
     return {"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),
@@ -56,7 +56,7 @@ def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys
     import bitsandbytes as bnb
     from transformers import AutoTokenizer
 
-    from pricer.catalog import materialize
+    from pricer.model.catalog import materialize
 
     spec = toys[name]
     hub = CATALOG[TOY_ENTRIES[name]]
@@ -84,7 +84,7 @@ def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys
 
 @pytest.mark.parametrize("name", list(TOY_ENTRIES))
 def test_prompts_follow_the_familys_bos_and_chat_template(name, toys, loaded) -> None:
-    from pricer.prompts import PRICE_PREFIX, encode, prompt_text
+    from pricer.model.prompts import PRICE_PREFIX, encode, prompt_text
 
     spec = toys[name]
     _, tokenizer = loaded(name)
@@ -112,8 +112,8 @@ def test_prompts_follow_the_familys_bos_and_chat_template(name, toys, loaded) ->
 def test_price_only_loss_is_the_models_own_loss_gemma_2s_soft_cap_included(name, toys, loaded) -> None:
     import torch
 
-    from pricer.prompts import encode
-    from pricer.train import collate, price_only_loss
+    from pricer.model.prompts import encode
+    from pricer.train.loop import collate, price_only_loss
 
     spec = toys[name]
     model, tokenizer = loaded(name)
@@ -137,7 +137,7 @@ def toy_trial(request, toys, items, tmp_path_factory):
     losses, the test evaluation, the adapter folder)."""
     from datasets import DatasetDict
 
-    from pricer.train import TrainConfig, evaluate_split, fit, save, setup
+    from pricer.train.loop import TrainConfig, evaluate_split, fit, save, setup
 
     spec = toys[request.param]
     config = TrainConfig(model=spec.name, max_steps=2, batch_size=2, max_tokens=TEXT_TOKENS, eval_every=1,
@@ -165,10 +165,10 @@ def test_a_toy_trial_trains_its_lora_after_an_evaluation(toy_trial) -> None:
 
 
 def test_a_toy_adapter_folder_reloads_to_the_same_outputs(toy_trial, items) -> None:
-    from pricer.adapter import read_meta
-    from pricer.evaluate import generate_prices
-    from pricer.predictor import load_predictor
-    from pricer.prompts import encode
+    from pricer.model.adapter import read_meta
+    from pricer.model.prompts import encode
+    from pricer.predict.evaluate import generate_prices
+    from pricer.predict.predictor import load_predictor
 
     spec, _, _, _, test, out = toy_trial
     assert read_meta(out)["model"]["source"] == f"toy:{TOY_ENTRIES[spec.name]}"
@@ -184,9 +184,9 @@ def test_train_on_a_toy_and_merge_its_adapter_into_the_dequantized_base(toys, it
     from datasets import DatasetDict
     from transformers import AutoModelForCausalLM
 
-    from pricer.adapter import read_meta
-    from pricer.train import TrainConfig, train
-    from sweeps.export import merge_into_base
+    from pricer.model.adapter import read_meta
+    from pricer.train.loop import TrainConfig, train
+    from sweeps.results.export import merge_into_base
 
     config = TrainConfig(model="toy-gemma-2-it", max_steps=1, batch_size=2, max_tokens=TEXT_TOKENS,
                          eval_items=1, test_items=1, lora_r=4)

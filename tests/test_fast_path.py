@@ -19,7 +19,7 @@ TEXT_TOKENS = 32
 @pytest.fixture(scope="module", params=["smollm2-135m-instruct", "gemma-3-270m"])
 def loaded(request, tiny_models):
     """A real 4-bit tiny model as a trial loads it (repack trap defused), and its tokenizer."""
-    from pricer.loading import load_model
+    from pricer.model.loading import load_model
 
     spec = tiny_models[request.param]
     model, tokenizer = load_model(spec, "nf4")
@@ -28,7 +28,7 @@ def loaded(request, tiny_models):
 
 @pytest.fixture(scope="module")
 def validation(sample_path):
-    from pricer.dataset import load_splits
+    from pricer.data.dataset import load_splits
 
     return load_splits(sample_path)["validation"].select(range(8))
 
@@ -71,8 +71,8 @@ def assert_same_gradients(grads, ref_grads, tol):
 def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(loaded, validation):
     import torch
 
-    from pricer.prompts import encode_many
-    from pricer.train import collate, price_only_loss
+    from pricer.model.prompts import encode_many
+    from pricer.train.loop import collate, price_only_loss
 
     spec, base, tokenizer = loaded
     with random_lora(spec, base) as model:
@@ -103,8 +103,8 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
     to eager attention; the step stays the same."""
     import torch
 
-    from pricer.prompts import encode
-    from pricer.train import collate, parts, price_only_loss
+    from pricer.model.prompts import encode
+    from pricer.train.loop import collate, parts, price_only_loss
 
     spec, base, tokenizer = loaded
     with random_lora(spec, base) as model:
@@ -150,8 +150,8 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from pricer.evaluate import left_pad
-    from pricer.prompts import encode_many
+    from pricer.model.prompts import encode_many
+    from pricer.predict.evaluate import left_pad
 
     spec, model, tokenizer = loaded
     prompts = [e.prompt_ids for e in encode_many(tokenizer, validation["text"][:4], chat=spec.chat,
@@ -170,8 +170,8 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
 def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, tiny_models):
     from datasets import DatasetDict
 
-    from pricer.dataset import load_splits
-    from pricer.train import TrainConfig, micro_batches, setup, train_step
+    from pricer.data.dataset import load_splits
+    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
 
     splits = load_splits(sample_path)
     data = DatasetDict({"train": splits["train"].select(range(8)), "validation": splits["validation"].select(range(2)),
@@ -192,7 +192,7 @@ def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, 
 
 
 def test_bench_json_reports_both_paths(capsys, sample_path):
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     argv = ["bench", "--model", "smollm2-135m-instruct", "--steps", "1", "--batch-size", "2",
             "--max-tokens", "80", "--eval-items", "2", "--data", str(sample_path), "--json"]
@@ -210,8 +210,8 @@ def test_bench_json_reports_both_paths(capsys, sample_path):
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
 def test_bench_shape_configs_rebuild_the_real_architectures(name):
     """`bench --shape` times random weights of these configs: they must be the published shapes."""
-    from pricer.benchmodels import shape_config
-    from pricer.shapes import SHAPES, ModelShape
+    from pricer.model.shaped import shape_config
+    from pricer.model.shapes import SHAPES, ModelShape
 
     assert ModelShape.from_config(shape_config(SHAPES[name])) == SHAPES[name]
 
@@ -219,7 +219,7 @@ def test_bench_shape_configs_rebuild_the_real_architectures(name):
 def test_cpu_dropout_drops_p_of_the_elements_keeps_the_mean_and_is_off_in_eval():
     import torch
 
-    from pricer.dropout import CpuDropout
+    from pricer.train.dropout import CpuDropout
 
     torch.manual_seed(0)
     x = torch.ones(1000, 999, dtype=torch.bfloat16)  # an odd size: the last 64-bit draw is cut
@@ -237,9 +237,9 @@ def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(sample_path
     import torch
     from datasets import DatasetDict
 
-    from pricer.dataset import load_splits
-    from pricer.dropout import CpuDropout
-    from pricer.train import TrainConfig, micro_batches, setup, train_step
+    from pricer.data.dataset import load_splits
+    from pricer.train.dropout import CpuDropout
+    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
 
     splits = load_splits(sample_path)
     data = DatasetDict({"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from pricer.bench import JSON_KEYS
-from pricer.gpucheck import SHAPE_NAMES, TOY_OF
+from pricer.bench.gpucheck import SHAPE_NAMES, TOY_OF
+from pricer.bench.speed import JSON_KEYS
 
 
 def test_gpu_check_without_a_gpu_refuses_in_one_line(capsys, tmp_path) -> None:
     import torch
 
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the check would run, not refuse")
@@ -27,7 +27,7 @@ def test_gpu_check_without_a_gpu_refuses_in_one_line(capsys, tmp_path) -> None:
 
 def test_gpu_check_on_the_toys_writes_one_table_of_every_shape_and_a_trial_step(capsys, tmp_path,
                                                                                 sample_path) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     out = tmp_path / "gpu-check.json"
     argv = ["gpu-check", "--toy", "--steps", "2", "--batch-size", "2", "--max-tokens", "80", "--eval-items", "2",

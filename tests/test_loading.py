@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pricer.catalog import CATALOG
-from pricer.prompts import encode
+from pricer.model.catalog import CATALOG
+from pricer.model.prompts import encode
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16)
@@ -39,7 +39,7 @@ def tiny_hub_folders(tiny_models, tmp_path_factory) -> dict[str, Path]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from pricer.catalog import materialize
+    from pricer.model.catalog import materialize
 
     tokenizer = AutoTokenizer.from_pretrained(materialize(tiny_models["smollm2-135m-instruct"]))
     tokenizer.add_tokens(["<pad>", "<|finetune_right_pad_id|>"], special_tokens=True)
@@ -60,7 +60,7 @@ def test_hub_entry_builds_its_family_model_with_the_family_settings(name, tiny_h
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
 
-    from pricer.loading import load_model
+    from pricer.model.loading import load_model
 
     spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[CATALOG[name].family]))
     model, tokenizer = load_model(spec, "nf4")
@@ -81,7 +81,7 @@ def test_hub_entry_builds_its_family_model_with_the_family_settings(name, tiny_h
 def test_quantization_none_loads_a_plain_model(tiny_hub_folders) -> None:
     import bitsandbytes as bnb
 
-    from pricer.loading import compute_dtype, load_model
+    from pricer.model.loading import compute_dtype, load_model
 
     spec = dataclasses.replace(CATALOG["qwen2.5-7b"], source=str(tiny_hub_folders["qwen2"]))
     model, _ = load_model(spec, "none")
@@ -95,8 +95,8 @@ def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(fam
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pricer.loading import load_model
-    from pricer.train import collate, price_only_loss
+    from pricer.model.loading import load_model
+    from pricer.train.loop import collate, price_only_loss
 
     name = {"llama": "llama-3.1-8b", "gemma2": "gemma-2-2b", "qwen2": "qwen2.5-7b"}[family]
     spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[family]))
@@ -132,10 +132,10 @@ def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_mod
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pricer.dataset import load_items
-    from pricer.evaluate import generate_prices
-    from pricer.loading import load_model
-    from pricer.train import collate, price_only_loss
+    from pricer.data.dataset import load_items
+    from pricer.model.loading import load_model
+    from pricer.predict.evaluate import generate_prices
+    from pricer.train.loop import collate, price_only_loss
 
     spec = tiny_models["smollm2-135m-instruct"]
     model, tokenizer = load_model(spec, "nf4")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pricer.memory import estimate_training_memory, plan_step
-from pricer.shapes import SHAPES
+from pricer.model.memory import estimate_training_memory, plan_step
+from pricer.model.shapes import SHAPES
 
 # (shape, gradient checkpointing, measured peak GiB) for the recipe: LoRA r32 q/k/v/o, nf4,
 # batch 16 x 182 tokens, full-vocabulary logits.

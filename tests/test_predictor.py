@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pricer.adapter import FORMAT, META_FILE
 from pricer.errors import SpecError
-from pricer.predictor import LOADERS, kind_of, load_predictor
+from pricer.model.adapter import FORMAT, META_FILE
+from pricer.predict.predictor import LOADERS, kind_of, load_predictor
 
 
 def test_a_folder_without_a_kind_is_an_adapter_and_every_kind_has_a_loader() -> None:
@@ -26,8 +26,8 @@ def test_an_unknown_kind_or_a_foreign_folder_is_one_clear_error(tmp_path: Path) 
 
 
 def test_adapter_config_names_the_base_by_hub_id_or_catalog_name_never_a_path(tmp_path: Path) -> None:
-    from pricer.adapter import PEFT_CONFIG, make_portable
-    from pricer.catalog import CATALOG, ModelSpec
+    from pricer.model.adapter import PEFT_CONFIG, make_portable
+    from pricer.model.catalog import CATALOG, ModelSpec
 
     config = tmp_path / PEFT_CONFIG
     for spec, expected in [(CATALOG["qwen2.5-7b"], "Qwen/Qwen2.5-7B"),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pricer.pricetree import weighted_median
+from pricer.predict.pricetree import weighted_median
 
 
 @pytest.mark.parametrize(("mass", "median"), [
@@ -25,7 +25,7 @@ def smollm2_fp32(tiny_models):
     """Unquantized fp32: bf16 rounds a 3-token cached step and a full forward differently by a few %
     of a probability (so does a padded row against an unpadded one); fp32 agrees to 1e-6, so any
     gap left is the walk's own."""
-    from pricer.loading import load_model
+    from pricer.model.loading import load_model
 
     spec = tiny_models["smollm2-135m-instruct"]
     model, tokenizer = load_model(spec, "none")
@@ -35,7 +35,7 @@ def smollm2_fp32(tiny_models):
 
 @pytest.fixture(scope="module")
 def smollm2(tiny_models):
-    from pricer.loading import disable_cpu_repack, load_model
+    from pricer.model.loading import disable_cpu_repack, load_model
 
     spec = tiny_models["smollm2-135m-instruct"]
     model, tokenizer = load_model(spec, "nf4")
@@ -45,7 +45,7 @@ def smollm2(tiny_models):
 
 
 def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
-    from pricer.pricetree import digit_tokens
+    from pricer.predict.pricetree import digit_tokens
 
     _, _, tokenizer = smollm2
     ids, texts = digit_tokens(tokenizer, 3)
@@ -58,14 +58,14 @@ def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
 def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path, attention, monkeypatch) -> None:
     import torch
 
-    from pricer.dataset import load_items
-    from pricer.pricetree import digit_tokens, price_masses
-    from pricer.prompts import encode
+    from pricer.data.dataset import load_items
+    from pricer.model.prompts import encode
+    from pricer.predict.pricetree import digit_tokens, price_masses
 
     spec, model, tokenizer = smollm2_fp32
     model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
     if attention == "copied rows":
-        monkeypatch.setattr("pricer.pricetree.tree_fits", lambda model, width: False)
+        monkeypatch.setattr("pricer.predict.pricetree.tree_fits", lambda model, width: False)
     items = load_items(sample_path)[:2]
     # different lengths, so the shorter prompt is left-padded in the batch
     prompts = [encode(tokenizer, items[0].text, chat=spec.chat, max_tokens=20).prompt_ids,
@@ -95,8 +95,8 @@ def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path
 
 
 def test_median_decoding_scores_like_greedy_does(smollm2, sample_path) -> None:
-    from pricer.dataset import load_items
-    from pricer.evaluate import evaluate_items
+    from pricer.data.dataset import load_items
+    from pricer.predict.evaluate import evaluate_items
 
     spec, model, tokenizer = smollm2
     items = load_items(sample_path)[:6]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pricer.prompts import IGNORE, PRICE_PREFIX, QUESTION, answer, cut_text, encode
+from pricer.model.prompts import IGNORE, PRICE_PREFIX, QUESTION, answer, cut_text, encode
 
 TEXT = ("Stainless steel electric kettle, 1.7 litres, 1500 W, auto shut-off, boil-dry protection, "
         "cordless 360 degree base, limescale filter. ") * 12
@@ -13,7 +13,7 @@ TEXT = ("Stainless steel electric kettle, 1.7 litres, 1500 W, auto shut-off, boi
 
 @pytest.fixture(scope="module", params=["gemma-3-270m", "smollm2-135m-instruct"])
 def model(request, tiny_models):
-    from pricer.loading import load_tokenizer
+    from pricer.model.loading import load_tokenizer
 
     spec = tiny_models[request.param]
     return spec, load_tokenizer(spec)

@@ -9,8 +9,8 @@ import numpy as np
 import optuna
 import pytest
 
-from sweeps.pruning import PairedItemsPruner, make_pruner, record_errors
-from sweeps.study import load_study
+from sweeps.run.pruning import PairedItemsPruner, make_pruner, record_errors
+from sweeps.spec.study import load_study
 
 # 200 validation items: the best trial's per-item $ errors, spread like a real pricer's
 RNG = np.random.default_rng(0)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pricer.data.readers import category_of, iter_lines, read_items
 from pricer.errors import DataError
-from pricer.readers import category_of, iter_lines, read_items
 
 RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.cli import main
-from sweeps.redact import redact
+from sweeps.cli.main import main
+from sweeps.track.redact import redact
 
 SECRET = "s3cret-Pa55"
 
@@ -55,9 +55,9 @@ def test_a_password_never_reaches_the_error_line(flag: str, tmp_path: Path, samp
 
 def test_a_password_never_reaches_mlflow_or_the_logged_study_file(tmp_path: Path, sample_path: Path,
                                                                  pg_url: str) -> None:
-    from sweeps.launch import launch
-    from sweeps.study import load_study
-    from sweeps.tracking import MlflowTracker
+    from sweeps.run.launch import launch
+    from sweeps.spec.study import load_study
+    from sweeps.track.tracking import MlflowTracker
 
     path = tmp_path / "redact-test.yaml"
     path.write_text(STUDY.format(workdir=tmp_path / "runs", storage=_with_password(pg_url), sample=sample_path))
@@ -76,10 +76,10 @@ def test_a_password_never_reaches_mlflow_or_the_logged_study_file(tmp_path: Path
 
 
 def test_a_password_never_reaches_the_model_card(tmp_path: Path) -> None:
-    from pricer.catalog import CATALOG
-    from sweeps.export import model_card
-    from sweeps.leaderboard import Row
-    from sweeps.tracking import MlflowTracker
+    from pricer.model.catalog import CATALOG
+    from sweeps.results.export import model_card
+    from sweeps.results.leaderboard import Row
+    from sweeps.track.tracking import MlflowTracker
 
     tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "card")
     run_id = tracker.start_run("trial-0")

@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeps.objective import RESUMED
-from sweeps.study import load_study
-from sweeps.tracking import REASON, MlflowTracker
+from sweeps.run.objective import RESUMED
+from sweeps.spec.study import load_study
+from sweeps.track.tracking import REASON, MlflowTracker
 
 STUDY = """\
 name: reliability
@@ -103,7 +103,7 @@ def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_u
     """MLflow creates its tables unguarded: without the lock (sqlite) or the retry (a database
     server), one of two workers crashed with `duplicate column name` or a UniqueViolation."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if kind == "sqlite" else pg_url
-    code = "import sys; from sweeps.tracking import MlflowTracker; MlflowTracker(sys.argv[1], 'race')"
+    code = "import sys; from sweeps.track.tracking import MlflowTracker; MlflowTracker(sys.argv[1], 'race')"
     both = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=120)[0] for p in both]
@@ -165,8 +165,8 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
 
 def test_trial_past_its_trial_timeout_fails_with_the_reason(tmp_path: Path, built_data: Path, tiny_models) -> None:
     from pricer.errors import TrialFailed
-    from pricer.train import TrainConfig
-    from sweeps.objective import run_in_child
+    from pricer.train.loop import TrainConfig
+    from sweeps.run.objective import run_in_child
 
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
                          eval_items=4, test_items=4)
@@ -190,7 +190,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
     peak, and the worker's own memory is the same after each of them."""
     from optuna.trial import TrialState
 
-    from sweeps.launch import launch
+    from sweeps.run.launch import launch
 
     spec = load_study(study).with_overrides(storage=pg_url)
     monkeypatch.setenv("PRICER_MEMORY_GIB", "0.5")  # SmolLM2's estimate is ~1.4 GiB
@@ -222,8 +222,8 @@ def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data:
     """A trial process capped below its real needs (PRICER_MEMORY_GIB) raises MemoryError: the
     trial fails with that reason and the worker goes on (launch catches TrialFailed)."""
     from pricer.errors import TrialFailed
-    from pricer.train import TrainConfig
-    from sweeps.objective import run_in_child
+    from pricer.train.loop import TrainConfig
+    from sweeps.run.objective import run_in_child
 
     monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,

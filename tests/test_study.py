@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from pricer.errors import SpecError
-from sweeps.space import grid, suggest, to_config
-from sweeps.study import load_study
+from sweeps.spec.space import grid, suggest, to_config
+from sweeps.spec.study import load_study
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
@@ -156,7 +156,7 @@ def test_data_source_falls_back_when_the_local_sample_is_absent(tmp_path: Path, 
 
 
 def test_a_worker_joining_a_seeded_study_does_not_replay_its_proposals(tmp_path: Path) -> None:
-    from sweeps.launch import open_study
+    from sweeps.run.launch import open_study
 
     text = GOOD + f"storage: sqlite:///{tmp_path}/optuna.db\nsampler: {{type: random, seed: 7}}\n"
     spec = load_study(_write(tmp_path, text))

@@ -16,12 +16,12 @@ from types import SimpleNamespace
 import pytest
 
 from pricer.errors import SpecError, TrialFailed
-from pricer.predictor import load_predictor
-from sweeps.export import export
-from sweeps.launch import launch, open_study
-from sweeps.leaderboard import leaderboard
-from sweeps.study import load_study
-from sweeps.tracking import PARENT, MlflowTracker
+from pricer.predict.predictor import load_predictor
+from sweeps.results.export import export
+from sweeps.results.leaderboard import leaderboard
+from sweeps.run.launch import launch, open_study
+from sweeps.spec.study import load_study
+from sweeps.track.tracking import PARENT, MlflowTracker
 
 STUDY = """\
 name: sweep-test
@@ -86,7 +86,7 @@ def test_hopeless_trial_is_pruned_and_recorded_as_pruned(sweep) -> None:
 
 
 def test_leaderboard_order_matches_the_mlflow_metrics(sweep, capsys) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     rows = leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
     ranked = [r for r in rows if r.rank is not None]
@@ -122,8 +122,8 @@ def test_trial_runs_hold_params_curves_costs_and_artifacts(sweep) -> None:
 
 
 def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Path) -> None:
-    from pricer.dataset import load_items
-    from pricer.evaluate import evaluate_items
+    from pricer.data.dataset import load_items
+    from pricer.predict.evaluate import evaluate_items
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "best")
     card = (out / "README.md").read_text()
@@ -151,7 +151,7 @@ def test_merge_writes_the_lora_into_a_bf16_base_not_a_4bit_one(sweep) -> None:
     import bitsandbytes as bnb
     from safetensors.torch import load_file
 
-    from pricer.catalog import CATALOG, materialize
+    from pricer.model.catalog import CATALOG, materialize
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "merged", trial=0, merge=True)
     merged = load_file(out / "merged" / "model.safetensors")
@@ -170,9 +170,9 @@ def test_merge_writes_the_lora_into_a_bf16_base_not_a_4bit_one(sweep) -> None:
 
 
 def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Path) -> None:
-    from pricer import catalog
-    from sweeps.objective import run_in_child
-    from sweeps.space import to_config
+    from pricer.model import catalog
+    from sweeps.run.objective import run_in_child
+    from sweeps.spec.space import to_config
 
     config = to_config(sweep.spec, {"model": "smollm2-135m-instruct", "lora_r": 4, "learning_rate": 1e-3})
     with pytest.raises(TrialFailed, match="DataError"):
@@ -181,7 +181,7 @@ def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Pat
 
 
 def test_leaderboard_shows_the_validation_interval_and_the_test_split_of_trials_and_baselines(sweep, capsys) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     rows = leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
     finished = [r for r in rows if r.state == "COMPLETE"]
@@ -195,7 +195,7 @@ def test_leaderboard_shows_the_validation_interval_and_the_test_split_of_trials_
 
 
 def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
-    from sweeps.pruning import errors_key
+    from sweeps.run.pruning import errors_key
 
     trials = open_study(sweep.spec).trials
     for trial in trials:
@@ -212,11 +212,11 @@ def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
 
 
 def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep, sample_path: Path, capsys) -> None:
-    from pricer.adapter import read_meta
-    from pricer.dataset import load_items
-    from pricer.predictor import evaluate, load_predictor
-    from sweeps.cli import main
-    from sweeps.ensemble import export_ensemble
+    from pricer.data.dataset import load_items
+    from pricer.model.adapter import read_meta
+    from pricer.predict.predictor import evaluate, load_predictor
+    from sweeps.cli.main import main
+    from sweeps.results.ensemble import export_ensemble
 
     out = sweep.root / "ensemble"
     result = export_ensemble(sweep.spec.tracking_uri, sweep.spec.name, out, k=2)
@@ -258,8 +258,8 @@ def test_exported_folder_is_portable_and_opens_with_pricer_and_plain_peft(sweep,
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from pricer.catalog import CATALOG, cache_root, materialize
-    from sweeps.cli import main
+    from pricer.model.catalog import CATALOG, cache_root, materialize
+    from sweeps.cli.main import main
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "portable")
     name = json.loads((out / "pricer.json").read_text())["model"]["name"]
@@ -298,8 +298,8 @@ def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, sample_path: P
 
     import pyarrow.parquet as pq
 
-    from pricer.dataset import load_items
-    from sweeps.cli import main
+    from pricer.data.dataset import load_items
+    from sweeps.cli.main import main
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "catalog-pricer")
     items = load_items(sample_path)[:4]
@@ -339,7 +339,7 @@ def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path:
     import mlflow
     import pandas as pd
 
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     assert main(["export", str(sweep.path), "--out", str(sweep.root / "registered"), "--register",
                  "sweep-pricer"]) == 0
@@ -387,7 +387,7 @@ def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path:
         assert len(served) == 3 and any(isinstance(p, float) and p == p for p in served)
         assert served == pytest.approx(prices, nan_ok=True)
     finally:
-        from sweeps.ui import stop
+        from sweeps.results.ui import stop
 
         stop(serve)  # the whole group: serve, uvicorn and its worker
         log.close()

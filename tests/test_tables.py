@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pricer.curate import item_from_raw
+from pricer.data.curate import item_from_raw
+from pricer.data.tables import BAD_ROW, Columns, product_of, read_table, texts_of, write_priced
 from pricer.errors import DataError, SpecError
-from pricer.tables import BAD_ROW, Columns, product_of, read_table, texts_of, write_priced
 
 RAW = {"title": "Stainless Steel Electric Kettle, 1.7 L", "price": "$39.99", "main_category": "Appliances",
        "description": ["Boils a litre in four minutes. " * 8], "features": ["Auto shut-off", "BPA free lid"],
@@ -94,7 +94,7 @@ def test_a_retailer_csv_and_parquet_build_into_splits_with_a_column_mapping(tmp_
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pricer.dataset import build, load_items, load_splits
+    from pricer.data.dataset import build, load_items, load_splits
 
     rows = _catalog_rows(sample_path, 300)
     columns = Columns.parse("Product Name,Blurb", "Cost")
@@ -118,7 +118,7 @@ def test_a_retailer_csv_and_parquet_build_into_splits_with_a_column_mapping(tmp_
 
 
 def test_data_build_and_a_bad_row_through_the_cli(tmp_path: Path, sample_path: Path, capsys) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     rows = _catalog_rows(sample_path, 120)
     path = _write_csv(tmp_path / "shop.csv", rows)
@@ -132,7 +132,7 @@ def test_data_build_and_a_bad_row_through_the_cli(tmp_path: Path, sample_path: P
 
 
 def test_predict_checks_the_catalog_and_the_output_before_loading_a_model(tmp_path: Path, capsys) -> None:
-    from sweeps.cli import main
+    from sweeps.cli.main import main
 
     catalog = tmp_path / "shop.csv"
     catalog.write_text("sku,Name\nA1,Red kettle\n")

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pricer.errors import SpecError, TrialFailed
-from pricer.train import TrainConfig
+from pricer.train.loop import TrainConfig
 
 
 def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial) -> None:
@@ -38,7 +38,7 @@ def test_adapter_folder_holds_adapter_tokenizer_and_pricer_json(tiny_trial) -> N
 
 @pytest.fixture(scope="module")
 def reloaded(tiny_trial):
-    from pricer.predictor import load_predictor
+    from pricer.predict.predictor import load_predictor
 
     result, _ = tiny_trial
     return result, load_predictor(result.adapter_dir)
@@ -47,10 +47,10 @@ def reloaded(tiny_trial):
 def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> None:
     import torch
 
-    from pricer.dataset import load_splits
-    from pricer.evaluate import as_items
-    from pricer.prompts import encode
-    from pricer.train import collate, price_only_loss
+    from pricer.data.dataset import load_splits
+    from pricer.model.prompts import encode
+    from pricer.predict.evaluate import as_items
+    from pricer.train.loop import collate, price_only_loss
 
     result, loaded = reloaded
     assert [s for s, _ in result.train_losses] == [1, 2, 3, 4, 5, 6]
@@ -65,7 +65,7 @@ def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> 
 
 
 def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, built_data) -> None:
-    from pricer.dataset import load_items
+    from pricer.data.dataset import load_items
 
     result, loaded = reloaded
     assert loaded.spec.name == result.config.model and loaded.max_tokens == 96
@@ -75,7 +75,7 @@ def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, b
 
 
 def test_should_stop_ends_the_trial_after_the_first_report(tiny_models, built_data, tmp_path) -> None:
-    from pricer.train import train
+    from pricer.train.loop import train
 
     config = TrainConfig(max_steps=4, batch_size=2, max_tokens=48, train_items=4, eval_every=1,
                          eval_items=2, test_items=2)
@@ -88,8 +88,8 @@ def test_should_stop_ends_the_trial_after_the_first_report(tiny_models, built_da
 
 
 def test_a_nan_loss_fails_the_trial(tiny_models, built_data) -> None:
-    from pricer.prompts import encode
-    from pricer.train import collate, setup, train_step
+    from pricer.model.prompts import encode
+    from pricer.train.loop import collate, setup, train_step
 
     run = setup(TrainConfig(max_steps=1, batch_size=2, max_tokens=32, train_items=2, eval_items=1), built_data)
     # a batch without a labelled token has no loss to average: NaN

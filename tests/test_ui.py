@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.tracking import ROLE, STATE, TRIAL, MlflowTracker
+from sweeps.track.tracking import ROLE, STATE, TRIAL, MlflowTracker
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 STUDY = "ui-study"
@@ -58,7 +58,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
 
 def _pricer() -> list[str]:
     script = Path(sys.executable).parent / "pricer"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "sweeps.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "sweeps.cli.main"]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_the_announced_url_opens_the_runs_table_with_trials_baselines_and_metric
 
 
 def test_study_experiments_are_model_training_experiments(store) -> None:
-    from sweeps.tracking import EXPERIMENT_KIND, MODEL_TRAINING
+    from sweeps.track.tracking import EXPERIMENT_KIND, MODEL_TRAINING
 
     tracker = MlflowTracker(store[0], STUDY, create=False)
     tags = tracker.client.get_experiment(store[1]).tags

@@ -1,0 +1,137 @@
+"""Readers for the two jsonl schemas: raw Amazon Reviews 2023 item metadata and curated items.
+
+A source is a local path or any fsspec URL; with ``huggingface_hub`` installed that includes
+``hf://datasets/McAuley-Lab/Amazon-Reviews-2023/raw/meta_categories/meta_<Category>.jsonl``,
+streamed line by line (use `limit` to read only the first lines of a multi-GB category).
+The schema is told per line, so one file may mix both. Bad lines are counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pricer.data.curate import (
+    BAD_JSON,
+    EMPTY_LINE,
+    NOT_AN_OBJECT,
+    Dropped,
+    is_curated,
+    item_from_curated,
+    item_from_raw,
+)
+from pricer.data.tables import Columns, iter_items
+from pricer.errors import DataError
+from pricer.items import Item
+
+HF_CATEGORY_URL = ("hf://datasets/McAuley-Lab/Amazon-Reviews-2023/raw/meta_categories/"
+                   "meta_{category}.jsonl")
+_META_FILE = re.compile(r"meta_([A-Za-z0-9_]+)\.jsonl(?:\.gz)?$")
+
+
+def is_url(source: str | Path) -> bool:
+    return "://" in str(source)
+
+
+def is_table(source: str | Path) -> bool:
+    """A local ``.csv`` or ``.parquet`` file (a jsonl is a table only when columns are given)."""
+    return not is_url(source) and Path(str(source)).suffix.lower() in (".csv", ".parquet")
+
+
+def category_of(source: str | Path) -> str | None:
+    """The category a ``meta_<Category>.jsonl`` file name carries, else None."""
+    match = _META_FILE.search(str(source))
+    return match.group(1) if match else None
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What opening or streaming a source may raise: I/O, decoding, a missing fsspec backend, and
+    the HTTP client of huggingface_hub (httpx or its fork httpx2; neither is an OSError).
+
+    Evaluated when an exception is being matched, so the HTTP client is imported by then if used.
+    """
+    errors: list[type[BaseException]] = [OSError, ValueError, ImportError]
+    for name in ("httpx", "httpx2"):
+        module = sys.modules.get(name)
+        if module is not None and isinstance(getattr(module, "HTTPError", None), type):
+            errors.append(module.HTTPError)
+    return tuple(errors)
+
+
+def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool = False) -> Iterator[str]:
+    """The source's lines (at most `limit`), without line endings.
+
+    Raises:
+        DataError: the local file is missing, or the URL can't be opened or read.
+    """
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be >= 1 (got {limit})")
+    if not is_url(source):
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (expected a jsonl of raw Amazon 2023 metadata "
+                            "or curated items, or a built dataset folder)")
+    import fsspec  # an hf:// URL needs huggingface_hub, which registers the protocol
+
+    try:
+        # errors="replace": a stray bad byte becomes U+FFFD, which scrub() removes.
+        with fsspec.open(str(source), "rt", encoding="utf-8", errors="replace",
+                         compression="infer") as handle:
+            bar = tqdm(handle, total=limit, unit=" lines", desc=f"reading {Path(str(source)).name}",
+                       disable=not progress, mininterval=0.5)
+            for n, line in enumerate(bar, start=1):
+                yield line.rstrip("\r\n")
+                if limit is not None and n >= limit:
+                    break
+    except _read_errors() as exc:
+        raise DataError(f"{source}: can't read ({type(exc).__name__}: {exc})") from exc
+
+
+def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
+                 progress: bool = False) -> Iterator[dict]:
+    """The JSON objects of a jsonl source; empty, corrupt and non-object lines go to `drops`."""
+    drops = Counter() if drops is None else drops
+    for line in iter_lines(source, limit, progress=progress):
+        if not line.strip():
+            drops[EMPTY_LINE] += 1
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            drops[BAD_JSON] += 1
+            continue
+        if not isinstance(record, dict):
+            drops[NOT_AN_OBJECT] += 1
+            continue
+        yield record
+
+
+def read_items(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
+               progress: bool = False, columns: Columns | None = None) -> Iterator[Item]:
+    """Curated `Item`s from a raw-metadata or curated jsonl source, or a product table.
+
+    Args:
+        source: local path or fsspec URL (``hf://...``); a ``.csv`` or ``.parquet`` file, or any
+            local file with `columns`, is read as a table (`pricer.data.tables`).
+        limit: read at most this many source lines (good and bad alike).
+        drops: a Counter that receives one count per dropped line, keyed by reason
+            (``bad_json``, ``no_price``, ``too_short``...). No de-duplication here.
+        progress: show a tqdm bar over the lines.
+        columns: which columns hold the text and the price (tables only).
+    """
+    drops = Counter() if drops is None else drops
+    if is_table(source) or (columns is not None and not is_url(source)):
+        yield from iter_items(source, columns or Columns(), drops, limit)
+        return
+    category = category_of(source)
+    for record in iter_records(source, limit, drops=drops, progress=progress):
+        try:
+            yield item_from_curated(record) if is_curated(record) else item_from_raw(record, category)
+        except Dropped as dropped:
+            drops[dropped.reason] += 1

@@ -1,0 +1,281 @@
+"""A retailer's own product table: jsonl, CSV or Parquet, with a mapping of its columns.
+
+The text columns become a product text exactly as curation builds one from Amazon metadata (the
+first column is the title, the others the description, ``details`` stripped of its boilerplate,
+then scrubbed), so a catalog reads like the training prompts. Rows that can't be read (bad JSON,
+a CSV line with the wrong number of fields, no text at all) are kept with their problem: pricing
+writes them with an empty price, building counts them as dropped, never silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pricer.data.curate import (
+    Dropped,
+    is_curated,
+    item_from_curated,
+    item_from_raw,
+    product_text,
+    raw_contents,
+    strings_of,
+)
+from pricer.errors import DataError, SpecError
+from pricer.items import Item
+
+SUFFIXES = (".jsonl", ".csv", ".parquet")
+# the Amazon metadata's own text fields, in the order curation reads them
+DEFAULT_TEXT = ("title", "description", "features", "details")
+PREDICTED = "predicted_price"
+PROBLEM = "predict_problem"
+BAD_ROW = "bad_row"
+NO_ANSWER = "the model wrote no price"
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns of a table hold a product's text and its price.
+
+    Args:
+        text: text columns in prompt order, the first one the title; empty takes those of
+            `DEFAULT_TEXT` the table has (or a curated ``text`` column as it is).
+        price: the price column (building and evaluating; pricing keeps it untouched).
+    """
+
+    text: tuple[str, ...] = ()
+    price: str = "price"
+
+    def __post_init__(self) -> None:
+        if len(set(self.text)) != len(self.text) or not all(self.text):
+            raise SpecError(f"--text-columns: names must be distinct and non-empty (got {','.join(self.text)!r})")
+        if self.price in self.text:
+            raise SpecError(f"--price-column {self.price!r} is also a text column; a model must not read the price")
+
+    @classmethod
+    def parse(cls, text: str | None = None, price: str | None = None) -> Columns:
+        """From the CLI's ``--text-columns title,description`` and ``--price-column``."""
+        names = tuple(n.strip() for n in text.split(",")) if text else ()
+        return cls(text=names, price=price or "price")
+
+    def resolve(self, header: Sequence[str]) -> tuple[str, ...]:
+        """The text columns for a table with this header (DataError names what is missing)."""
+        if self.text:
+            missing = [c for c in self.text if c not in header]
+            if missing:
+                raise DataError(f"text column(s) {', '.join(missing)} not in the table "
+                                f"(its columns: {', '.join(header)}); pass --text-columns")
+            return self.text
+        found = tuple(c for c in DEFAULT_TEXT if c in header)
+        if found[:1] == ("title",):
+            return found
+        if "text" in header:
+            return ("text",)
+        raise DataError(f"no title or text column in the table (its columns: {', '.join(header)}); "
+                        "name the product text columns with --text-columns title,description,...")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row as read: its values (what could be read of it) and why it can't be used, if so.
+
+    Args:
+        number: 1-based row number (a jsonl or CSV data line; blank jsonl lines are not rows).
+    """
+
+    number: int
+    values: dict
+    problem: str = ""
+
+
+@dataclass
+class Table:
+    """A whole table: its column names (in file order) and every row."""
+
+    header: list[str]
+    rows: list[Row] = field(default_factory=list)
+
+
+def read_table(path: str | Path) -> Table:
+    """Read a ``.jsonl``, ``.csv`` or ``.parquet`` file.
+
+    Raises:
+        DataError: missing file or an unknown suffix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(f"{path}: expected one of {', '.join(SUFFIXES)}")
+    return reader(path)
+
+
+def _read_jsonl(path: Path) -> Table:
+    header: dict[str, None] = {}
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            number = len(rows) + 1
+            try:
+                values = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rows.append(Row(number, {}, f"{BAD_ROW}: not JSON ({exc.msg})"))
+                continue
+            if not isinstance(values, dict):
+                rows.append(Row(number, {}, f"{BAD_ROW}: not a JSON object"))
+                continue
+            header.update(dict.fromkeys(values))
+            rows.append(Row(number, values))
+    return Table(list(header), rows)
+
+
+def _read_csv(path: Path) -> Table:
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        rows = []
+        try:
+            for values in reader:
+                extra = values.pop(None, None)  # fields beyond the header
+                short = [k for k, v in values.items() if v is None]
+                problem = ""
+                if extra or short:
+                    got = len(header) - len(short) + len(extra or [])
+                    problem = f"{BAD_ROW}: {got} fields, the header has {len(header)} (line {reader.line_num})"
+                rows.append(Row(len(rows) + 1, {k: v for k, v in values.items() if v is not None}, problem))
+        except csv.Error as exc:
+            raise DataError(f"{path}: line {reader.line_num}: can't read on ({exc})") from None
+    return Table(header, rows)
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc})") from None
+    return Table(table.column_names, [Row(i + 1, values) for i, values in enumerate(table.to_pylist())])
+
+
+_READERS: dict[str, Callable[[Path], Table]] = {".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+
+
+def raw_record(values: Mapping, text: Sequence[str], price: str) -> dict:
+    """A row as the raw Amazon record curation reads: title, the other text columns as the
+    description (``details`` as details), the price and the category if the table has one."""
+    record = {"title": values.get(text[0]), "price": values.get(price), "main_category": values.get("category"),
+              "description": [s for c in text[1:] if c != "details" for s in strings_of(values.get(c))]}
+    if "details" in text[1:]:
+        record["details"] = values.get("details")
+    return record
+
+
+def product_of(values: Mapping, text: Sequence[str]) -> str:
+    """The prompt text of one row: a curated ``text`` column as it is, else built as curation
+    builds it. Empty when the row has no text at all."""
+    if text == ("text",):
+        value = values.get("text")
+        return value.strip() if isinstance(value, str) else ""
+    record = raw_record(values, text, "")
+    title = " ".join(strings_of(record["title"]))
+    contents = raw_contents(record)
+    if not title.strip() and not contents.strip():
+        return ""
+    return product_text(title, contents)
+
+
+def curated_rows(table: Table) -> bool:
+    """Rows written by curation (``text`` and no raw description): read as curated items."""
+    return "text" in table.header and is_curated(dict.fromkeys(table.header))
+
+
+def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
+    """Each row with its prompt text; a row's problem is set where there is no text to price."""
+    text = ("text",) if not columns.text and curated_rows(table) else columns.resolve(table.header)
+    out = []
+    for row in table.rows:
+        product = "" if row.problem else product_of(row.values, text)
+        if not row.problem and not product:
+            row = Row(row.number, row.values, f"no text in {', '.join(text)}")
+        out.append((row, product))
+    return out
+
+
+def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
+                 prices: Sequence[float | None]) -> Path:
+    """The table again, every row in its order with the user's columns, plus `PREDICTED` (empty
+    where there is no price) and `PROBLEM` (why). ``.csv``, ``.jsonl`` or ``.parquet`` by suffix."""
+    path = Path(path)
+    suffix = out_format(path)
+    columns = [c for c in header if c not in (PREDICTED, PROBLEM)] + [PREDICTED, PROBLEM]
+    records = []
+    for row, price in zip(rows, prices, strict=True):
+        problem = row.problem or ("" if price is not None else NO_ANSWER)
+        records.append({**{c: row.values.get(c) for c in header}, PREDICTED: price, PROBLEM: problem})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    elif suffix == ".jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    else:
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for record in records:
+                writer.writerow({k: _cell(v) for k, v in record.items()})
+    return path
+
+
+def out_format(path: Path) -> str:
+    """The suffix of a priced table's path; DataError for one pricing can't write (checked before
+    a model is loaded, so a typo costs no minutes)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"--out {path}: expected one of {', '.join(SUFFIXES)}")
+    return suffix
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: lists and objects as JSON, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return value
+
+
+def iter_items(path: str | Path, columns: Columns, drops: Counter, limit: int | None = None) -> Iterator[Item]:
+    """Curated `Item`s of a table (for `pricer data build` and `pricer evaluate`); unreadable and
+    rejected rows are counted in `drops` by reason, as the jsonl readers count theirs.
+
+    Args:
+        limit: read at most this many rows.
+    """
+    table = read_table(path)
+    curated = not columns.text and curated_rows(table)
+    text = () if curated else columns.resolve(table.header)
+    if not curated and columns.price not in table.header:
+        raise DataError(f"{path}: no price column {columns.price!r} (its columns: {', '.join(table.header)}); "
+                        "pass --price-column")
+    for row in table.rows[:limit]:
+        if row.problem:
+            drops[BAD_ROW] += 1
+            continue
+        try:
+            yield (item_from_curated(row.values) if curated
+                   else item_from_raw(raw_record(row.values, text, columns.price)))
+        except Dropped as dropped:
+            drops[dropped.reason] += 1

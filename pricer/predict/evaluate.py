@@ -1,0 +1,160 @@
+"""Evaluation: batched greedy decoding of the price after ``Price is $``, parsed and scored.
+
+Prompts are sorted by length and left-padded into batches; decoding uses the KV cache and stops
+as soon as every row's number is complete (digits followed by anything else), so an item costs
+one prompt forward plus a handful of one-token steps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pricer.data.curate import MAX_PRICE
+from pricer.items import Item
+from pricer.metrics import Metrics, parse_price, score
+from pricer.model.prompts import DEFAULT_MAX_TOKENS, Example, encode
+from pricer.predict.pricetree import DECODES, DEFAULT_DECODE, median_prices
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# "999.00" is six digit-per-token tokens; the number is complete at the "." already
+MAX_NEW_TOKENS = 6
+EVAL_BATCH_SIZE = 32
+# Curated prices have at most this many integer digits; a model that keeps writing digits has
+# said all it can say about an item in range by then. Reading only these digits also makes the
+# batched path agree with the recipe's fixed 3 one-digit tokens.
+MAX_DIGITS = len(str(int(MAX_PRICE)))
+# a number followed by something else ("129.", "45 "), or MAX_DIGITS digits already
+_COMPLETE = re.compile(rf"^\s*(?:[\d,]*\d[^\d,]|\d{{{MAX_DIGITS}}})")
+_TOO_MANY_DIGITS = re.compile(rf"^(\s*\d{{{MAX_DIGITS}}})\d+")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Scores plus what the model wrote for each item, in the items' order."""
+
+    metrics: Metrics
+    outputs: list[str]
+    predictions: list[float | None]
+
+    def rows(self, items: Sequence[Item]) -> list[dict]:
+        """title, category, price, predicted (None for a miss), output per item."""
+        return [{"title": i.title, "category": i.category, "price": i.price, "predicted": p, "output": o}
+                for i, p, o in zip(items, self.predictions, self.outputs, strict=True)]
+
+
+def as_items(rows: Sequence[Item | Mapping]) -> list[Item]:
+    """Items from Item objects or dataset rows (dicts with title, category, price, text)."""
+    return [r if isinstance(r, Item) else
+            Item(title=r["title"], category=r["category"], price=float(r["price"]), text=r["text"],
+                 details=r.get("details") or "")
+            for r in rows]
+
+
+def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   items: Sequence[Item | Mapping], *, chat: bool, max_tokens: int = DEFAULT_MAX_TOKENS,
+                   batch_size: int = EVAL_BATCH_SIZE, progress: bool = False,
+                   decode: str = DEFAULT_DECODE) -> Evaluation:
+    """Predict each item's price and score it against the true price.
+
+    Args:
+        chat: the prompt goes through the chat template (instruct models).
+        max_tokens: the token budget of the product text in the prompt.
+        decode: ``greedy`` or ``median`` (see `pricer.predict.pricetree`).
+    """
+    items = as_items(items)
+    examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens) for i in items]
+    outputs = generate_prices(model, tokenizer, examples, batch_size=batch_size, progress=progress,
+                              decode=decode)
+    predictions = [parse_price(o) for o in outputs]
+    metrics = score([i.price for i in items], predictions, [i.category for i in items])
+    return Evaluation(metrics, outputs, predictions)
+
+
+def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+                    *, batch_size: int = EVAL_BATCH_SIZE, max_new_tokens: int = MAX_NEW_TOKENS,
+                    progress: bool = False, decode: str = DEFAULT_DECODE) -> list[str]:
+    """What each prompt's continuation says the price is: the greedy text (at most
+    ``max_new_tokens`` tokens), or with ``decode="median"`` the median of the model's price
+    distribution as text."""
+    if decode not in DECODES:
+        raise ValueError(f"decode: {decode!r} is not one of {', '.join(DECODES)}")
+    import torch
+    from tqdm.auto import tqdm
+
+    # similar lengths share a batch, so little compute goes to padding
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt_ids))
+    outputs: list[str] = [""] * len(examples)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tqdm(total=len(examples), desc="evaluate", unit="item",
+                                   disable=not progress, leave=False) as bar:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                prompts = [examples[i].prompt_ids for i in chunk]
+                if decode == "median":
+                    texts = median_prices(model, tokenizer, prompts, max_digits=MAX_DIGITS)
+                else:
+                    texts = _generate_batch(model, tokenizer, prompts, max_new_tokens)
+                for i, text in zip(chunk, texts, strict=True):
+                    outputs[i] = text
+                bar.update(len(chunk))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]],
+                    max_new_tokens: int) -> list[str]:
+    import torch
+
+    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id, device=model.device)
+    generated = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+        do_sample=False, num_beams=1, use_cache=True, pad_token_id=tokenizer.pad_token_id,
+        stopping_criteria=[PriceComplete(tokenizer, input_ids.shape[1])],
+        temperature=None, top_p=None, top_k=None)
+    new = generated[:, input_ids.shape[1]:]
+    return [within_range(t) for t in tokenizer.batch_decode(new.to(torch.long), skip_special_tokens=True)]
+
+
+def within_range(text: str) -> str:
+    """The output with a leading digit run cut to ``MAX_DIGITS`` (``"12345."`` -> ``"123"``)."""
+    return _TOO_MANY_DIGITS.sub(r"\1", text)
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int, *, device: torch.device | str = "cpu",
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask of prompts padded on the left (generation appends on the right)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, width - len(row):] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+class PriceComplete:
+    """A generate() stopping criterion: a row is done once its new text holds a number followed by
+    something else (``"129."``, ``"45 "``), holds ``MAX_DIGITS`` digits, or starts with no digit
+    at all after a token."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        import torch
+
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        done = [bool(_COMPLETE.match(t)) or (t.strip() != "" and not t.lstrip()[0].isdigit()) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

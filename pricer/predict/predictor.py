@@ -1,0 +1,160 @@
+"""One door to every folder pricer prices with: `load_predictor` reads the folder's ``pricer.json``,
+picks its loader by ``kind`` and returns a `Predictor`. ``pricer predict``, ``pricer evaluate
+--adapter`` and the MLflow model all go through it.
+
+The kinds are a small table (`LOADERS`); a new kind (an ensemble of folders) adds one loader that
+returns anything with a ``kind`` and ``predict(texts)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from pricer.errors import SpecError
+from pricer.model.adapter import ADAPTER, MERGED, META_FILE, read_meta
+from pricer.model.catalog import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pricer.metrics import Metrics
+
+BATCH_SIZE = 32
+
+
+class Predictor(Protocol):
+    """Prices for product texts; None where the model wrote no number."""
+
+    kind: str
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE,
+                progress: bool = False) -> list[float | None]: ...
+
+
+@dataclass
+class ModelPredictor:
+    """One causal LM that writes the price after ``Price is $``: a 4-bit base with the LoRA on top
+    (``adapter``) or the LoRA merged into a bf16 base (``merged``)."""
+
+    kind: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    spec: ModelSpec
+    max_tokens: int
+    meta: dict
+    decode: str = "greedy"
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE,
+                progress: bool = False) -> list[float | None]:
+        """Prices for prompt-ready texts, as curation writes them: raw text goes through
+        `pricer.data.curate.clean_text` (or a reader in `pricer.data.tables`) first. Not here, because scrubbing
+        is not idempotent and a curated text must reach the model exactly as in training."""
+        from pricer.metrics import parse_price
+        from pricer.model.prompts import encode
+        from pricer.predict.evaluate import generate_prices
+
+        examples = [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens) for t in texts]
+        outputs = generate_prices(self.model, self.tokenizer, examples, batch_size=batch_size, progress=progress,
+                                  decode=self.decode)
+        return [parse_price(o) for o in outputs]
+
+
+def _spec(folder: Path, meta: dict) -> ModelSpec:
+    return ModelSpec.from_dict(meta["model"], where=f"{folder / META_FILE}: model")
+
+
+def _load_adapter(folder: Path, meta: dict, device: torch.device | None) -> ModelPredictor:
+    """The base named by the catalog entry (fetched or converted by `materialize`), quantized as in
+    training, with the LoRA on top."""
+    from peft import PeftModel
+
+    from pricer.model.loading import load_model, load_tokenizer
+
+    spec = _spec(folder, meta)
+    base, _ = load_model(spec, meta.get("quantization", "nf4"), device=device)
+    tokenizer = load_tokenizer(spec, folder)
+    _attention_as_in_training(base, tokenizer, spec, meta)
+    model = PeftModel.from_pretrained(base, folder, is_trainable=False)
+    model.eval()
+    return ModelPredictor(ADAPTER, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+
+
+def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> ModelPredictor:
+    """The folder is the model: loaded in bf16, as merged (4-bit would round the LoRA update away)."""
+    from pricer.model.loading import load_model
+
+    spec = replace(_spec(folder, meta), source=str(folder.resolve()))
+    model, tokenizer = load_model(spec, "none", device=device)
+    _attention_as_in_training(model, tokenizer, spec, meta)
+    model.eval()
+    return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+
+
+def _attention_as_in_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
+                              meta: dict) -> None:
+    """The attention kernel the trial validated with (`pricer.train.loop` picks eager for short prompts
+    on a CPU). In bf16 another kernel rounds differently, by a few % of a price's probability:
+    enough to move a median-decoded price by a dollar or two, so a folder would not price as its
+    trial reported."""
+    from pricer.model.loading import prefer_eager_on_cpu
+    from pricer.model.prompts import template_tokens
+
+    prefer_eager_on_cpu(model, int(meta["prompt"]["max_tokens"]) + template_tokens(tokenizer, chat=spec.chat))
+
+
+def _decode(meta: dict) -> str:
+    """How training read prices; folders from before median decoding say nothing: greedy."""
+    return meta["prompt"].get("decode", "greedy")
+
+
+# kind in pricer.json -> loader(folder, meta, device)
+def _load_ensemble(folder: Path, meta: dict, device: torch.device | None) -> Predictor:
+    """Adapters and fitted baselines weighted in log-price space (`pricer.predict.ensemble`)."""
+    from pricer.predict.ensemble import Ensemble
+
+    return Ensemble(folder, meta, device)
+
+
+LOADERS: dict[str, Callable[[Path, dict, torch.device | None], Predictor]] = {
+    ADAPTER: _load_adapter,
+    MERGED: _load_merged,
+    "ensemble": _load_ensemble,
+}
+
+
+def kind_of(meta: dict) -> str:
+    return meta.get("kind", ADAPTER)
+
+
+def load_predictor(folder: str | Path, *, device: torch.device | None = None) -> Predictor:
+    """The predictor a folder written by ``pricer train`` or ``pricer export`` holds.
+
+    Raises:
+        SpecError: not a pricer folder, or a kind this version does not know.
+        ModelUnavailable: the base weights can't be had here.
+    """
+    folder = Path(folder)
+    meta = read_meta(folder)
+    kind = kind_of(meta)
+    loader = LOADERS.get(kind)
+    if loader is None:
+        raise SpecError(f"{folder / META_FILE}: kind {kind!r} is not known here (known: {', '.join(LOADERS)})")
+    return loader(folder, meta, device)
+
+
+def evaluate(predictor: Predictor, items: Sequence, *, batch_size: int = BATCH_SIZE,
+             progress: bool = False) -> Metrics:
+    """Score a predictor on curated items (`Item`s or dataset rows) against their true prices."""
+    from pricer.metrics import score
+    from pricer.predict.evaluate import as_items
+
+    items = as_items(items)
+    if hasattr(predictor, "predict_items"):  # an ensemble's baselines also read details and category
+        predictions = predictor.predict_items(items, batch_size=batch_size, progress=progress)
+    else:
+        predictions = predictor.predict([i.text for i in items], batch_size=batch_size, progress=progress)
+    return score([i.price for i in items], predictions, [i.category for i in items])

@@ -1,0 +1,8 @@
+"""Training: the config, the step, the loop and checkpoints.
+
+May import `pricer.predict`, `pricer.model`, `pricer.data` and the top of `pricer`.
+"""
+
+from pricer.train.loop import Result, TrainConfig, train
+
+__all__ = ["Result", "TrainConfig", "train"]

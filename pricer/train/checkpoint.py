@@ -1,0 +1,93 @@
+"""A trial's checkpoint: what `fit` needs to go on from step K instead of step 0.
+
+One file, ``checkpoint.pt``, in the folder the caller names: the LoRA weights (not the frozen
+base), optimizer and schedule state, the torch RNG (LoRA dropout draws from it), the loss and
+validation history, and the config it was made with. The data order needs no state: it is a
+function of the seed, and a resumed run skips the batches it already saw (`pricer.train.loop.batch_order`).
+On an 8B model a retried trial that resumes saves the hours its first try already trained.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pricer.errors import SpecError
+
+if TYPE_CHECKING:
+    from pricer.train.loop import Fit, Run
+
+FILE = "checkpoint.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back; `restore` puts its state into a freshly set-up run."""
+
+    step: int
+    losses: list[tuple[int, float]]
+    val_curve: list[tuple[int, float]]
+    tokens: int
+    seconds: float
+    state: dict[str, Any]
+
+    def restore(self, run: Run) -> None:
+        import torch
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(run.model, self.state["lora"])
+        run.optimizer.load_state_dict(self.state["optimizer"])
+        run.scheduler.load_state_dict(self.state["scheduler"])
+        torch.set_rng_state(self.state["rng"])
+        if self.state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self.state["cuda_rng"])
+
+
+def save_checkpoint(run: Run, fit: Fit, folder: Path) -> Path:
+    """Write `run`'s trainable state after ``fit.steps`` steps to ``folder/checkpoint.pt``.
+
+    Written to a temporary name and renamed over the last one, so a process killed mid-write
+    leaves the previous checkpoint whole.
+    """
+    import torch
+    from peft import get_peft_model_state_dict
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": fit.steps, "losses": list(fit.losses), "val_curve": list(fit.val_curve),
+        "tokens": fit.tokens, "seconds": fit.seconds, "config": run.config.to_dict(),
+        "lora": {k: v.detach().cpu() for k, v in get_peft_model_state_dict(run.model).items()},
+        "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    path = folder / FILE
+    partial = folder / f"{FILE}.partial-{os.getpid()}-{time.time_ns()}"
+    torch.save(state, partial)
+    os.replace(partial, path)
+    return path
+
+
+def load_checkpoint(folder: Path, config: Any) -> Checkpoint | None:
+    """The checkpoint in `folder`, or None when there is none.
+
+    Raises:
+        SpecError: it was made with another training config (resuming would mix two trials).
+    """
+    import torch
+
+    path = Path(folder) / FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != config.to_dict():
+        changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
+        raise SpecError(f"{path}: made with another training config ({', '.join(changed)} differ); "
+                        "can't resume from it")
+    return Checkpoint(step=int(state["step"]), losses=[(int(s), float(v)) for s, v in state["losses"]],
+                      val_curve=[(int(s), float(v)) for s, v in state["val_curve"]], tokens=int(state["tokens"]),
+                      seconds=float(state["seconds"]), state=state)

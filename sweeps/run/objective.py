@@ -1,0 +1,324 @@
+"""The trial loop: an Optuna trial -> a `TrainConfig` -> `pricer.train.loop.train` in its own process.
+
+Each fine-tune runs in a fresh ``spawn`` process so its memory (model, optimizer, CUDA context)
+is returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of
+the study. The child's ``report(step, metrics)`` / ``should_stop()`` callbacks cross a Pipe: the
+parent calls ``trial.report`` on the validation price error (never the eval loss) and answers
+with ``trial.should_prune()``; each step's train loss crosses it too, one way, so MLflow shows the
+curve while the trial runs. The child dies with its worker, and a retried trial resumes from the
+checkpoint its failed try left in the study's ``trials/`` folder.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pricer.errors import PricerError, TrialFailed
+from sweeps.run import guard
+from sweeps.run.pruning import record_errors
+from sweeps.spec.space import suggest, to_config
+from sweeps.spec.study import StudySpec
+from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result
+
+if TYPE_CHECKING:
+    import optuna
+
+    from pricer.metrics import Metrics
+    from pricer.train.loop import Result, TrainConfig
+
+RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
+RESUMED = "pricer.resumed_from_trial"
+# How often the parent wakes to check that the child is still alive (and to let Ctrl-C in).
+POLL_S = 1.0
+# Live train losses reach MLflow in batches this far apart (a step of a tiny model takes ~0.3 s).
+LOSS_FLUSH_S = 5.0
+
+
+def _die_with(parent_pid: int) -> None:
+    """End this process when the worker that started it dies, even by ``kill -9``: an orphan
+    would go on holding its GPU for a trial nobody records. Linux kills it at once (the parent
+    death signal); elsewhere a thread sees it re-parented within a second."""
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # noqa: N806 -- <sys/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=watch, name="pricer-die-with-worker", daemon=True).start()
+
+
+def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, parent_pid: int,
+           checkpoint_dir: Path | None, resume_from: Path | None) -> None:
+    """Runs in the spawned process: the fine-tune, with its callbacks relayed to the parent."""
+    _die_with(parent_pid)
+    # Ctrl-C in a terminal reaches the whole process group: the parent alone decides (it fails
+    # the trial, ends its MLflow run, then terminates this process)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = False
+
+    def report(step: int, metrics: Metrics) -> None:
+        nonlocal stop
+        conn.send(("report", step, metrics))
+        stop = bool(conn.recv())
+
+    try:
+        from tqdm import tqdm
+
+        # tqdm's default lock is a multiprocessing semaphore that the spawn resource tracker
+        # reports as "leaked" when this process ends; the bars here need only a thread lock
+        tqdm.set_lock(threading.RLock())
+        guard.cap_process()
+        from pricer.train.loop import train
+
+        result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
+                       on_loss=lambda step, loss: conn.send(("loss", step, loss)),
+                       checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=progress)
+        import torch
+
+        conn.send(("result", result, max(1, torch.cuda.device_count())))
+    except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (killed: out of host memory?)" if name == "SIGKILL" else ""
+        return f"trial process died from {name}{hint}"
+    return f"trial process exited with code {exitcode} before reporting a result"
+
+
+def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
+                 on_report: Callable[[int, Metrics], bool], *,
+                 on_loss: Callable[[int, float], None] | None = None, checkpoint_dir: Path | None = None,
+                 resume_from: Path | None = None, timeout_s: float | None = None,
+                 progress: bool = False) -> tuple[Result, int]:
+    """Run one fine-tune in a spawned process.
+
+    Args:
+        on_report: called in this process for each validation report; returns "stop now".
+        on_loss: called in this process with (step, train loss) after each step.
+        checkpoint_dir / resume_from: `pricer.train.loop.train`'s.
+        timeout_s: the child is stopped and the trial failed when it runs longer.
+
+    Returns:
+        (the trial's `Result`, the number of accelerators it ran on, >= 1).
+
+    Raises:
+        TrialFailed: the child raised (its exception in the message), died, or ran past `timeout_s`.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress, os.getpid(),
+                                            checkpoint_dir, resume_from),
+                       name=f"pricer-trial-{out.name}")
+    started = time.monotonic()
+    proc.start()
+    child.close()  # so recv() sees EOF when the child exits
+    try:
+        while True:
+            if timeout_s is not None and time.monotonic() - started > timeout_s:
+                raise TrialFailed(f"trial_timeout of {timeout_s:g} s exceeded")
+            if not parent.poll(POLL_S):
+                if not proc.is_alive() and not parent.poll(0):
+                    proc.join()
+                    raise TrialFailed(_death(proc.exitcode))
+                continue
+            try:
+                message = parent.recv()
+            except EOFError:
+                proc.join(30)
+                raise TrialFailed(_death(proc.exitcode)) from None
+            if message[0] == "loss":
+                if on_loss:
+                    on_loss(message[1], message[2])
+            elif message[0] == "report":
+                parent.send(bool(on_report(message[1], message[2])))
+            elif message[0] == "result":
+                return message[1], message[2]
+            else:
+                failed = TrialFailed(message[1])
+                failed.details = message[2]
+                raise failed
+    finally:
+        parent.close()
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+class Objective:
+    """The callable handed to ``study.optimize``: one trial, recorded in MLflow as it goes.
+
+    Args:
+        spec: the study.
+        data: the built dataset folder every trial trains on.
+        tracker: the study's MLflow store.
+        parent_id: the study's parent run; each trial is a nested run under it.
+    """
+
+    def __init__(self, spec: StudySpec, data: str, tracker: MlflowTracker, parent_id: str, *,
+                 progress: bool = False) -> None:
+        self.spec, self.data, self.tracker, self.parent_id = spec, data, tracker, parent_id
+        self.progress = progress
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        import optuna
+
+        from pricer.model import catalog
+
+        params = suggest(trial, self.spec.search_space)
+        run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
+                                        tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
+                                              "pricer.optuna_trial_id": str(trial._trial_id)})
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        work, earlier = self._work(trial.number), self._earlier_tries(trial)
+        try:
+            config = to_config(self.spec, params)
+            model_spec = catalog.resolve(config.model, self.spec.models)
+            self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant})
+            self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
+            self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
+            self._guard(trial, run_id, config, model_spec)
+            resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
+            if resume_from is not None:
+                self.tracker.set_tags(run_id, {RESUMED: str(resume_from.parent.name)})
+            losses = LiveLosses(self.tracker, run_id)
+            try:
+                result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
+                                               lambda step, m: self._report(trial, run_id, step, m),
+                                               on_loss=losses, checkpoint_dir=work / "checkpoint",
+                                               resume_from=resume_from, timeout_s=self.spec.trial_timeout,
+                                               progress=self.progress)
+            finally:
+                losses.flush()
+        except PricerError as exc:
+            self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
+            _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
+            raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
+        except KeyboardInterrupt:
+            self._fail(trial, run_id, "interrupted (Ctrl-C)", None)
+            _remove(work, *earlier)
+            raise
+
+        gpu_hours = result.wall_s / 3600 * devices
+        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
+        if result.resumed_from is not None:
+            self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
+        # the worker's own memory after each trial: flat unless something leaks across trials
+        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
+        _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
+        if result.stopped_early:
+            self.tracker.set_tags(run_id, {STATE: "PRUNED"})
+            self.tracker.end_run(run_id, "KILLED")
+            raise optuna.TrialPruned(f"pruned at step {result.steps}: validation "
+                                     f"{self.spec.objective.metric} {self._value(result.val_metrics):.4g}")
+        self.tracker.set_tags(run_id, {STATE: "COMPLETE"})
+        self.tracker.end_run(run_id, "FINISHED")
+        value = self._value(result.val_metrics)
+        return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _work(self, number: int) -> Path:
+        """A trial's folder: ``adapter/`` (until MLflow has it) and ``checkpoint/``."""
+        return Path(self.spec.workdir).resolve() / "trials" / f"{number:05d}"
+
+    def _earlier_tries(self, trial: optuna.Trial) -> list[Path]:
+        """The folders of the tries a heartbeat retry replaces, latest first (Optuna gives a
+        retried trial a new number and records the old ones in ``retry_history``)."""
+        history = trial.storage.get_trial_system_attrs(trial._trial_id).get("retry_history") or []
+        return [self._work(n) for n in reversed(history)]
+
+    def _value(self, metrics: Metrics) -> float:
+        return float(getattr(metrics, self.spec.objective.metric))
+
+    def _report(self, trial: optuna.Trial, run_id: str, step: int, metrics: Metrics) -> bool:
+        self.tracker.log_metrics(run_id, _val(metrics), step=step)
+        if self.spec.objective.gpu_hours:
+            return False  # Optuna can't prune multi-objective trials
+        if metrics.errors:
+            record_errors(trial, step, metrics.errors)
+        trial.report(self._value(metrics), step)
+        return trial.should_prune()
+
+    def _guard(self, trial: optuna.Trial, run_id: str, config: TrainConfig, model_spec) -> None:
+        """Prune, before loading, a config whose estimated peak can't fit (`sweeps.run.guard`)."""
+        import optuna
+
+        verdict = guard.check(config, model_spec)
+        if verdict.estimate is not None:
+            self.tracker.log_metrics(run_id, {"estimated_peak_gib": verdict.estimate.total,
+                                              "memory_budget_gib": verdict.budget_gib})
+        if not verdict.fits:
+            trial.set_user_attr(REASON_ATTR, verdict.reason)
+            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: verdict.reason})
+            self.tracker.end_run(run_id, "KILLED")
+            raise optuna.TrialPruned(verdict.reason)
+
+    def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
+        trial.set_user_attr(REASON_ATTR, reason[:2000])
+        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
+        self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
+        if details:
+            self.tracker.log_json(run_id, {"reason": reason, "traceback": details}, "failure.json")
+        self.tracker.end_run(run_id, "FAILED")
+
+
+class LiveLosses:
+    """``on_loss`` for `run_in_child`: each step's train loss to MLflow while the trial runs,
+    batched every `LOSS_FLUSH_S` seconds; `steps` are the ones logged (not to log them again)."""
+
+    def __init__(self, tracker: MlflowTracker, run_id: str) -> None:
+        self.tracker, self.run_id = tracker, run_id
+        self.pending: list[tuple[int, float]] = []
+        self.steps: set[int] = set()
+        self.flushed = time.monotonic()
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.pending.append((step, loss))
+        if time.monotonic() - self.flushed >= LOSS_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        for step, loss in self.pending:
+            self.tracker.log_metrics(self.run_id, {"train_loss": loss}, step=step)
+            self.steps.add(step)
+        self.pending.clear()
+        self.flushed = time.monotonic()
+
+
+def _remove(*folders: Path) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _val(metrics: Metrics) -> dict[str, float]:
+    return {"val_mae": metrics.mae, "val_rmsle": metrics.rmsle, "val_hit_rate": metrics.hit_rate}
+
+
+def _spec_dict(model_spec: Any) -> dict:
+    import dataclasses
+
+    return model_spec.to_dict() if hasattr(model_spec, "to_dict") else dataclasses.asdict(model_spec)

@@ -1,0 +1,361 @@
+"""Where a study's runs are recorded: a small `Tracker` protocol and its MLflow implementation.
+
+Layout in MLflow: one experiment per study; one parent run per study (tag ``pricer.role=study``,
+found again on resume); a nested run per trial (``pricer.role=trial``) and one run per baseline
+(``pricer.role=baseline``), both children of the parent. Runs are addressed by explicit ids
+through `MlflowClient`, never the fluent API, so an exported ``MLFLOW_RUN_ID`` can't capture them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Collection, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from pricer.errors import SpecError
+from sweeps.track.redact import redact
+
+ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
+PARENT = "mlflow.parentRunId"
+PREDICTIONS = "predictions.json"
+# MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+class Tracker(Protocol):
+    """What a study records; MLflow is one backend (a W&B or TensorBoard one would plug in)."""
+
+    def start_run(self, name: str, *, parent_id: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> str: ...
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None: ...
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts of a local ``sqlite:///`` store go in ``artifacts/`` beside the database (not
+    ./mlruns of whichever folder a worker started in); a server decides for itself."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return (db.parent.resolve() / "artifacts").as_uri()
+
+
+@contextlib.contextmanager
+def schema_lock(tracking_uri: str) -> Iterator[None]:
+    """Held while a worker opens a ``sqlite:///`` store: MLflow creates and migrates its tables
+    unguarded, and two workers started together on a fresh file crash (``duplicate column name:
+    step``, or alembic finding no row to update). A lock file beside the database serialises them;
+    the second finds the tables made. Other stores are left to their own servers and databases."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
+def run_environment() -> dict[str, str]:
+    """Host and git commit, as MLflow's UI shows them."""
+    tags = {"host": socket.gethostname()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        tags["mlflow.source.git.commit"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an installed wheel): nothing to record
+    return tags
+
+
+class MlflowTracker:
+    """`Tracker` on an MLflow tracking store (``sqlite:///...``, ``postgresql://...``, ``http://``).
+
+    Args:
+        tracking_uri: the store.
+        experiment: the experiment name (the study's name).
+        create: create the experiment if missing; else a missing one is a SpecError (readers
+            such as the leaderboard must not leave empty experiments behind).
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
+        from mlflow.exceptions import MlflowException
+
+        self.tracking_uri = tracking_uri
+        if not create and tracking_uri.startswith("sqlite:///"):
+            if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+                raise SpecError(f"study {experiment!r}: no MLflow store at {redact(tracking_uri)}; launch it first, "
+                                "or pass the --tracking-uri it was launched with")
+        root = artifact_root(tracking_uri) if create else None
+        try:
+            found = self._connect(experiment)
+            if found is None and not create:
+                raise SpecError(f"study {experiment!r}: no such experiment in {redact(tracking_uri)}; launch it "
+                                "first, or pass the --tracking-uri it was launched with")
+            if found is not None and found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            if found is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=root, tags={EXPERIMENT_KIND: MODEL_TRAINING})
+                except MlflowException:  # another worker created it first
+                    found = self.client.get_experiment_by_name(experiment)
+                    if found is None:
+                        raise
+            if found is not None:
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise SpecError(f"tracking_uri {redact(tracking_uri)}: can't open the MLflow store "
+                            f"({redact(exc.message)})") from exc
+
+    def _connect(self, experiment: str):
+        """The client, and the experiment if it exists. The client creates MLflow's tables on a
+        fresh store, unguarded: a sqlite file is locked meanwhile (`schema_lock`); on a database
+        server the worker that loses the race (a duplicate type, a half-migrated schema) tries
+        again and finds the tables made."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        retry = urlsplit(self.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql"))
+        for attempt in range(4):
+            try:
+                with schema_lock(self.tracking_uri):
+                    self.client = MlflowClient(self.tracking_uri)
+                    return self.client.get_experiment_by_name(experiment)
+            except (MlflowException, SQLAlchemyError) as exc:
+                if not retry or attempt == 3:
+                    if isinstance(exc, MlflowException):
+                        raise
+                    raise MlflowException(str(exc).splitlines()[0]) from exc
+                time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def start_run(self, name: str, *, parent_id: str | None = None,
+                  tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {**run_environment(), **(tags or {})}
+        if parent_id is not None:
+            all_tags[PARENT] = parent_id
+        run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
+        return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow's batch limit
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, redact(v)[:5000]) for k, v in tags.items()])
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+
+    # -- MLflow-specific ---------------------------------------------------------------------
+
+    def log_json(self, run_id: str, obj: object, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+            self.log_artifact(run_id, path)
+
+    def study_run(self, study: str, tags: Mapping[str, str]) -> tuple[str, bool]:
+        """The study's parent run, created on first use; returns (run_id, created).
+
+        Two workers starting together may both create one: the oldest wins and the other
+        deletes its own, so every trial ends up under one parent.
+        """
+        found = self.study_runs(study)
+        if found:
+            self.client.update_run(found[0], status="RUNNING")
+            return found[0], False
+        mine = self.start_run(study, tags={ROLE: "study", STUDY: study, **tags})
+        oldest = self.study_runs(study)[0]
+        if oldest != mine:
+            self.client.delete_run(mine)
+            return oldest, False
+        return mine, True
+
+    def study_runs(self, study: str) -> list[str]:
+        runs = self.client.search_runs([self.experiment_id],
+                                       filter_string=f"tags.`{ROLE}` = 'study' and tags.`{STUDY}` = '{study}'",
+                                       order_by=["attributes.start_time ASC"])
+        return [r.info.run_id for r in runs]
+
+    def runs(self, role: str) -> list:
+        """Every run of a role (``trial``, ``baseline``) in this experiment, as MLflow `Run`s."""
+        from mlflow.store.entities import PagedList
+
+        out, token = [], None
+        while True:
+            page: PagedList = self.client.search_runs([self.experiment_id],
+                                                      filter_string=f"tags.`{ROLE}` = '{role}'",
+                                                      max_results=1000, page_token=token)
+            out.extend(page)
+            token = page.token
+            if not token:
+                return out
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict, tuple)) else str(value)
+    # a storage URL in a param keeps its password out; 6000 characters is MLflow's limit
+    return redact(text)[:6000]
+
+
+# -- what a study records ----------------------------------------------------------------------
+
+def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
+    """``val_mae``, ``val_rmsle``... and the dollar error's 95 % bootstrap interval
+    (``val_mae_low`` / ``val_mae_high``) when the per-item errors are known."""
+    values = metrics.to_dict()
+    out = {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
+    interval = metrics.mae_interval()
+    if interval is not None:
+        out[f"{prefix}_mae_low"], out[f"{prefix}_mae_high"] = interval
+    return out
+
+
+def log_predictions(tracker: Any, run_id: str, validation: list, test: list, truth: dict | None = None) -> None:
+    """Per-item predictions on the study's validation and test items (same items, same order for
+    every trial and baseline): what an ensemble is fitted and scored on. The baselines' file also
+    holds the true prices (``truth``), so an export needs no copy of the data."""
+    payload = {"validation": validation, "test": test, **({"truth": truth} if truth else {})}
+    tracker.log_json(run_id, payload, PREDICTIONS)
+
+
+def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float,
+                     streamed: Collection[int] = ()) -> None:
+    """A finished (or pruned) trial's `pricer.train.loop.Result`: curves, final metrics, costs, and
+    the artifacts export and a reader need (adapter, predictions CSV, scatter chart).
+
+    Args:
+        streamed: train-loss steps already logged while the trial ran (logged once, not twice).
+    """
+    import csv
+
+    from pricer.metrics import scatter_chart
+
+    for step, loss in result.train_losses:
+        if step not in streamed:  # e.g. the steps a resumed trial's first try trained
+            tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
+    # val_mae / val_rmsle / val_hit_rate arrived through report(), the final step's included
+    reported = {"val_mae", "val_rmsle", "val_hit_rate"}
+    final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,
+             "train_tokens_per_s": result.train_tokens_per_s, "peak_mem_gib": result.peak_mem_gib,
+             "steps": result.steps, "train_s": result.train_s, "gpu_hours": gpu_hours}
+    if result.test_metrics is not None:
+        final.update(_metrics("test", result.test_metrics))
+    if result.plan is not None:  # how the step ran in the memory budget
+        final.update(micro_batch_size=result.plan.micro_batch_size,
+                     gradient_checkpointing=int(result.plan.gradient_checkpointing))
+    tracker.log_metrics(run_id, final, step=result.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        result_path = Path(tmp) / "result.json"
+        summary = {k: v for k, v in result.to_dict().items() if k not in ("predictions", "val_predictions")}
+        result_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        tracker.log_artifact(run_id, result_path)
+        if result.predictions:
+            csv_path = Path(tmp) / "predictions.csv"
+            with csv_path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(result.predictions[0]))
+                writer.writeheader()
+                writer.writerows(result.predictions)
+            tracker.log_artifact(run_id, csv_path)
+            truths = [p["price"] for p in result.predictions]
+            preds = [p["predicted"] for p in result.predictions]
+            chart = scatter_chart(truths, preds, Path(tmp) / "scatter.png",
+                                  title=f"{result.config.model}: test predictions")
+            tracker.log_artifact(run_id, chart)
+    log_predictions(tracker, run_id, result.val_predictions, [p["predicted"] for p in result.predictions])
+    if result.adapter_dir is not None and Path(result.adapter_dir).is_dir():
+        tracker.log_artifact(run_id, Path(result.adapter_dir), "adapter")
+
+
+def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
+    """Scored baselines as runs beside the trials (``pricer.role=baseline``): each entry is
+    (name, validation Metrics, test Metrics or None, predictions {"validation", "test"} or None,
+    the fitted model's file or None), on the validation items the trials are ranked on and the
+    test items they are scored on."""
+    for name, val, test, predictions, model_file in results:
+        run_id = tracker.start_run(f"baseline-{name}", parent_id=parent_id,
+                                   tags={ROLE: "baseline", "pricer.baseline": name, STATE: "COMPLETE",
+                                         "pricer.model": name, "pricer.variant": ""})
+        tracker.log_metrics(run_id, {**_metrics("val", val), **(_metrics("test", test) if test else {})})
+        if predictions is not None:
+            log_predictions(tracker, run_id, predictions["validation"], predictions["test"],
+                            predictions.get("truth"))
+        if model_file is not None:
+            tracker.log_artifact(run_id, Path(model_file), "model")
+        tracker.end_run(run_id, "FINISHED")
+
+
+def log_study_plots(tracker: Tracker, run_id: str, study: Any) -> list[str]:
+    """Optuna's optimisation history and parameter importances as HTML on the parent run.
+
+    Returns:
+        The names of the plots written (importances need >= 2 finished trials that differ).
+    """
+    import warnings
+
+    import optuna.visualization as vis
+    from optuna.trial import TrialState
+
+    written = []
+    finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    plots = {"optimization_history.html": vis.plot_optimization_history,
+             "param_importances.html": vis.plot_param_importances}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, plot in plots.items():
+            if finished < (2 if name == "param_importances.html" else 1):
+                continue
+            try:
+                target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
+                with warnings.catch_warnings():  # "too few trials to compute importances"
+                    warnings.simplefilter("ignore", UserWarning)
+                    figure = plot(study, target=target) if target else plot(study)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue  # too few finished trials for this plot yet
+            path = Path(tmp) / name
+            figure.write_html(str(path), include_plotlyjs=True)
+            tracker.log_artifact(run_id, path, "optuna")
+            written.append(name)
+    return written
