@@ -91,9 +91,9 @@ colour: blue
     message = str(err.value)
     for expected in ("search_space.lora_rank: 'lora_rank' is not a training parameter",
                      "enqueue[0].lora_r: not a search_space parameter", "enqueue[0].warmup",
-                     "sampler: type: must be one of tpe, gp, random, grid (got 'annealing')",
-                     "objective: metric: must be one of mae, rmsle, hit_rate", "n_trials: must be",
-                     "colour: unknown section"):
+                     "sampler.type: must be one of tpe, gp, random, grid (got 'annealing')",
+                     "objective.metric: must be one of mae, rmsle, hit_rate", "n_trials: must be",
+                     "unknown field 'colour'; expected one of data,"):
         assert expected in message
     assert "\n" not in message
 
@@ -102,10 +102,10 @@ colour: blue
     (("gemma-3-270m]", "gemma-9000]"), "model 'gemma-9000'"),
     (("max_tokens: 64", "max_tokens: 64, target_modules: everything"), "fixed"),
     (("fixed: {", "fixed: {lora_r: 8, "), "fixed.lora_r: also in search_space"),
-    (("when: {model:", "when: {lora_dropout:"), "search_space.batch_size: when: 'lora_dropout' must be"),
+    (("when: {model:", "when: {lora_dropout:"), "search_space.batch_size.when: 'lora_dropout' must be"),
     (("n_trials: 2", "n_trials: 2\nobjective: {metric: mae, gpu_hours: true}\npruner: {type: median, eval_every: 1}"),
      "pruner: Optuna can't prune multi-objective studies"),
-    (("n_trials: 2", "n_trials: 2\npruner: median"), "pruner: eval_every: a median pruner needs"),
+    (("n_trials: 2", "n_trials: 2\npruner: median"), "pruner.eval_every: a median pruner needs"),
     (("n_trials: 2", "timeout: soon"), "timeout: must be seconds or a duration"),
     (("n_trials: 2", "n_trials: 2\ntrial_timeout: forever"), "trial_timeout: must be seconds or a duration"),
     (("n_trials: 2", "n_trials: 2\nsampler: grid"), "search_space.lr"),
