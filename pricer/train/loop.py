@@ -64,13 +64,13 @@ class TrainConfig:
     max_steps: int | None = Field(None, ge=1, description="optimizer steps; unset: --epochs passes over the "
                                   "train split")
     epochs: float = Field(1.0, gt=0, description="passes over the train split when --max-steps is unset")
-    batch_size: int = Field(8, ge=1, description="prompts per micro-step; an optimizer step sees "
-                            "batch size x grad accum prompts")
-    grad_accum: int = Field(1, ge=1, description="micro-steps per optimizer step")
+    batch_size: int = Field(8, ge=1, description="prompts per batch; an optimizer step sees batch size x "
+                            "grad accum prompts")
+    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
     micro_batch_size: int | None = Field(
         None, ge=1, description="rows per forward/backward (same loss and gradients for any split); unset: "
         "the whole batch, or the largest part the memory budget fits")
-    seed: int = Field(42, description="seed of the data order, LoRA init and dropout")
+    seed: int = Field(42, description="seed of torch (LoRA init, dropout) and of the batch order")
     max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="token budget of the product text in a prompt")
     quantization: Literal[QUANTIZATIONS] = Field(
         "nf4", description="nf4: a 4-bit base (QLoRA); none: plain LoRA on a bf16/fp32 base")
