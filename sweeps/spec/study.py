@@ -9,6 +9,7 @@ spans sections, each seeing the sections declared above it, so every problem is 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import field
@@ -16,10 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.dataclasses import dataclass
 
-from pricer.declared import DECLARED, Problems, validate
+from pricer.declared import DECLARED, Problems, one_line, validate
 from pricer.errors import SpecError
 from pricer.model import catalog
 from pricer.model.catalog import ModelSpec
@@ -234,12 +243,17 @@ class StudySpec:
 
     def with_overrides(self, *, storage: str | None = None, tracking_uri: str | None = None,
                        n_trials: int | None = None) -> StudySpec:
-        """The same study with command-line overrides (None keeps the file's value)."""
-        import dataclasses
+        """The same study with command-line overrides (None keeps the file's value).
 
+        Raises:
+            SpecError: an override the study can't take, naming it.
+        """
         changes = {k: v for k, v in {"storage": storage, "tracking_uri": tracking_uri,
                                      "n_trials": n_trials}.items() if v is not None}
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except ValidationError as exc:
+            raise SpecError(one_line(exc, f"{self.path or self.name} with command-line flags", StudySpec)) from None
 
 
 def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
