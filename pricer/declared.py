@@ -56,8 +56,7 @@ class Problems:
         self.items: list[InitErrorDetails] = []
 
     def add(self, loc: Loc, message: str) -> None:
-        self.items.append(InitErrorDetails(type=PydanticCustomError("spec", message.replace("{", "{{")
-                                                                    .replace("}", "}}")), loc=loc, input=None))
+        self.items.append(InitErrorDetails(type=PydanticCustomError("spec", message), loc=loc, input=None))
 
     def check(self) -> None:
         if self.items:
@@ -83,7 +82,7 @@ def one_line(exc: ValidationError, where: str, root: type | None = None) -> str:
                 problems.append(loc[:-1])
             unknown[loc[:-1]].append(repr(loc[-1]))
             continue
-        text = _message(err)
+        text = _message(err) + (_example(root, loc) if err["type"] in _MISSING else "")
         problems.append(f"{_path(loc)}: {text}" if loc else text)
     lines = []
     for problem in problems:
@@ -96,6 +95,7 @@ def one_line(exc: ValidationError, where: str, root: type | None = None) -> str:
     return f"{where}: " + "; ".join(lines)
 
 
+_MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
 _WHOLE, _NUMBER, _MAPPING, _LIST = "must be a whole number", "must be a number", "must be a mapping", "must be a list"
 _MESSAGES = {
     "int_type": _WHOLE, "int_parsing": _WHOLE, "int_from_float": _WHOLE,
@@ -112,7 +112,7 @@ _MESSAGES = {
 
 def _message(err: Mapping[str, Any]) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
-    if kind in ("missing", "missing_argument", "missing_keyword_only_argument"):
+    if kind in _MISSING:
         return "required"
     if kind == "spec":
         return err["msg"]
@@ -134,8 +134,8 @@ def _path(loc: Loc) -> str:
     return out
 
 
-def _known_keys(kind: Any, loc: Loc) -> list[str]:
-    """The keys the declared model at `loc` under `kind` takes ([] when `loc` leads elsewhere)."""
+def _type_at(kind: Any, loc: Loc) -> Any:
+    """The declared model at `loc` under `kind` (None when `loc` leads elsewhere)."""
     parts = list(loc)
     while kind is not None:
         origin = typing.get_origin(kind)
@@ -145,14 +145,29 @@ def _known_keys(kind: Any, loc: Loc) -> list[str]:
             kind = typing.get_args(kind)[0]
         elif hasattr(kind, "__pydantic_fields__"):
             if not parts:
-                return field_names(kind)
-            fields = {f.alias or name: f for name, f in kind.__pydantic_fields__.items()}
-            field = fields.get(parts.pop(0))
+                return kind
+            field = _fields(kind).get(parts.pop(0))
             kind = field.annotation if field else None
         elif origin in (dict, tuple, list) and parts:  # a key or an index: step into the values
             parts.pop(0)
             args = typing.get_args(kind)
             kind = args[0] if origin in (tuple, list) else args[-1] if args else None
         else:
-            return []
-    return []
+            return None
+    return None
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    return {f.alias or name: f for name, f in cls.__pydantic_fields__.items()}
+
+
+def _known_keys(root: Any, loc: Loc) -> list[str]:
+    kind = _type_at(root, loc)
+    return field_names(kind) if kind is not None else []
+
+
+def _example(root: Any, loc: Loc) -> str:
+    """``, e.g. data: {source: items.jsonl}`` for a required field that declares an example."""
+    kind = _type_at(root, loc[:-1]) if loc else None
+    field = _fields(kind).get(loc[-1]) if kind is not None else None
+    return f", e.g. {loc[-1]}: {field.examples[0]}" if field is not None and field.examples else ""

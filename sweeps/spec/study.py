@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -80,11 +80,12 @@ def _duration(value: object) -> object:
     return value
 
 
-def _named(entries: object) -> object:
-    """``{key: {...}}`` -> each entry with ``name: key`` (a parameter's or a model's name is its key)."""
+def _named(entries: object, *, own_name: bool) -> object:
+    """``{key: {...}}`` -> each entry with ``name: key``; `own_name`: an entry's own ``name`` wins."""
     if not isinstance(entries, Mapping):
         return entries
-    return {k: {"name": str(k), **v} if isinstance(v, Mapping) else v for k, v in entries.items()}
+    return {k: ({"name": str(k), **v} if own_name else {**v, "name": str(k)}) if isinstance(v, Mapping) else v
+            for k, v in entries.items()}
 
 
 Seconds = Annotated[Annotated[float, Field(gt=0)] | None, BeforeValidator(_duration)]
@@ -109,29 +110,31 @@ class StudySpec:
         path: the study file (set by `load_study`).
     """
 
-    _set_by_loader = ("path",)
+    _set_by_loader: ClassVar[tuple[str, ...]] = ("path",)
 
     name: Annotated[str, AfterValidator(_study_name)]
-    data: DataSpec
+    data: Annotated[DataSpec, Field(examples=["{source: items.jsonl}"])]
     objective: ObjectiveSpec = ObjectiveSpec()
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec(type="none")
     models: dict[str, ModelSpec] = field(default_factory=dict)
-    search_space: Annotated[dict[str, ParamSpec], Field(min_length=1)]
+    search_space: Annotated[dict[str, ParamSpec], Field(
+        min_length=1, examples=["{model: {choices: [smollm2-135m-instruct, gemma-3-270m]}}"])]
     fixed: Annotated[dict[str, Any], Field(validate_default=True)] = field(default_factory=dict)
     enqueue: tuple[dict[str, Any], ...] = ()
     timeout: Seconds = None
     trial_timeout: Seconds = None
     n_trials: Annotated[int | None, Field(ge=1, validate_default=True)] = None
-    workdir: Path = Path("runs")
+    workdir: Path | None = None
     storage: str = ""
     tracking_uri: str = ""
     path: Path | None = None
 
     @field_validator("search_space", "models", mode="before")
     @classmethod
-    def _name_entries(cls, value: object) -> object:
-        return _named(value)
+    def _name_entries(cls, value: object, info: ValidationInfo) -> object:
+        # a parameter is its key (Optuna's name); a model entry may name itself, as before
+        return _named(value, own_name=info.field_name == "models")
 
     @field_validator("sampler")
     @classmethod
@@ -234,7 +237,7 @@ class StudySpec:
         except SpecError as exc:
             problems.add(("fixed",), str(exc))
         problems.check()
-        if self.workdir == Path("runs"):
+        if self.workdir is None:
             object.__setattr__(self, "workdir", Path("runs") / self.name)
         for name, file in (("storage", "optuna.db"), ("tracking_uri", "mlflow.db")):
             if not getattr(self, name):
