@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as declared
 
-from pricer.declared import DECLARED, validate
+from pricer.declared import DECLARED, one_line, validate
 from pricer.errors import SpecError, TrialFailed
 from pricer.items import Item
 from pricer.metrics import Metrics
@@ -84,6 +84,16 @@ class TrainConfig:
     decode: Literal[DECODES] = Field(
         DEFAULT_DECODE, description="how validation, test and the saved folder read a price: greedy digits, "
         "or the median of the model's price distribution")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data: object, handler: Callable) -> TrainConfig:
+        """Made in code (`TrainConfig(...)`, `dataclasses.replace`) or from a mapping, a bad config
+        is one SpecError naming every bad field, as before it was declared with pydantic."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise SpecError(one_line(exc, "train config", cls)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
