@@ -42,6 +42,8 @@ def test_every_flag_of_every_verb_has_help_that_shows_its_default() -> None:
     assert {"pricer train", "pricer launch", "pricer data build", "pricer bench", "pricer export"} <= {v for v, _ in verbs}
     for verb, parser in verbs:
         text = _flat(parser.format_help())
+        if verb != "pricer":
+            assert parser.description and _flat(parser.description) in text, f"{verb} --help says not what it does"
         for action in parser._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
                 continue

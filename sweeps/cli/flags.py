@@ -23,8 +23,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         return super()._get_help_string(action)
 
 
+class _Verbs(argparse._SubParsersAction):
+    """Sub-commands whose own ``--help`` opens with the line that lists them in their parent's."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if "help" in kwargs:
+            kwargs.setdefault("description", kwargs["help"])
+        return super().add_parser(name, **kwargs)
+
+
 class Parser(argparse.ArgumentParser):
-    """`argparse.ArgumentParser` with `HelpFormatter`; its sub-commands' parsers are Parsers too.
+    """`argparse.ArgumentParser` with `HelpFormatter`; its sub-commands' parsers are Parsers too,
+    and a sub-command's help line is also the description its own ``--help`` opens with.
 
     Args:
         later: adds flags whose making is slow (importing a declared model) when this parser is
@@ -35,6 +45,7 @@ class Parser(argparse.ArgumentParser):
                  **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Verbs)
         self._later = later
 
     def add_later_flags(self) -> None:
