@@ -2,6 +2,10 @@
 
 The domain package. It never imports `sweeps`, `optuna` or `mlflow`: a notebook user can
 `from pricer.train import train` with neither installed.
+
+The top level holds what every room uses: `items` (a product and its price), `metrics`, `errors`
+(one base class, the CLI prints it as one line) and `declared` (what the declared models share:
+their pydantic config and the one translation of a bad field into a `SpecError` line).
 """
 
 from pricer.errors import DataError, ModelUnavailable, PricerError, SpecError, TrialFailed

@@ -118,3 +118,9 @@ def test_unreachable_store_is_named_and_nothing_is_created(tmp_path: Path, sampl
                                                            flag: str, url: str) -> None:
     path = _study(tmp_path, sample_path)
     _fails_cleanly(capsys, tmp_path, ["launch", str(path), flag, url], url)
+
+
+def test_a_bad_override_flag_is_one_line(tmp_path: Path, sample_path: Path, capsys) -> None:
+    path = _study(tmp_path, sample_path)
+    _fails_cleanly(capsys, tmp_path, ["launch", str(path), "--n-trials", "0"], "study.yaml with command-line flags",
+                   "n_trials: must be >= 1 (got 0)")

@@ -91,9 +91,9 @@ colour: blue
     message = str(err.value)
     for expected in ("search_space.lora_rank: 'lora_rank' is not a training parameter",
                      "enqueue[0].lora_r: not a search_space parameter", "enqueue[0].warmup",
-                     "sampler: type: must be one of tpe, gp, random, grid (got 'annealing')",
-                     "objective: metric: must be one of mae, rmsle, hit_rate", "n_trials: must be",
-                     "colour: unknown section"):
+                     "sampler.type: must be one of tpe, gp, random, grid (got 'annealing')",
+                     "objective.metric: must be one of mae, rmsle, hit_rate", "n_trials: must be",
+                     "unknown field 'colour'; expected one of data,"):
         assert expected in message
     assert "\n" not in message
 
@@ -102,10 +102,10 @@ colour: blue
     (("gemma-3-270m]", "gemma-9000]"), "model 'gemma-9000'"),
     (("max_tokens: 64", "max_tokens: 64, target_modules: everything"), "fixed"),
     (("fixed: {", "fixed: {lora_r: 8, "), "fixed.lora_r: also in search_space"),
-    (("when: {model:", "when: {lora_dropout:"), "search_space.batch_size: when: 'lora_dropout' must be"),
+    (("when: {model:", "when: {lora_dropout:"), "search_space.batch_size.when: 'lora_dropout' must be"),
     (("n_trials: 2", "n_trials: 2\nobjective: {metric: mae, gpu_hours: true}\npruner: {type: median, eval_every: 1}"),
      "pruner: Optuna can't prune multi-objective studies"),
-    (("n_trials: 2", "n_trials: 2\npruner: median"), "pruner: eval_every: a median pruner needs"),
+    (("n_trials: 2", "n_trials: 2\npruner: median"), "pruner.eval_every: a median pruner needs"),
     (("n_trials: 2", "timeout: soon"), "timeout: must be seconds or a duration"),
     (("n_trials: 2", "n_trials: 2\ntrial_timeout: forever"), "trial_timeout: must be seconds or a duration"),
     (("n_trials: 2", "n_trials: 2\nsampler: grid"), "search_space.lr"),
@@ -166,3 +166,28 @@ def test_a_worker_joining_a_seeded_study_does_not_replay_its_proposals(tmp_path:
     first.tell(trial, 1.0)
     joined = open_study(spec)  # a second worker, same file, same seed
     assert suggest(joined.ask(), spec.search_space) != proposed
+
+
+def test_an_unknown_key_is_named_with_the_keys_its_section_takes(tmp_path: Path) -> None:
+    text = GOOD.replace("lora_r: {low: 4, high: 16, log: true}", "lora_r: {low: 4, high: 16, lgo: true}")
+    with pytest.raises(SpecError) as err:
+        load_study(_write(tmp_path, text + "sampler: {type: tpe, sed: 3, startup: 2}\n"))
+    message = str(err.value)
+    assert "sampler: unknown fields 'sed', 'startup'; expected one of n_startup_trials, seed, type" in message
+    # a search_space entry lists the keys a file writes (param, type), not the model's own names
+    assert ("search_space.lora_r: unknown field 'lgo'; expected one of choices, high, log, low, param, step, "
+            "type, when") in message
+
+
+def test_a_replaced_section_is_checked_again(tmp_path: Path) -> None:
+    import dataclasses
+
+    from pydantic import ValidationError
+
+    spec = load_study(_write(tmp_path, GOOD + "pruner: {type: median, eval_every: 2}\n"))
+    assert dataclasses.replace(spec.pruner, eval_every=4).eval_every == 4
+    with pytest.raises(ValidationError, match="eval_every"):
+        dataclasses.replace(spec.pruner, eval_every=0)  # a median pruner needs reports
+    with pytest.raises(ValidationError, match="unknown model"):
+        dataclasses.replace(spec, fixed={**spec.fixed, "model": "no-such-model"},
+                            search_space={k: v for k, v in spec.search_space.items() if k not in ("model", "batch_size")})

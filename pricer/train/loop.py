@@ -14,10 +14,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
 
+from pydantic import Field, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as declared
+
+from pricer.declared import DECLARED, one_line, validate
 from pricer.errors import SpecError, TrialFailed
 from pricer.items import Item
 from pricer.metrics import Metrics
@@ -39,109 +43,65 @@ if TYPE_CHECKING:
 SCHEDULERS = ("linear", "cosine", "constant")
 
 
-@dataclass(frozen=True)
+@declared(frozen=True, config=DECLARED)
 class TrainConfig:
     """Everything a trial varies. Defaults make 30 steps on SmolLM2 beat the untrained model.
 
-    Args:
-        model: catalog name, local folder or hub id (see `pricer.model.catalog.resolve`).
-        target_modules: ``attention`` (q/k/v/o) or ``all-linear`` (plus the MLP projections).
-        max_steps: optimizer steps; None trains ``epochs`` passes over the train split.
-        batch_size / grad_accum: an optimizer step sees ``batch_size * grad_accum`` prompts.
-        micro_batch_size: rows per forward/backward (same loss and gradients for any split); None:
-            the whole batch, or the largest part the memory budget fits (`pricer.model.memory.plan_step`).
-        max_tokens: token budget of the product text in a prompt.
-        quantization: ``nf4`` (QLoRA) or ``none`` (plain LoRA on a bf16/fp32 base).
-        eval_every: validation every N steps (0: only at the end); feeds ``report``/``should_stop``.
-        eval_items: validation items per evaluation (the same first N each time).
-        train_items / test_items: optional limits on the train and test splits.
-        checkpoint_every: with a checkpoint folder (`train`'s ``checkpoint_dir``), save the
-            trainable state every N steps and after the last one (0: never).
-        decode: how validation, test and the exported folder read a price: ``greedy`` digits or
-            the ``median`` of the model's price distribution (`pricer.predict.pricetree`).
+    Each field's description is its ``pricer train --help`` line (`sweeps.cli.flags` makes the
+    flags from these fields); a new field gets a flag by being declared here.
     """
 
-    model: str = "smollm2-135m-instruct"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    target_modules: str = "all-linear"
-    learning_rate: float = 1e-3
-    lr_scheduler: str = "cosine"
-    warmup_steps: int = 3
-    max_steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    micro_batch_size: int | None = None
-    seed: int = 42
-    max_tokens: int = DEFAULT_MAX_TOKENS
-    quantization: str = "nf4"
-    eval_every: int = 0
-    eval_items: int = 100
-    eval_batch_size: int = EVAL_BATCH_SIZE
-    train_items: int | None = None
-    test_items: int | None = None
-    checkpoint_every: int = 50
-    decode: str = DEFAULT_DECODE
+    model: Annotated[str, Field(min_length=1, description="catalog name, local folder or hub id")] = \
+        "smollm2-135m-instruct"
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale numerator (the update is scaled by alpha / r)")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input, in [0, 1)")
+    target_modules: Literal[TARGET_KINDS] = Field(
+        "all-linear", description="attention: q/k/v/o projections; all-linear: plus the MLP's")
+    learning_rate: float = Field(1e-3, gt=0, lt=1, description="peak learning rate, in (0, 1)")
+    lr_scheduler: Literal[SCHEDULERS] = Field("cosine", description="learning-rate schedule after the warm-up")
+    warmup_steps: int = Field(3, ge=0, description="steps of linear warm-up")
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps; unset: --epochs passes over the "
+                                  "train split")
+    epochs: float = Field(1.0, gt=0, description="passes over the train split when --max-steps is unset")
+    batch_size: int = Field(8, ge=1, description="prompts per batch; an optimizer step sees batch size x "
+                            "grad accum prompts")
+    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="rows per forward/backward (same loss and gradients for any split); unset: "
+        "the whole batch, or the largest part the memory budget fits")
+    seed: int = Field(42, description="seed of torch (LoRA init, dropout) and of the batch order")
+    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="token budget of the product text in a prompt")
+    quantization: Literal[QUANTIZATIONS] = Field(
+        "nf4", description="nf4: a 4-bit base (QLoRA); none: plain LoRA on a bf16/fp32 base")
+    eval_every: int = Field(0, ge=0, description="validation every N steps (0: only at the end)")
+    eval_items: int = Field(100, ge=1, description="validation items per evaluation (the same first N each time)")
+    eval_batch_size: int = Field(EVAL_BATCH_SIZE, ge=1, description="prompts per batch when predicting prices")
+    train_items: int | None = Field(None, ge=1, description="use at most N train items (unset: all)")
+    test_items: int | None = Field(None, ge=1, description="score at most N test items (unset: all)")
+    checkpoint_every: int = Field(50, ge=0, description="with a checkpoint folder, save the trainable state "
+                                  "every N steps and after the last one (0: never)")
+    decode: Literal[DECODES] = Field(
+        DEFAULT_DECODE, description="how validation, test and the saved folder read a price: greedy digits, "
+        "or the median of the model's price distribution")
 
-    def __post_init__(self) -> None:
-        problems = []
-        positive = ["lora_r", "lora_alpha", "batch_size", "grad_accum", "max_tokens", "eval_items",
-                    "eval_batch_size"]
-        problems += [f"{n}: must be >= 1 (got {getattr(self, n)})" for n in positive if getattr(self, n) < 1]
-        for name in ("max_steps", "micro_batch_size", "train_items", "test_items"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"{name}: must be >= 1 or null (got {value})")
-        if not 0 <= self.lora_dropout < 1:
-            problems.append(f"lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
-        if not 0 < self.learning_rate < 1:
-            problems.append(f"learning_rate: must be in (0, 1) (got {self.learning_rate})")
-        if self.epochs <= 0:
-            problems.append(f"epochs: must be > 0 (got {self.epochs})")
-        if self.warmup_steps < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
-            problems.append("warmup_steps, eval_every and checkpoint_every: must be >= 0")
-        for name, allowed in (("target_modules", TARGET_KINDS), ("lr_scheduler", SCHEDULERS),
-                              ("quantization", QUANTIZATIONS), ("decode", DECODES)):
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name}: must be one of {', '.join(allowed)} (got {getattr(self, name)!r})")
-        if not self.model:
-            problems.append("model: required")
-        if problems:
-            raise SpecError("train config: " + "; ".join(problems))
+    @model_validator(mode="wrap")
+    @classmethod
+    def _one_line(cls, data: object, handler: Callable) -> TrainConfig:
+        """Made in code (`TrainConfig(...)`, `dataclasses.replace`) or from a mapping, a bad config
+        is one SpecError naming every bad field, as before it was declared with pydantic."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise SpecError(one_line(exc, "train config", cls)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TrainConfig:
-        """From a study file or flags; unknown or mistyped fields raise SpecError naming them."""
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(d) - set(known))
-        if unknown:
-            raise SpecError(f"train config: unknown field(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(known)})")
-        values = {}
-        for name, value in d.items():
-            kind = _FIELD_TYPES.get(name, str)
-            if value is None:
-                values[name] = None
-                continue
-            try:
-                if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
-                    raise ValueError
-                values[name] = kind(float(value)) if kind is int else kind(value)
-            except (TypeError, ValueError):
-                raise SpecError(f"train config: {name}: expected {kind.__name__} (got {value!r})") from None
-        return cls(**values)
-
-
-_FIELD_TYPES = {"lora_r": int, "lora_alpha": int, "warmup_steps": int, "max_steps": int, "batch_size": int,
-                "grad_accum": int, "micro_batch_size": int, "seed": int, "max_tokens": int, "eval_every": int,
-                "eval_items": int, "eval_batch_size": int, "train_items": int, "test_items": int,
-                "checkpoint_every": int, "lora_dropout": float,
-                "learning_rate": float, "epochs": float}
+        """From a study file or flags; every unknown or bad field is named in one SpecError."""
+        return validate(cls, d, "train config")
 
 
 @dataclass

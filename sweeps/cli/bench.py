@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
-from sweeps.cli.output import print_json
+from sweeps.cli.output import print_json, print_table
 
 EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
 
@@ -27,20 +27,15 @@ def cmd_bench_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"bench sweep of {spec.name} (folders under {out})")
-    for column in ("arm", "trials", "pruned", "trial-seconds", "compute vs search", "best trial",
-                   "best val $ error", "best test $ error"):
-        table.add_column(column, justify="left" if column == "arm" else "right")
     search_seconds = result["arms"][0]["trial_seconds"] or 1.0
-    for arm in result["arms"]:
-        table.add_row(arm["name"], str(arm["trials"]), str(arm["pruned"]), f"{arm['trial_seconds']:,.0f}",
-                      f"{arm['trial_seconds'] / search_seconds:.2f}x", str(arm["best_trial"]),
-                      f"{arm['best_val_mae'] or float('nan'):,.2f}", f"{arm['best_test_mae'] or float('nan'):,.2f}")
-    console = Console()
-    console.print(table)
+    console = print_table(
+        f"bench sweep of {spec.name} (folders under {out})",
+        ("arm", "trials", "pruned", "trial-seconds", "compute vs search", "best trial", "best val $ error",
+         "best test $ error"),
+        [(arm["name"], str(arm["trials"]), str(arm["pruned"]), f"{arm['trial_seconds']:,.0f}",
+          f"{arm['trial_seconds'] / search_seconds:.2f}x", str(arm["best_trial"]),
+          f"{arm['best_val_mae'] or float('nan'):,.2f}", f"{arm['best_test_mae'] or float('nan'):,.2f}")
+         for arm in result["arms"]])
     d, r = result["default"], result["ratios"]
     console.print(f"enqueued default (trial 0, {d['state']}): test $ error {d['test_mae'] or float('nan'):,.2f}; "
                   f"the default alone ran {d['scaled_steps']} steps")
@@ -63,20 +58,16 @@ def cmd_bench_decode(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"greedy vs median decoding of {args.target[1]} on {len(items)} items of {args.items}")
-    for column in ("decode", "$ error", "RMSLE", "hits %", "misses", "seconds"):
-        table.add_column(column, justify="left" if column == "decode" else "right")
+    rows = []
     for name in ("greedy", "median"):
         r = result[name]
-        table.add_row(name, f"{r['mae']:,.2f}", f"{r['rmsle']:.3f}", f"{100 * r['hit_rate']:.1f}",
-                      str(r["misses"]), f"{r['seconds']:.1f}")
+        rows.append((name, f"{r['mae']:,.2f}", f"{r['rmsle']:.3f}", f"{100 * r['hit_rate']:.1f}", str(r["misses"]),
+                     f"{r['seconds']:.1f}"))
     ratios = result["ratios"]
-    table.add_row("median / greedy", f"{ratios['mae']:.2f}x", f"{ratios['rmsle']:.2f}x", "", "",
-                  f"{ratios['seconds']:.2f}x")
-    Console().print(table)
+    rows.append(("median / greedy", f"{ratios['mae']:.2f}x", f"{ratios['rmsle']:.2f}x", "", "",
+                 f"{ratios['seconds']:.2f}x"))
+    print_table(f"greedy vs median decoding of {args.target[1]} on {len(items)} items of {args.items}",
+                ("decode", "$ error", "RMSLE", "hits %", "misses", "seconds"), rows)
     return 0
 
 
@@ -97,33 +88,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result.to_json())
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     ratios = result.ratios()
     s = result.settings
-    table = Table(title=f"{result.notes['model']} on {result.device} ({result.dtype}): {s.steps} steps of "
-                        f"{s.batch_size} x {s.max_tokens} tokens, {s.eval_items} items predicted")
-    for column in ("", "project", "recipe", "project / recipe"):
-        table.add_column(column, justify="left" if not column else "right")
-    table.add_row("train tokens/s", f"{result.train_tokens_per_s:,.1f}", f"{result.train_tokens_per_s_ref:,.1f}",
-                  f"{ratios['train_tokens_per_s']:.2f}x")
-    table.add_row("eval items/s", f"{result.eval_items_per_s:,.2f}", f"{result.eval_items_per_s_ref:,.2f}",
-                  f"{ratios['eval_items_per_s']:.2f}x")
-    table.add_row("peak memory GiB", f"{result.peak_mem_gib:,.2f}", f"{result.peak_mem_gib_ref:,.2f}",
-                  f"{ratios['peak_mem_gib']:.2f}x")
-    table.add_row("validation $ error", f"{result.mae:,.2f}", f"{result.mae_ref:,.2f}", "")
-    console = Console()
-    console.print(table)
+    console = print_table(
+        f"{result.notes['model']} on {result.device} ({result.dtype}): {s.steps} steps of "
+        f"{s.batch_size} x {s.max_tokens} tokens, {s.eval_items} items predicted",
+        ("", "project", "recipe", "project / recipe"),
+        [("train tokens/s", f"{result.train_tokens_per_s:,.1f}", f"{result.train_tokens_per_s_ref:,.1f}",
+          f"{ratios['train_tokens_per_s']:.2f}x"),
+         ("eval items/s", f"{result.eval_items_per_s:,.2f}", f"{result.eval_items_per_s_ref:,.2f}",
+          f"{ratios['eval_items_per_s']:.2f}x"),
+         ("peak memory GiB", f"{result.peak_mem_gib:,.2f}", f"{result.peak_mem_gib_ref:,.2f}",
+          f"{ratios['peak_mem_gib']:.2f}x"),
+         ("validation $ error", f"{result.mae:,.2f}", f"{result.mae_ref:,.2f}", "")])
     console.print(f"memory: {result.memory_method}")
     console.print(f"project step, with the recipe's peak as its budget: {result.notes['plan']}")
     return 0
 
 
 def cmd_gpu_check(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from pricer.bench.gpucheck import CheckSettings, run_gpu_check
     from pricer.bench.speed import BenchSettings
 
@@ -131,20 +114,16 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
                           eval_items=args.eval_items, layers=args.layers)
     settings = CheckSettings(bench=bench, shapes=tuple(args.shapes), trial_items=args.eval_items, toy=args.toy)
     table = run_gpu_check(settings, out=args.out, data=args.data)
-    view = Table(title=f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}")
-    view.add_column("", no_wrap=True)
-    for column in ("train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"):
-        view.add_column(column, justify="right")
-    for name, row in table["shapes"].items():
-        r = row["ratios"]
-        view.add_row(name, f"{row['train_tokens_per_s']:,.0f}", f"{r['train_tokens_per_s']:.2f}",
-                     f"{row['eval_items_per_s']:,.2f}", f"{r['eval_items_per_s']:.2f}",
-                     f"{row['peak_mem_gib']:,.2f}", f"{r['peak_mem_gib']:.2f}", f"{row['seconds']:.0f}")
+    rows = [(name, f"{row['train_tokens_per_s']:,.0f}", f"{row['ratios']['train_tokens_per_s']:.2f}",
+             f"{row['eval_items_per_s']:,.2f}", f"{row['ratios']['eval_items_per_s']:.2f}",
+             f"{row['peak_mem_gib']:,.2f}", f"{row['ratios']['peak_mem_gib']:.2f}", f"{row['seconds']:.0f}")
+            for name, row in table["shapes"].items()]
     trial = table["trial"]
-    view.add_row("trial step", f"{trial['train_tokens_per_s']:,.0f}", "", "", "",
-                 f"{trial['peak_mem_gib']:,.2f}", "", f"{trial['wall_s']:.0f}")
-    console = Console()
-    console.print(view)
+    rows.append(("trial step", f"{trial['train_tokens_per_s']:,.0f}", "", "", "", f"{trial['peak_mem_gib']:,.2f}", "",
+                 f"{trial['wall_s']:.0f}"))
+    console = print_table(f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}",
+                          ("", "train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"), rows,
+                          no_wrap_first=True)
     console.print(f"ratio: project / recipe; trial step: `pricer.train.loop` for one step on {trial['model']}")
     return 0
 
@@ -154,34 +133,39 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
                                      "`bench decode FOLDER --items F`: greedy vs median decoding")
     p.add_argument("target", nargs="*", help="sweep STUDY.yaml, or decode FOLDER")
-    p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go")
-    p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (default: the study's)")
+    p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
+                   "(unset: the study's workdir/bench-sweep)")
+    p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
     p.add_argument("--max-steps", type=int, default=None,
-                   help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike")
-    p.add_argument("--test-items", type=int, default=None, help="bench sweep: test items per finished trial")
+                   help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike "
+                        "(unset: the study's)")
+    p.add_argument("--test-items", type=int, default=None, help="bench sweep: test items per finished trial (unset: the study's)")
     p.add_argument("--items", default=None, help="bench decode: items with prices (jsonl, CSV, Parquet or a built DIR)")
-    p.add_argument("--limit", type=int, default=None, help="bench decode: the first N items")
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's 16)")
-    p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's 182)")
+    p.add_argument("--limit", type=int, default=None, help="bench decode: the first N items (unset: all)")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="the catalog model both paths train")
+    p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"],
+                   help="a real model's shape with random weights instead of --model (for a GPU)")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps on each path")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
+    p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
     p.add_argument("--eval-items", type=int, default=None,
-                   help="validation items each path predicts (48); bench sweep: per report (the study's)")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
+                   help=f"validation items each path predicts (unset: {EVAL_ITEMS}); bench sweep: per report (unset: the "
+                        "study's)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")
-    p.add_argument("--out", type=Path, default=Path("gpu-check.json"))
+    p.add_argument("--out", type=Path, default=Path("gpu-check.json"),
+                   help="the JSON file, rewritten after each measurement")
     p.add_argument("--toy", action="store_true", help="the toy models instead (checks the path on a CPU)")
     p.add_argument("--shapes", nargs="+", default=list(SHAPE_NAMES), choices=SHAPE_NAMES,
                    help="a subset (the first also gets the trial step)")
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-tokens", type=int, default=182)
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per shape")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
+    p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
     p.add_argument("--eval-items", type=int, default=16, help="items each path predicts, and the trial evaluates")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks the shapes
     p.set_defaults(func=cmd_gpu_check)

@@ -1,4 +1,5 @@
-"""The `pricer` command: a table of thin sub-commands that parse, call the library, print.
+"""The `pricer` command: a table of thin sub-commands that parse, call the library, print
+(`DESCRIPTION` is what users read first, in ``pricer --help``).
 
 This is the one module that imports both `pricer` and `sweeps`. Heavy imports (torch, optuna,
 mlflow) happen inside each command so that `pricer --help` stays instant.
@@ -15,25 +16,31 @@ from pathlib import Path
 from pricer.errors import PricerError, SpecError
 from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
-from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.flags import Parser, add_config_flags, config_from_flags
+from sweeps.cli.output import print_json, print_table, wide_console
+
+DESCRIPTION = """\
+Fine-tune small open LLMs with QLoRA (4-bit base + LoRA) to predict a product's price from its
+description, let Optuna search the base model, LoRA rank, learning rate and more, and log every
+trial to MLflow. Then read the leaderboard, export the best adapter and price things with it.
+
+Start here:
+  make demo                               a real study end to end on 2 CPU cores (a few minutes)
+  pricer launch studies/quickstart.yaml   the same study, by hand
+  pricer leaderboard quickstart           its trials and the baselines, best first
+"""
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from pricer.data.dataset import build
 
     report = build(args.source, args.out, limit=args.limit, seed=args.seed, balance=args.balance,
                    columns=_columns(args))
-    table = Table(title=f"{report.kept:,} items from {report.lines:,} lines -> {report.out}")
-    for column in ("split", "n", "min $", "median $", "mean $", "max $"):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    for name, s in report.splits.items():
-        table.add_row(name, f"{s.n:,}", f"{s.min:,.2f}", f"{s.median:,.2f}", f"{s.mean:,.2f}", f"{s.max:,.2f}")
-    console = Console()
-    console.print(table)
+    console = print_table(f"{report.kept:,} items from {report.lines:,} lines -> {report.out}",
+                          ("split", "n", "min $", "median $", "mean $", "max $"),
+                          [(name, f"{s.n:,}", f"{s.min:,.2f}", f"{s.median:,.2f}", f"{s.mean:,.2f}", f"{s.max:,.2f}")
+                           for name, s in report.splits.items()])
     dropped = ", ".join(f"{reason} {n:,}" for reason, n in report.dropped.items()) or "none"
     console.print(f"dropped: {dropped}")
     console.print("categories: " + ", ".join(f"{c} {n:,}" for c, n in report.categories.items()))
@@ -51,33 +58,18 @@ def cmd_baselines(args: argparse.Namespace) -> int:
         print_json([{"name": name, "mae": m.mae, "rmsle": m.rmsle, "hit_rate": m.hit_rate, "n": m.n}
                      for name, m in results])
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"baselines: fitted on {len(splits['train']):,} train items")
-    for column in ("name", "$ error", "RMSLE", "hits %", "n"):
-        table.add_column(column, justify="left" if column == "name" else "right")
-    for name, m in results:
-        table.add_row(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}")
-    Console().print(table)
+    print_table(f"baselines: fitted on {len(splits['train']):,} train items",
+                ("name", "$ error", "RMSLE", "hits %", "n"),
+                [(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}") for name, m in results])
     return 0
 
 
 # --- one trial (pricer) -----------------------------------------------------------------------
 
-_TRAIN_FLAGS = {"max_steps": "max_steps", "epochs": "epochs", "lora_r": "lora_r", "lora_alpha": "lora_alpha",
-                "lora_dropout": "lora_dropout", "target_modules": "target_modules", "lr": "learning_rate",
-                "lr_scheduler": "lr_scheduler", "batch_size": "batch_size", "grad_accum": "grad_accum",
-                "warmup_steps": "warmup_steps", "max_tokens": "max_tokens", "quantization": "quantization",
-                "seed": "seed", "eval_every": "eval_every", "eval_items": "eval_items",
-                "train_items": "train_items", "test_items": "test_items", "decode": "decode"}
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from pricer.train.loop import TrainConfig, train
 
-    values = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None}
-    result = train(TrainConfig.from_dict({"model": args.model, **values}), args.data, args.out)
+    result = train(config_from_flags(TrainConfig, args), args.data, args.out)
     _print_metrics_table(f"{args.model}: {result.steps} steps in {result.wall_s:.0f} s "
                          f"({result.train_tokens_per_s:,.0f} train tokens/s) -> {result.adapter_dir}",
                          {"validation": result.val_metrics, "test": result.test_metrics})
@@ -174,16 +166,9 @@ def _predict_table(args: argparse.Namespace) -> int:
 
 
 def _print_metrics_table(title: str, rows: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("", "$ error", "RMSLE", "hits %", "n", "misses"):
-        table.add_column(column, justify="left" if not column else "right")
-    for name, m in rows.items():
-        if m is not None:
-            table.add_row(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}", f"{m.misses:,}")
-    Console().print(table)
+    print_table(title, ("", "$ error", "RMSLE", "hits %", "n", "misses"),
+                [(name, f"{m.mae:,.2f}", f"{m.rmsle:.3f}", f"{m.hit_rate:.1%}", f"{m.n:,}", f"{m.misses:,}")
+                 for name, m in rows.items() if m is not None])
 
 
 # --- sweeps -----------------------------------------------------------------------------------
@@ -258,19 +243,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _print_ensemble(result) -> None:
     """The ensemble beside its members, then against every baseline, on the test split."""
-    from rich.table import Table
-
-    table = Table(title=f"ensemble -> {result.folder} (weights fitted on {result.ensemble.val.n} validation "
-                        f"items; scored on {result.ensemble.test.n if result.ensemble.test else 0} test items)")
-    for column in ("", "weight", "val $ error", "test $ error", "test RMSLE", "test hits %"):
-        table.add_column(column, justify="left" if not column else "right")
-    for s in [result.ensemble, *result.members]:
-        test = s.test
-        table.add_row(s.name, "" if s.name == "ensemble" else f"{s.weight:.2f}", f"{s.val.mae:,.2f}",
-                      f"{test.mae:,.2f}" if test else "–", f"{test.rmsle:.3f}" if test else "–",
-                      f"{test.hit_rate:.1%}" if test else "–", style="bold" if s.name == "ensemble" else None)
-    console = wide_console()
-    console.print(table)
+    rows = [(s.name, "" if s is result.ensemble else f"{s.weight:.2f}", f"{s.val.mae:,.2f}",
+             f"{s.test.mae:,.2f}" if s.test else "–", f"{s.test.rmsle:.3f}" if s.test else "–",
+             f"{s.test.hit_rate:.1%}" if s.test else "–") for s in [result.ensemble, *result.members]]
+    console = print_table(f"ensemble -> {result.folder} (weights fitted on {result.ensemble.val.n} validation "
+                          f"items; scored on {result.ensemble.test.n if result.ensemble.test else 0} test items)",
+                          ("", "weight", "val $ error", "test $ error", "test RMSLE", "test hits %"), rows,
+                          console=wide_console(), bold={0})
     mine = result.ensemble.test
     if mine is None:
         return
@@ -329,71 +308,70 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = data.add_parser("build", help="curate a source into train/validation/test")
     p.add_argument("--source", required=True, help="local jsonl (raw Amazon 2023 or curated), hf:// URL, or a "
                    "product table (.csv, .parquet; see --text-columns, --price-column)")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--limit", type=int, default=None, help="read at most N source lines")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", required=True, type=Path, help="the folder the dataset (a datasets.DatasetDict) goes to")
+    p.add_argument("--limit", type=int, default=None, help="read at most N source lines (unset: all)")
+    p.add_argument("--seed", type=int, default=42, help="seed of the train/validation/test split")
     p.add_argument("--balance", type=int, default=None, metavar="CAP",
-                   help="price-balanced sampling: at most CAP items per dollar bucket")
+                   help="price-balanced sampling: at most CAP items per dollar bucket (unset: no balancing)")
     _add_columns(p)
     p.set_defaults(func=cmd_data_build)
 
 
 def _add_columns(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-columns", default=None, metavar="A,B,...",
-                   help="a product table's text columns, title first (default: title,description,features,"
+                   help="a product table's text columns, title first (unset: title,description,features,"
                         "details where present, or a curated text column)")
-    p.add_argument("--price-column", default=None, metavar="NAME", help="a product table's price column (price)")
+    p.add_argument("--price-column", default=None, metavar="NAME",
+                   help="a product table's price column (unset: price)")
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+
+
+def _add_tracking_uri(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """``pricer train``'s flags: every field of `TrainConfig`, with its type, default and help."""
+    from pricer.train.loop import TrainConfig
+
+    p.add_argument("--model", required=True, help=TrainConfig.__pydantic_fields__["model"].description)
+    p.add_argument("--data", required=True, help="built dataset DIR (`pricer data build`) or a curated jsonl")
+    p.add_argument("--out", required=True, type=Path, help="the folder the adapter goes to")
+    add_config_flags(p, TrainConfig, skip=("model",))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pricer", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser = Parser(prog="pricer", description=DESCRIPTION,
+                    epilog="`pricer COMMAND --help` lists a command's flags. README.md has the whole tour.")
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _add_data(sub)
 
     p = sub.add_parser("baselines", help="score classical baselines")
     p.add_argument("--data", required=True, help="built dataset DIR or a jsonl")
     p.add_argument("--test", default=None, help="score on this items file instead of the test split")
-    p.add_argument("--json", action="store_true")
+    _add_json(p)
     p.set_defaults(func=cmd_baselines)
 
-    p = sub.add_parser("train", help="one 4-bit LoRA fine-tune")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--epochs", type=float, default=None)
-    p.add_argument("--lora-r", type=int, default=None)
-    p.add_argument("--lora-alpha", type=int, default=None)
-    p.add_argument("--lora-dropout", type=float, default=None)
-    p.add_argument("--target-modules", default=None, choices=["attention", "all-linear"])
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--grad-accum", type=int, default=None)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--quantization", default=None, choices=["nf4", "none"])
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--lr-scheduler", default=None, choices=["linear", "cosine", "constant"])
-    p.add_argument("--eval-every", type=int, default=None, help="validation every N steps (0: at the end)")
-    p.add_argument("--eval-items", type=int, default=None, help="validation items per evaluation")
-    p.add_argument("--train-items", type=int, default=None, help="use at most N train items")
-    p.add_argument("--test-items", type=int, default=None, help="score at most N test items")
-    p.add_argument("--decode", default=None, choices=DECODES,
-                   help="how prices are read at validation/test and by the folder (median: of the "
-                        "model's price distribution)")
+    p = sub.add_parser("train", help="one 4-bit LoRA fine-tune", later=_add_train_flags)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="score a model or adapter on items")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--adapter", type=Path)
-    g.add_argument("--model")
+    g.add_argument("--adapter", type=Path, help="a folder of `pricer train` or `pricer export` "
+                   "(adapter, merged or ensemble)")
+    g.add_argument("--model", help="an untrained catalog model, local folder or hub id")
     p.add_argument("--items", required=True, help="jsonl, CSV or Parquet items with prices, or a built DIR")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="score the first N items (unset: all)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per batch (unset: the evaluation default, 32)")
     p.add_argument("--decode", default=None, choices=DECODES,
-                   help="--model: how prices are read (default greedy); --adapter: the folder's own")
+                   help="--model: how prices are read (unset: greedy); --adapter: unset keeps the folder's own")
     _add_columns(p)
-    p.add_argument("--json", action="store_true")
+    _add_json(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="price product texts or a catalog file with an exported folder")
@@ -403,50 +381,52 @@ def build_parser() -> argparse.ArgumentParser:
                    "read one per line from stdin")
     p.add_argument("--input", type=Path, default=None, help="a catalog to price: .jsonl, .csv or .parquet")
     p.add_argument("--out", type=Path, default=None, help="the priced catalog: .csv, .jsonl or .parquet "
-                   "(default: INPUT.priced.csv)")
-    p.add_argument("--batch-size", type=int, default=32)
+                   "(unset: INPUT.priced.csv)")
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per batch")
     _add_columns(p)
-    p.add_argument("--json", action="store_true")
+    _add_json(p)
     p.set_defaults(func=cmd_predict)
 
     add_bench_parsers(sub)
 
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
-    p.add_argument("study", type=Path)
-    p.add_argument("--storage", default=None)
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--n-trials", type=int, default=None, help="the study's total, shared by all workers")
+    p.add_argument("study", type=Path, help="the study file, e.g. studies/quickstart.yaml")
+    p.add_argument("--storage", default=None, help="the Optuna storage every worker shares, e.g. "
+                   "postgresql://user@host/optuna (unset: the study file's, or sqlite:///runs/<name>/optuna.db)")
+    _add_tracking_uri(p)
+    p.add_argument("--n-trials", type=int, default=None,
+                   help="the study's total, shared by all workers (unset: the study file's)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
     p.add_argument("study", help="study YAML or study name")
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--json", action="store_true")
+    _add_tracking_uri(p)
+    _add_json(p)
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("export", help="the best (or a chosen) trial's adapter, or an ensemble, to a folder")
-    p.add_argument("study")
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--trial", type=int, default=None)
+    p.add_argument("study", help="study YAML or study name")
+    p.add_argument("--out", required=True, type=Path, help="the folder to write")
+    p.add_argument("--trial", type=int, default=None, help="this trial's number instead of the best")
     p.add_argument("--merge", action="store_true", help="also write OUT/merged: the LoRA merged into a bf16 base")
     p.add_argument("--ensemble", type=int, default=None, metavar="K",
                    help="the top K trials plus the best classical baseline, weighted on validation")
     p.add_argument("--baselines", type=int, default=1, metavar="N",
-                   help="with --ensemble: how many classical baselines join (best first; default 1)")
+                   help="with --ensemble: how many classical baselines join (best first)")
     p.add_argument("--register", default=None, metavar="NAME",
                    help="log it as an MLflow model and register a version of NAME (the merged one with --merge)")
-    p.add_argument("--tracking-uri", default=None)
+    _add_tracking_uri(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ui", help="serve the MLflow UI on a study's store")
-    p.add_argument("study")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("study", help="study YAML or study name")
+    p.add_argument("--host", default="127.0.0.1", help="the address to serve on (the UI has no login)")
+    p.add_argument("--port", type=int, default=5000, help="the port to serve on")
+    _add_tracking_uri(p)
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("demo", help="the quick start: launch, leaderboard, export")
-    p.add_argument("study", type=Path, nargs="?", default=Path("studies/quickstart.yaml"))
+    p.add_argument("study", type=Path, nargs="?", default=Path("studies/quickstart.yaml"), help="the study file")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,18 +1,18 @@
-"""A study's search space -> Optuna suggestions -> a `TrainConfig` (define-by-run, so the
-conditional parts of a space are just parameters that are not suggested)."""
+"""A study's search space -> Optuna suggestions (define-by-run, so the conditional parts of a
+space are just parameters that are not suggested); `to_config` then makes the trial's config."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sweeps.spec.study import ALPHA_RATIO, ParamSpec, StudySpec
+from sweeps.spec.sections import ParamSpec
+from sweeps.spec.study import to_config
 
 if TYPE_CHECKING:
     import optuna
 
-    from pricer.train.loop import TrainConfig
+__all__ = ["grid", "suggest", "to_config"]
 
 
 def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, Any]:
@@ -33,38 +33,6 @@ def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, An
     return chosen
 
 
-def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
-    """The trial's `TrainConfig`: the study's fixed values, the evaluation interval its pruner
-    needs, then the suggested parameters (``lora_alpha_ratio`` becomes ``lora_alpha``).
-
-    Raises:
-        SpecError: a combination TrainConfig rejects, naming the field.
-    """
-    from pricer.train.loop import TrainConfig
-
-    values: dict[str, Any] = dict(spec.fixed)
-    if spec.pruner.type != "none" or spec.pruner.eval_every:
-        values["eval_every"] = spec.pruner.eval_every
-    ratio = None
-    for name, value in params.items():
-        target = spec.search_space[name].target
-        if target == ALPHA_RATIO:
-            ratio = value
-        else:
-            values[target] = value
-    if ratio is not None:
-        rank = values.get("lora_r", _default("lora_r"))
-        values["lora_alpha"] = max(1, round(ratio * rank))
-    return TrainConfig.from_dict(values)
-
-
 def grid(space: Mapping[str, ParamSpec]) -> dict[str, list]:
     """The search space for `optuna.samplers.GridSampler`."""
     return {param.name: param.grid_values() for param in space.values()}
-
-
-def _default(name: str) -> Any:
-    from pricer.train.loop import TrainConfig
-
-    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
-    return field.default
