@@ -63,14 +63,6 @@ def test_a_run_of_digits_is_read_up_to_the_curated_price_range(written, kept) ->
     assert within_range(written) == kept
 
 
-def test_left_padding_keeps_every_prompt_flush_right() -> None:
-    from pricer.predict.evaluate import left_pad
-
-    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
-
-
 def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, built_data, tmp_path, capsys) -> None:
     from pricer.data.dataset import load_items
     from sweeps.cli.main import main
