@@ -1,7 +1,9 @@
 """Architecture shapes of the catalog's model families: what memory estimates and benchmarks need.
 
 The hub entries' numbers are copied from their published `config.json` files, so an estimate
-(or a random-weight benchmark model of the real shape) needs no download.
+(or a random-weight benchmark model of the real shape) needs no download. `shape_config` turns a
+shape back into a transformers config: what the benchmark's random-weight models (`pricer.model.shaped`)
+and the toys (`pricer.model.toys`) are built from.
 """
 
 from __future__ import annotations
