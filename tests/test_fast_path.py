@@ -150,13 +150,14 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from pricer.model.batches import pad_batch
     from pricer.model.prompts import encode_many
-    from pricer.predict.evaluate import left_pad
 
     spec, model, tokenizer = loaded
     prompts = [e.prompt_ids for e in encode_many(tokenizer, validation["text"][:4], chat=spec.chat,
                                                    max_tokens=TEXT_TOKENS)]
-    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id)
+    batch = pad_batch(prompts, tokenizer.pad_token_id, side="left")
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     vocab = model.get_output_embeddings().weight.shape[0]
     model.eval()
     with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
@@ -180,6 +181,9 @@ def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, 
                          target_modules="attention", warmup_steps=0)
     roomy = setup(config, data, spec=tiny_models["smollm2-135m-instruct"], memory_budget_gib=64)
     assert (roomy.plan.micro_batch_size, roomy.plan.gradient_checkpointing) == (4, False)
+    # the memory guard plans before loading, and plans the step setup then makes
+    from sweeps.run import guard
+    assert guard.check(config, roomy.spec, budget=64).estimate == roomy.plan.estimate
     # half the whole batch's activations fit (the estimate's total is its parts x 1.15)
     budget = roomy.plan.estimate.total - roomy.plan.estimate.activations * 0.5
     del roomy
@@ -210,8 +214,7 @@ def test_bench_json_reports_both_paths(capsys, sample_path):
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
 def test_bench_shape_configs_rebuild_the_real_architectures(name):
     """`bench --shape` times random weights of these configs: they must be the published shapes."""
-    from pricer.model.shaped import shape_config
-    from pricer.model.shapes import SHAPES, ModelShape
+    from pricer.model.shapes import SHAPES, ModelShape, shape_config
 
     assert ModelShape.from_config(shape_config(SHAPES[name])) == SHAPES[name]
 

@@ -1,71 +1,46 @@
-"""Quantized loading: the six hub entries build the right model classes and settings (tiny random
-weights in each family's real architecture, since their weights can't be downloaded here), the
+"""Quantized loading: the six hub entries build the right model classes and settings (through their
+toy entries, `pricer.model.toys`: each family's real architecture at toy size with random weights,
+since the hub weights can't be downloaded here), the
 price-only loss matches the full-vocabulary loss, and the CPU repack trap stays defused."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 
-from pricer.model.catalog import CATALOG
+from pricer.model.catalog import CATALOG, TOY_ENTRIES, ModelSpec
 from pricer.model.prompts import encode
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16)
-# model_type -> (class, the family's real architecture fields that differ from the defaults)
-FAMILIES = {
-    "llama": ("LlamaForCausalLM", dict(
-        hidden_act="silu", rms_norm_eps=1e-5, tie_word_embeddings=False, max_position_embeddings=131072,
-        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})),
-    "gemma2": ("Gemma2ForCausalLM", dict(
-        hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=16, sliding_window=4096,
-        attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True,
-        max_position_embeddings=8192)),
-    "qwen2": ("Qwen2ForCausalLM", dict(
-        hidden_act="silu", rms_norm_eps=1e-6, tie_word_embeddings=False, use_sliding_window=False,
-        max_position_embeddings=32768, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
-}
-HUB_ENTRIES = ["llama-3.1-8b", "llama-3.1-8b-instruct", "gemma-2-2b", "gemma-2-2b-it", "qwen2.5-7b",
-               "qwen2.5-7b-instruct"]
+# model_type -> its transformers class
+CLASSES = {"llama": "LlamaForCausalLM", "gemma2": "Gemma2ForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+# hub entry -> its toy (`pricer.model.toys`: the family's real architecture at toy size, random weights)
+TOY_OF = {hub: toy for toy, hub in TOY_ENTRIES.items()}
+HUB_ENTRIES = list(TOY_OF)
 
 
 @pytest.fixture(scope="module")
-def tiny_hub_folders(tiny_models, tmp_path_factory) -> dict[str, Path]:
-    """family -> a folder with random weights of that family's architecture at tiny size, and the
-    SmolLM2 tokenizer given the pad tokens the hub entries name."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
+def toys() -> dict[str, ModelSpec]:
+    """hub entry -> its toy entry, built once into the pricer cache by the catalog's one builder."""
     from pricer.model.catalog import materialize
 
-    tokenizer = AutoTokenizer.from_pretrained(materialize(tiny_models["smollm2-135m-instruct"]))
-    tokenizer.add_tokens(["<pad>", "<|finetune_right_pad_id|>"], special_tokens=True)
-    folders = {}
-    for family, (_, fields) in FAMILIES.items():
-        folder = tmp_path_factory.mktemp(family)
-        config = AutoConfig.for_model(family, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                                      eos_token_id=tokenizer.eos_token_id, **TINY, **fields)
-        torch.manual_seed(0)
-        AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders[family] = folder
-    return folders
+    for toy in TOY_OF.values():
+        materialize(CATALOG[toy])
+    return {hub: CATALOG[toy] for hub, toy in TOY_OF.items()}
 
 
 @pytest.mark.parametrize("name", HUB_ENTRIES)
-def test_hub_entry_builds_its_family_model_with_the_family_settings(name, tiny_hub_folders) -> None:
+def test_hub_entry_builds_its_family_model_with_the_family_settings(name, toys) -> None:
     import bitsandbytes as bnb
     from peft import LoraConfig, get_peft_model
 
     from pricer.model.loading import load_model
 
-    spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[CATALOG[name].family]))
+    spec = toys[name]
+    assert dataclasses.replace(spec, name=name, source=CATALOG[name].source) == CATALOG[name]
     model, tokenizer = load_model(spec, "nf4")
 
-    assert type(model).__name__ == FAMILIES[spec.family][0]
+    assert type(model).__name__ == CLASSES[spec.family]
     assert model.config._attn_implementation == ("eager" if spec.family == "gemma2" else "sdpa")
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert len(quantized) == 2 * 7 and not any(m.support_avx512bf16_for_cpu for m in quantized)
@@ -78,19 +53,18 @@ def test_hub_entry_builds_its_family_model_with_the_family_settings(name, tiny_h
         lora.unload()
 
 
-def test_quantization_none_loads_a_plain_model(tiny_hub_folders) -> None:
+def test_quantization_none_loads_a_plain_model(toys) -> None:
     import bitsandbytes as bnb
 
     from pricer.model.loading import compute_dtype, load_model
 
-    spec = dataclasses.replace(CATALOG["qwen2.5-7b"], source=str(tiny_hub_folders["qwen2"]))
-    model, _ = load_model(spec, "none")
+    model, _ = load_model(toys["qwen2.5-7b"], "none")
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert model.model.layers[0].self_attn.q_proj.weight.dtype == compute_dtype(model.device)
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(family, tiny_hub_folders) -> None:
+@pytest.mark.parametrize("family", list(CLASSES))
+def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(family, toys) -> None:
     """Gemma 2's final-logit soft-capping included."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -99,7 +73,7 @@ def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(fam
     from pricer.train.loop import collate, price_only_loss
 
     name = {"llama": "llama-3.1-8b", "gemma2": "gemma-2-2b", "qwen2": "qwen2.5-7b"}[family]
-    spec = dataclasses.replace(CATALOG[name], source=str(tiny_hub_folders[family]))
+    spec = toys[name]
     model, tokenizer = load_model(spec, "nf4")
     torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=4, target_modules=spec.target_modules("all-linear"),

@@ -63,3 +63,20 @@ def test_scatter_chart_writes_a_png(tmp_path: Path):
     path = scatter_chart([10.0, 100.0, 500.0], [12.0, None, 900.0], tmp_path / "charts" / "s.png", title="t")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_the_bootstrap_interval_holds_the_mean_is_seeded_and_narrows_with_more_items() -> None:
+    import random
+
+    from pricer.metrics import bootstrap_interval
+
+    rng = random.Random(3)
+    few = [rng.expovariate(1 / 50) for _ in range(40)]
+    many = few * 10
+    low, high = bootstrap_interval(few)
+    assert low < sum(few) / len(few) < high
+    assert bootstrap_interval(few) == (low, high)  # same items, same interval
+    assert bootstrap_interval(few, seed=1) != (low, high)
+    many_low, many_high = bootstrap_interval(many)
+    assert many_high - many_low < (high - low) / 2  # 10x the items: about 1/sqrt(10) as wide
+    assert bootstrap_interval([7.0]) == (7.0, 7.0)

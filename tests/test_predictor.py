@@ -8,13 +8,30 @@ from pathlib import Path
 import pytest
 
 from pricer.errors import SpecError
-from pricer.model.adapter import FORMAT, META_FILE
-from pricer.predict.predictor import LOADERS, kind_of, load_predictor
+from pricer.model.adapter import FORMAT, META_FILE, write_meta
+from pricer.predict.predictor import load_predictor
 
 
-def test_a_folder_without_a_kind_is_an_adapter_and_every_kind_has_a_loader() -> None:
-    assert kind_of({"format": FORMAT}) == "adapter"
-    assert set(LOADERS) >= {"adapter", "merged"}
+def test_a_folder_from_before_kinds_is_opened_as_an_adapter(tmp_path: Path) -> None:
+    """No ``kind`` in pricer.json: the adapter loader takes it (and, here, finds its base missing)."""
+    from pricer.errors import ModelUnavailable
+    from pricer.model.catalog import ModelSpec
+
+    base = ModelSpec("gone", "llama", "base", str(tmp_path / "no-base"))
+    write_meta(tmp_path, {"model": base.to_dict(), "prompt": {"max_tokens": 64}})
+    with pytest.raises(ModelUnavailable, match="gone: weights not available"):
+        load_predictor(tmp_path)
+
+
+def test_an_ensemble_folder_as_written_is_opened_by_the_same_door(tmp_path: Path) -> None:
+    """What `save_ensemble` writes, `load_predictor` opens; a member without weight is not loaded
+    (here it could not be: its folder does not exist), and no weighted member means no price."""
+    from pricer.predict.ensemble import Member, save_ensemble
+
+    save_ensemble(tmp_path, [Member("trial-0", "adapter", "trial-0", 0.0)], metrics={})
+    predictor = load_predictor(tmp_path)
+    assert predictor.kind == "ensemble" and predictor.loaded == [None]
+    assert predictor.predict(["A kettle."]) == [None]
 
 
 def test_an_unknown_kind_or_a_foreign_folder_is_one_clear_error(tmp_path: Path) -> None:

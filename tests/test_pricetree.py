@@ -94,15 +94,33 @@ def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path
             assert math.isclose(mass[value], p * end, rel_tol=1e-4), (value, mass[value], p * end)
 
 
-def test_median_decoding_scores_like_greedy_does(smollm2, sample_path) -> None:
+def test_median_decoding_scores_like_greedy_and_weighs_every_price_greedy_writes(smollm2_fp32, sample_path) -> None:
+    """Both readings of the same items are scored alike, and the price greedy decoding writes is a
+    value the median walk gave mass to: greedy follows the top token at each step, which the walk's
+    beam always keeps (fp32, so batching and padding move no argmax)."""
     from pricer.data.dataset import load_items
-    from pricer.predict.evaluate import evaluate_items
+    from pricer.metrics import score
+    from pricer.model.prompts import encode
+    from pricer.predict.evaluate import MAX_DIGITS, evaluate_items
+    from pricer.predict.pricetree import price_masses
 
-    spec, model, tokenizer = smollm2
+    spec, model, tokenizer = smollm2_fp32
     items = load_items(sample_path)[:6]
-    evaluation = evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=48, batch_size=4,
-                                decode="median")
-    assert all(o == "" or o.isdigit() for o in evaluation.outputs)
-    assert evaluation.metrics.n == 6 and evaluation.metrics.misses == evaluation.outputs.count("")
+    read = {decode: evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=48, batch_size=4,
+                                   decode=decode) for decode in ("greedy", "median")}
+    median = read["median"]
+    assert all(o == "" or o.isdigit() for o in median.outputs)
+    for evaluation in read.values():
+        assert evaluation.metrics.n == 6 and evaluation.metrics.misses == evaluation.predictions.count(None)
+        assert evaluation.metrics.mae == score([i.price for i in items], evaluation.predictions).mae
+
+    prompts = [encode(tokenizer, i.text, chat=spec.chat, max_tokens=48).prompt_ids for i in items]
+    masses = price_masses(model, tokenizer, prompts, max_digits=MAX_DIGITS)
+    greedy = read["greedy"]
+    written = [(o, int(p), mass) for o, p, mass in zip(greedy.outputs, greedy.predictions, masses, strict=True)
+               if o[:1].isdigit()]
+    assert written, f"greedy wrote no number to check: {greedy.outputs}"
+    for output, value, mass in written:
+        assert mass.get(value, 0) > 0, (output, sorted(mass, key=mass.get)[-5:])
     with pytest.raises(ValueError, match="decode"):
         evaluate_items(model, tokenizer, items, chat=spec.chat, decode="beam")

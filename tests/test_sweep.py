@@ -198,12 +198,18 @@ def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
     from sweeps.run.pruning import errors_key
 
     trials = open_study(sweep.spec).trials
+    assert sweep.spec.objective.metric == "rmsle"  # the reports are RMSLE, the errors dollars
+    client = sweep.tracker.client
     for trial in trials:
+        run_id = trial.user_attrs["mlflow_run_id"]
+        mae = {m.step: m.value for m in client.get_metric_history(run_id, "val_mae")}
+        rmsle = {m.step: m.value for m in client.get_metric_history(run_id, "val_rmsle")}
         for step, value in trial.intermediate_values.items():
             errors = trial.user_attrs[errors_key(step)]
             assert len(errors) == 8  # eval_items, same items in every trial
-            if sweep.spec.objective.metric == "mae":
-                assert sum(errors) / 8 == pytest.approx(value, abs=0.01)
+            # the errors are the same evaluation's: their mean is the $ error MLflow logged at that step
+            assert sum(errors) / 8 == pytest.approx(mae[step], abs=0.01)
+            assert value == pytest.approx(rmsle[step], rel=1e-6)
     # the same items in the same order: the hopeless trial wrote no number, so its errors are
     # the true prices, and every other trial's error on an item is at most price + its guess
     hopeless = trials[2].user_attrs[errors_key(1)]

@@ -48,9 +48,8 @@ def reloaded(tiny_trial):
 def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> None:
     import torch
 
-    from pricer.data.dataset import load_splits
+    from pricer.data.dataset import as_items, load_splits
     from pricer.model.prompts import encode
-    from pricer.predict.evaluate import as_items
     from pricer.train.loop import collate, price_only_loss
 
     result, loaded = reloaded

@@ -20,7 +20,8 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from pricer.errors import SpecError
-from pricer.model.prompts import Example
+from pricer.model.batches import pad_batch
+from pricer.model.prompts import IGNORE, Example
 
 RECIPE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
@@ -107,18 +108,13 @@ class CompletionOnlyCollator:
     seen: list[int] | None = field(default=None, compare=False)
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            labels[i, r["prompt_len"]:n] = ids[i, r["prompt_len"]:n]
+        ids = [list(r["input_ids"]) for r in rows]
+        # a prompt cut by max_tokens leaves no price token: the whole row is masked
+        labels = [[IGNORE] * min(r["prompt_len"], len(i)) + i[r["prompt_len"]:] for r, i in zip(rows, ids, strict=True)]
+        batch = pad_batch(ids, self.pad_token_id, side="right", labels=labels)
         if self.seen is not None:
-            self.seen.append(int(mask.sum()))
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+            self.seen.append(int(batch["attention_mask"].sum()))
+        return batch
 
 
 def train_reference(model, tokenizer, examples: Sequence[Example], config: RecipeConfig,

@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import statistics
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.data.curate import SPLITS, balance, dedupe, split_items
+from pricer.data.curate import SPLITS, Dropped, balance, dedupe, item_from_curated, split_items
 from pricer.data.readers import is_url, read_items
 from pricer.data.tables import Columns
 from pricer.errors import DataError
@@ -190,7 +191,7 @@ def load_items(path: str | Path, columns: Columns | None = None) -> list[Item]:
     """
     if not is_url(path) and Path(path).is_dir():
         test = load_splits(path)["test"]
-        return [Item(**{c: row[c] for c in COLUMNS}) for row in test]
+        return as_items(test)
     drops: Counter = Counter()
     items = list(read_items(path, drops=drops, columns=columns))
     if not items:
@@ -198,3 +199,21 @@ def load_items(path: str | Path, columns: Columns | None = None) -> list[Item]:
         raise DataError(f"{path}: no usable items ({reasons})")
     return items
 
+
+def as_items(rows: Iterable[Item | Mapping]) -> list[Item]:
+    """Items from Item objects or dataset rows (title, category, price, text, details), each row
+    checked as curation checks a curated record (`pricer.data.curate.item_from_curated`).
+
+    Raises:
+        DataError: a row curation would have dropped (a dataset not written by `build`, or edited since).
+    """
+    items = []
+    for n, row in enumerate(rows):
+        if isinstance(row, Item):
+            items.append(row)
+            continue
+        try:
+            items.append(item_from_curated(dict(row)))
+        except Dropped as exc:
+            raise DataError(f"dataset row {n}: {exc}; rebuild the data with `pricer data build`") from None
+    return items

@@ -37,7 +37,6 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
     tokenizer.save_pretrained(out)
     make_portable(out, spec)
     meta = {
-        "format": FORMAT,
         "kind": ADAPTER,
         "model": spec.to_dict(),
         "quantization": config.get("quantization", "nf4"),
@@ -65,8 +64,11 @@ def make_portable(folder: Path, spec: ModelSpec) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def write_meta(folder: Path, meta: Mapping) -> None:
-    (Path(folder) / META_FILE).write_text(json.dumps(dict(meta), indent=2) + "\n")
+def write_meta(folder: Path, meta: Mapping) -> Path:
+    """Write the folder's ``pricer.json`` (every kind of folder: adapter, merged, ensemble), stamped
+    with this version's `FORMAT`; return the folder."""
+    (Path(folder) / META_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2) + "\n")
+    return Path(folder)
 
 
 def read_meta(folder: Path) -> dict:

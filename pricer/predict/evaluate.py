@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pricer.data.curate import MAX_PRICE
+from pricer.data.dataset import as_items
 from pricer.items import Item
 from pricer.metrics import Metrics, parse_price, score
+from pricer.model.batches import pad_batch
 from pricer.model.prompts import DEFAULT_MAX_TOKENS, Example, encode
 from pricer.predict.pricetree import DECODES, DEFAULT_DECODE, median_prices
 
@@ -46,14 +48,6 @@ class Evaluation:
         """title, category, price, predicted (None for a miss), output per item."""
         return [{"title": i.title, "category": i.category, "price": i.price, "predicted": p, "output": o}
                 for i, p, o in zip(items, self.predictions, self.outputs, strict=True)]
-
-
-def as_items(rows: Sequence[Item | Mapping]) -> list[Item]:
-    """Items from Item objects or dataset rows (dicts with title, category, price, text)."""
-    return [r if isinstance(r, Item) else
-            Item(title=r["title"], category=r["category"], price=float(r["price"]), text=r["text"],
-                 details=r.get("details") or "")
-            for r in rows]
 
 
 def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -114,9 +108,10 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     max_new_tokens: int) -> list[str]:
     import torch
 
-    input_ids, attention_mask = left_pad(prompts, tokenizer.pad_token_id, device=model.device)
+    batch = pad_batch(prompts, tokenizer.pad_token_id, side="left", device=model.device)
+    input_ids = batch["input_ids"]
     generated = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+        input_ids=input_ids, attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
         do_sample=False, num_beams=1, use_cache=True, pad_token_id=tokenizer.pad_token_id,
         stopping_criteria=[PriceComplete(tokenizer, input_ids.shape[1])],
         temperature=None, top_p=None, top_k=None)
@@ -127,20 +122,6 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 def within_range(text: str) -> str:
     """The output with a leading digit run cut to ``MAX_DIGITS`` (``"12345."`` -> ``"123"``)."""
     return _TOO_MANY_DIGITS.sub(r"\1", text)
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int, *, device: torch.device | str = "cpu",
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """input_ids and attention_mask of prompts padded on the left (generation appends on the right)."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        attention_mask[i, width - len(row):] = 1
-    return input_ids.to(device), attention_mask.to(device)
 
 
 class PriceComplete:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 from pricer.errors import SpecError
 from pricer.model.adapter import ADAPTER, MERGED, META_FILE, read_meta
 from pricer.model.catalog import ModelSpec
+from pricer.predict.ensemble import Ensemble
 
 if TYPE_CHECKING:
     import torch
@@ -114,9 +115,7 @@ def _decode(meta: dict) -> str:
 # kind in pricer.json -> loader(folder, meta, device)
 def _load_ensemble(folder: Path, meta: dict, device: torch.device | None) -> Predictor:
     """Adapters and fitted baselines weighted in log-price space (`pricer.predict.ensemble`)."""
-    from pricer.predict.ensemble import Ensemble
-
-    return Ensemble(folder, meta, device)
+    return Ensemble(folder, meta, lambda member: load_predictor(member, device=device))
 
 
 LOADERS: dict[str, Callable[[Path, dict, torch.device | None], Predictor]] = {
@@ -149,8 +148,8 @@ def load_predictor(folder: str | Path, *, device: torch.device | None = None) ->
 def evaluate(predictor: Predictor, items: Sequence, *, batch_size: int = BATCH_SIZE,
              progress: bool = False) -> Metrics:
     """Score a predictor on curated items (`Item`s or dataset rows) against their true prices."""
+    from pricer.data.dataset import as_items
     from pricer.metrics import score
-    from pricer.predict.evaluate import as_items
 
     items = as_items(items)
     if hasattr(predictor, "predict_items"):  # an ensemble's baselines also read details and category

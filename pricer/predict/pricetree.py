@@ -19,6 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pricer.model.batches import pad_batch
+
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -64,11 +66,10 @@ def price_masses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     """
     import torch
 
-    from pricer.predict.evaluate import left_pad
-
     digit_ids, digit_texts = digit_tokens(tokenizer, max_digits)
     digits = torch.tensor(digit_ids, device=model.device)
-    input_ids, mask = left_pad(prompts, tokenizer.pad_token_id, device=model.device)
+    batch = pad_batch(prompts, tokenizer.pad_token_id, side="left", device=model.device)
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True, logits_to_keep=1)  # the whole-prompt head would cost more than the walk
     cache_arg = _cache_arg()

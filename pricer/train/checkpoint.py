@@ -13,14 +13,37 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pricer.errors import SpecError
 
 if TYPE_CHECKING:
-    from pricer.train.loop import Fit, Run
+    import torch
 
 FILE = "checkpoint.pt"
+
+
+class Config(Protocol):
+    def to_dict(self) -> dict: ...
+
+
+class Trainable(Protocol):
+    """What a checkpoint saves and restores of a set-up run (`pricer.train.loop.Run` is one)."""
+
+    config: Config
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+class Progress(Protocol):
+    """How far a run got (`pricer.train.loop.Fit` is one)."""
+
+    steps: int
+    losses: list[tuple[int, float]]
+    val_curve: list[tuple[int, float]]
+    tokens: int
+    seconds: float
 
 
 @dataclass
@@ -34,7 +57,7 @@ class Checkpoint:
     seconds: float
     state: dict[str, Any]
 
-    def restore(self, run: Run) -> None:
+    def restore(self, run: Trainable) -> None:
         import torch
         from peft import set_peft_model_state_dict
 
@@ -46,7 +69,7 @@ class Checkpoint:
             torch.cuda.set_rng_state_all(self.state["cuda_rng"])
 
 
-def save_checkpoint(run: Run, fit: Fit, folder: Path) -> Path:
+def save_checkpoint(run: Trainable, fit: Progress, folder: Path) -> Path:
     """Write `run`'s trainable state after ``fit.steps`` steps to ``folder/checkpoint.pt``.
 
     Written to a temporary name and renamed over the last one, so a process killed mid-write
@@ -72,7 +95,7 @@ def save_checkpoint(run: Run, fit: Fit, folder: Path) -> Path:
     return path
 
 
-def load_checkpoint(folder: Path, config: Any) -> Checkpoint | None:
+def load_checkpoint(folder: Path, config: Config) -> Checkpoint | None:
     """The checkpoint in `folder`, or None when there is none.
 
     Raises:

@@ -21,24 +21,25 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as declared
 
+from pricer.data.dataset import as_items
 from pricer.declared import DECLARED, one_line, validate
 from pricer.errors import SpecError, TrialFailed
 from pricer.items import Item
 from pricer.metrics import Metrics
+from pricer.model.batches import pad_batch
 from pricer.model.catalog import TARGET_KINDS, ModelSpec, resolve
 from pricer.model.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
 from pricer.model.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
-from pricer.model.prompts import DEFAULT_MAX_TOKENS, IGNORE, encode, template_tokens
+from pricer.model.prompts import DEFAULT_MAX_TOKENS, IGNORE, Example, encode, template_tokens
 from pricer.model.shapes import ModelShape
-from pricer.predict.evaluate import EVAL_BATCH_SIZE, Evaluation, as_items, evaluate_items
+from pricer.predict.evaluate import EVAL_BATCH_SIZE, Evaluation, evaluate_items
 from pricer.predict.pricetree import DECODES, DEFAULT_DECODE
+from pricer.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     import torch
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
-
-    from pricer.train.checkpoint import Checkpoint
 
 SCHEDULERS = ("linear", "cosine", "constant")
 
@@ -183,7 +184,7 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
 
     budget = budget_gib() if memory_budget_gib is None else memory_budget_gib
     model, tokenizer = load_model(spec, config.quantization)
-    seq_len = config.max_tokens + template_tokens(tokenizer, chat=spec.chat)
+    seq_len = sequence_length(config, tokenizer, chat=spec.chat)
     prefer_eager_on_cpu(model, seq_len)
     plan = plan_for(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
                      compute_bytes=model.dtype.itemsize)
@@ -204,6 +205,11 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
                               num_training_steps=total_steps)
     return Run(config, spec, model, tokenizer, optimizer, scheduler, train_items, val_items, test_items,
                total_steps, plan)
+
+
+def sequence_length(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, chat: bool) -> int:
+    """Tokens of a trial's longest prompt: the text budget plus the template around it and the answer."""
+    return config.max_tokens + template_tokens(tokenizer, chat=chat)
 
 
 def plan_for(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
@@ -247,22 +253,11 @@ def price_only_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_m
     return torch.nn.functional.cross_entropy(logits, targets[keep])
 
 
-def collate(examples: Sequence, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
     """Right-padded input_ids / attention_mask / labels of encoded examples (right padding keeps
     the default position ids of every real token)."""
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = len(e.input_ids)
-        input_ids[i, :n] = torch.tensor(e.input_ids)
-        labels[i, :n] = torch.tensor(e.labels)
-        attention_mask[i, :n] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device),
-            "labels": labels.to(device)}
+    return pad_batch([e.input_ids for e in examples], pad_id, side="right", labels=[e.labels for e in examples],
+                     device=device)
 
 
 def batch_order(n: int, size: int, seed: int) -> Iterator[list[int]]:
@@ -353,8 +348,6 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
     """
     from tqdm.auto import tqdm
 
-    from pricer.train.checkpoint import save_checkpoint
-
     cfg = run.config
     out = Fit([], [], None, 0, False, 0, 0.0)
     if resume is not None:
@@ -429,8 +422,6 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         TrialFailed: the loss went NaN/inf.
         SpecError: the checkpoint in `resume_from` was made with another config.
     """
-    from pricer.train.checkpoint import load_checkpoint
-
     started = time.perf_counter()
     resume = load_checkpoint(resume_from, config) if resume_from is not None else None
     run = setup(config, data, spec=spec)

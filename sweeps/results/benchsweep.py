@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.spec.study import ParamSpec, PrunerSpec, StudySpec
+from sweeps.track.stores import sqlite_url
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class Arm:
 def _arm_spec(spec: StudySpec, root: Path, name: str, **changes) -> StudySpec:
     workdir = root / name.replace(" ", "-")
     return dataclasses.replace(spec, name=f"{spec.name}-{name.replace(' ', '-')}", workdir=workdir,
-                               storage=f"sqlite:///{workdir / 'optuna.db'}",
-                               tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}", **changes)
+                               storage=sqlite_url(workdir / "optuna.db"),
+                               tracking_uri=sqlite_url(workdir / "mlflow.db"), **changes)
 
 
 def scaled(spec: StudySpec, *, n_trials: int | None = None, max_steps: int | None = None,
@@ -173,7 +174,7 @@ def run_sweep_bench(spec: StudySpec, root: Path) -> dict:
 
     from sweeps.results.leaderboard import leaderboard
 
-    default_row = next(r for r in leaderboard(f"sqlite:///{root / 'search' / 'mlflow.db'}", search.name)
+    default_row = next(r for r in leaderboard(sqlite_url(root / "search" / "mlflow.db"), search.name)
                        if not r.baseline and r.trial == 0)
 
     def ratio(a: float | None, b: float | None) -> float | None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.track.redact import redact
+from sweeps.track.stores import sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -67,7 +68,7 @@ def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
     """Start the server in its own process group; `stop` ends the whole group."""
     if tracking_uri.startswith(("http://", "https://")):
         raise SpecError(f"tracking_uri {redact(tracking_uri)} is already a server: open it in a browser")
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    if (db := sqlite_path(tracking_uri)) is not None and not db.is_file():
         raise SpecError(f"no MLflow store at {redact(tracking_uri)}: launch the study first, "
                         "or pass the --tracking-uri it was launched with")
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from pricer.model.catalog import ModelSpec
     from pricer.train.loop import TrainConfig
 
-# `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: the guard plans before
-# any tokenizer is loaded.
+# `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
+# for a model whose tokenizer is not on this machine yet (a hub entry before its first download).
 PROMPT_TOKENS = 64
 
 
@@ -39,23 +39,43 @@ class Verdict:
     fits: bool = True
 
 
+def local_folder(spec: ModelSpec) -> Path | None:
+    """The entry's model folder if it is already on this machine (a local source, or a copy the
+    catalog converted or built into its cache), without fetching anything."""
+    from pricer.model.catalog import cache_root
+
+    for folder in (Path(spec.source).expanduser(), cache_root() / "models" / spec.name):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
 def shape_of(spec: ModelSpec) -> ModelShape | None:
     """The architecture of a catalog entry without loading or downloading anything: the published
     shapes, else the ``config.json`` of a local folder or of an already converted/cached copy."""
     if spec.name in SHAPES:
         return SHAPES[spec.name]
-    from pricer.model.catalog import cache_root
+    folder = local_folder(spec)
+    if folder is None:
+        return None
+    from transformers import AutoConfig
 
-    for folder in (Path(spec.source).expanduser(), cache_root() / "models" / spec.name):
-        config = folder / "config.json"
-        if config.is_file():
-            from transformers import AutoConfig
+    try:
+        return ModelShape.from_config(AutoConfig.from_pretrained(folder))
+    except (ValueError, KeyError, AttributeError, json.JSONDecodeError):
+        return None
 
-            try:
-                return ModelShape.from_config(AutoConfig.from_pretrained(folder))
-            except (ValueError, KeyError, AttributeError, json.JSONDecodeError):
-                return None
-    return None
+
+def sequence_length(config: TrainConfig, spec: ModelSpec) -> int:
+    """The prompt length the trial will plan with (`pricer.train.loop.sequence_length`), from the
+    entry's tokenizer when it is on this machine, else the text budget plus `PROMPT_TOKENS`."""
+    from pricer.model.loading import load_tokenizer
+    from pricer.train.loop import sequence_length as trial_length
+
+    folder = local_folder(spec)
+    if folder is None:
+        return config.max_tokens + PROMPT_TOKENS
+    return trial_length(config, load_tokenizer(spec, folder), chat=spec.chat)
 
 
 def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> Verdict:
@@ -68,9 +88,10 @@ def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> 
     shape = shape_of(spec)
     if shape is None:
         return Verdict(None, budget, f"{spec.name}: shape unknown before loading; not checked")
-    plan = plan_for(config, shape, budget_gib=budget, seq_len=config.max_tokens + PROMPT_TOKENS,
-                     compute_bytes=compute_dtype(pick_device()).itemsize)
-    reason = (f"memory guard: {spec.name} at batch {config.batch_size} x ~{config.max_tokens + PROMPT_TOKENS} "
+    seq_len = sequence_length(config, spec)
+    plan = plan_for(config, shape, budget_gib=budget, seq_len=seq_len,
+                    compute_bytes=compute_dtype(pick_device()).itemsize)
+    reason = (f"memory guard: {spec.name} at batch {config.batch_size} x ~{seq_len} "
               f"tokens, LoRA r{config.lora_r} {config.target_modules}, {plan.describe()}")
     return Verdict(plan.estimate, budget, reason, fits=plan.fits)
 

@@ -23,6 +23,7 @@ from sweeps.run.objective import RUN_ID_ATTR, Objective
 from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
+from sweeps.track.stores import retried, sqlite_path
 from sweeps.track.tracking import REASON, STATE, MlflowTracker, log_baselines, log_study_plots
 
 if TYPE_CHECKING:
@@ -139,23 +140,23 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
     from sqlalchemy.exc import SQLAlchemyError
 
     heartbeat, grace = heartbeat_settings()
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(3):
-        try:
-            with optuna_experimental():
-                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                                  heartbeat_stale_trial_callback=on_stale)
-        except SQLAlchemyError as exc:
-            # workers started together on a fresh database race to create its tables: the loser
-            # gets a UniqueViolation on CREATE TYPE and finds the schema there a moment later
-            if attempt == 2:
-                raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: "
-                                f"{redact(str(exc).splitlines()[0])})") from exc
-            time.sleep(1 + attempt)
-        except (ValueError, ImportError) as exc:
-            raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: {redact(exc)})") from exc
-    raise AssertionError("unreachable")
+    if (db := sqlite_path(url)) is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> optuna.storages.BaseStorage:
+        with optuna_experimental():
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                              heartbeat_stale_trial_callback=on_stale)
+
+    try:
+        # workers started together on a fresh database race to create its tables: the loser
+        # gets a UniqueViolation on CREATE TYPE and finds the schema there a moment later
+        return retried(connect, attempts=3, errors=(SQLAlchemyError,))
+    except SQLAlchemyError as exc:
+        raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: "
+                        f"{redact(str(exc).splitlines()[0])})") from exc
+    except (ValueError, ImportError) as exc:
+        raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: {redact(exc)})") from exc
 
 
 def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
@@ -263,9 +264,8 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
     logged too, so an ensemble export can carry the best one."""
     import tempfile
 
-    from pricer.data.dataset import load_splits
+    from pricer.data.dataset import as_items, load_splits
     from pricer.predict.baselines import BASELINES, fit_baselines, save_baseline, score_baseline
-    from pricer.predict.evaluate import as_items
     from sweeps.spec.space import to_config
 
     config = to_config(spec, {p.name: p.first for p in spec.search_space.values() if not p.when})

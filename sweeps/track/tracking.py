@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
 from sweeps.track.redact import redact
+from sweeps.track.stores import retried, sqlite_path
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
@@ -49,9 +50,9 @@ class Tracker(Protocol):
 def artifact_root(tracking_uri: str) -> str | None:
     """Artifacts of a local ``sqlite:///`` store go in ``artifacts/`` beside the database (not
     ./mlruns of whichever folder a worker started in); a server decides for itself."""
-    if not tracking_uri.startswith("sqlite:///"):
+    db = sqlite_path(tracking_uri)
+    if db is None:
         return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     return (db.parent.resolve() / "artifacts").as_uri()
 
@@ -62,15 +63,14 @@ def schema_lock(tracking_uri: str) -> Iterator[None]:
     unguarded, and two workers started together on a fresh file crash (``duplicate column name:
     step``, or alembic finding no row to update). A lock file beside the database serialises them;
     the second finds the tables made. Other stores are left to their own servers and databases."""
-    if not tracking_uri.startswith("sqlite:///"):
+    db = sqlite_path(tracking_uri)
+    if db is None:
         yield
         return
-    import fcntl
+    from filelock import FileLock
 
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+    with FileLock(db.with_name(db.name + ".lock")):  # released on exit, or when the process dies
         yield
 
 
@@ -100,8 +100,8 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
 
         self.tracking_uri = tracking_uri
-        if not create and tracking_uri.startswith("sqlite:///"):
-            if not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        if not create and (db := sqlite_path(tracking_uri)) is not None:
+            if not db.is_file():
                 raise SpecError(f"study {experiment!r}: no MLflow store at {redact(tracking_uri)}; launch it first, "
                                 "or pass the --tracking-uri it was launched with")
         root = artifact_root(tracking_uri) if create else None
@@ -135,19 +135,16 @@ class MlflowTracker:
         from mlflow.exceptions import MlflowException
         from sqlalchemy.exc import SQLAlchemyError
 
-        retry = urlsplit(self.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql"))
-        for attempt in range(4):
-            try:
-                with schema_lock(self.tracking_uri):
-                    self.client = MlflowClient(self.tracking_uri)
-                    return self.client.get_experiment_by_name(experiment)
-            except (MlflowException, SQLAlchemyError) as exc:
-                if not retry or attempt == 3:
-                    if isinstance(exc, MlflowException):
-                        raise
-                    raise MlflowException(str(exc).splitlines()[0]) from exc
-                time.sleep(1 + attempt)
-        raise AssertionError("unreachable")
+        def connect():
+            with schema_lock(self.tracking_uri):
+                self.client = MlflowClient(self.tracking_uri)
+                return self.client.get_experiment_by_name(experiment)
+
+        server = urlsplit(self.tracking_uri).scheme.startswith(("postgresql", "mysql", "mssql"))
+        try:
+            return retried(connect, attempts=4 if server else 1, errors=(MlflowException, SQLAlchemyError))
+        except SQLAlchemyError as exc:
+            raise MlflowException(str(exc).splitlines()[0]) from exc
 
     # -- the protocol ------------------------------------------------------------------------
 
