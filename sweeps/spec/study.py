@@ -51,42 +51,95 @@ class DataSpec:
     Args:
         source: a curated or raw Amazon 2023 jsonl (relative paths are tried against the current
             folder, then the folder above the study file's), a built dataset folder, or a URL.
+        sources: several of them (files, URLs or ``amazon2023:<Category>``), read in order;
+            instead of `source`.
         fallback: used when `source` is a local path that does not exist (e.g. the ``hf://``
             Amazon 2023 metadata when the offline sample is absent).
-        limit: read at most this many source lines.
+        limit: read at most this many lines of each source.
         seed: the split hash.
         balance: at most this many items per whole-dollar price bucket.
+        sampling: the recipe's sampling, ``{cap, category_weights, keep_all_from}``
+            (`pricer.data.sampling.Sampling`); instead of `balance`.
+        workers: curating processes (default: the machine's cores).
     """
 
-    source: str
+    source: str | None = None
+    sources: tuple[str, ...] = ()
     fallback: str | None = None
     limit: int | None = None
     seed: int = 42
     balance: int | None = None
+    sampling: Any = None
+    workers: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
-            raise SpecError("source: a path or URL is required")
-        for name in ("limit", "balance"):
+        from pricer.data.sampling import Sampling
+        from pricer.data.sources import SHORTHAND, expand
+        from pricer.errors import DataError
+
+        if self.source is not None and self.sources:
+            raise SpecError("source and sources: give one (source is the one-file form of sources)")
+        if self.sources:
+            if isinstance(self.sources, str) or not isinstance(self.sources, (list, tuple)) \
+                    or not all(isinstance(s, str) and s for s in self.sources):
+                raise SpecError(f"sources: a list of paths, URLs or amazon2023:<Category> (got {self.sources!r})")
+            if len(set(self.sources)) != len(self.sources):
+                raise SpecError("sources: each source once (a repeated one reads its items twice)")
+            object.__setattr__(self, "sources", tuple(self.sources))
+            if self.fallback is not None:
+                raise SpecError("fallback: goes with source (one file), not sources")
+        elif not isinstance(self.source, str) or not self.source:
+            raise SpecError("source: a path or URL is required (or sources: a list of them)")
+        for n, source in enumerate(self.sources or (self.source,)):
+            if source.startswith(SHORTHAND):
+                try:
+                    expand(source)
+                except DataError as exc:
+                    raise SpecError(f"{f'sources[{n}]' if self.sources else 'source'}: {exc}") from None
+        for name in ("limit", "balance", "workers"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise SpecError(f"{name}: must be a whole number >= 1 (got {value!r})")
         if not isinstance(self.seed, int):
             raise SpecError(f"seed: must be a whole number (got {self.seed!r})")
+        if self.sampling is not None:
+            if not isinstance(self.sampling, (Mapping, Sampling)):
+                raise SpecError(f"sampling: a mapping {{cap, category_weights, keep_all_from}} (got {self.sampling!r})")
+            if isinstance(self.sampling, Mapping):
+                unknown = sorted(set(self.sampling) - {"cap", "category_weights", "keep_all_from"})
+                if unknown:
+                    raise SpecError(f"sampling: unknown key(s) {', '.join(map(str, unknown))}; expected cap, "
+                                    "category_weights, keep_all_from")
+                if "cap" not in self.sampling:
+                    raise SpecError("sampling.cap: required (items per dollar bucket kept as they are; the recipe: 1200)")
+                object.__setattr__(self, "sampling", Sampling(**self.sampling))
+            if self.balance is not None:
+                raise SpecError("balance and sampling: give one (a uniform or a category-weighted per-dollar cap)")
 
-    def resolve(self, study_path: Path | None = None) -> str:
-        """The source to read: the first existing local candidate, else the fallback, else
-        `source` unchanged (reading it then fails with a DataError naming it)."""
-        if "://" in self.source:
-            return self.source
-        path = Path(self.source).expanduser()
+    def _resolve_one(self, source: str, study_path: Path | None) -> str | None:
+        if "://" in source or source.startswith("amazon2023:"):
+            return source
+        path = Path(source).expanduser()
         candidates = [path] if path.is_absolute() else [Path.cwd() / path]
         if study_path is not None and not path.is_absolute():
             candidates.append(Path(study_path).resolve().parent.parent / path)
         for candidate in candidates:
             if candidate.exists():
                 return str(candidate.resolve())
-        return self.fallback or self.source
+        return None
+
+    def resolve(self, study_path: Path | None = None) -> str:
+        """The source to read (the first of `sources`): the first existing local candidate, else
+        the fallback, else `source` unchanged (reading it then fails with a DataError naming it)."""
+        return self.resolve_all(study_path)[0]
+
+    def resolve_all(self, study_path: Path | None = None) -> list[str]:
+        """Every source to read, in order; a missing local one stays as written (the build then
+        fails naming it), a missing `source` becomes its fallback when it has one."""
+        if self.sources:
+            return [self._resolve_one(s, study_path) or s for s in self.sources]
+        assert self.source is not None
+        return [self._resolve_one(self.source, study_path) or self.fallback or self.source]
 
 
 @dataclass(frozen=True)
