@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pricer.data.curate import DUPLICATE, OVER_BUCKET_CAP, SPLITS
 from pricer.data.sampling import Sampling, balanced_positions, sampled_positions
-from pricer.data.shards import ShardResult, curate_shard, plan_shards
+from pricer.data.shards import MIN_SHARD_BYTES, ShardResult, curate_shard, plan_shards
 from pricer.data.tables import Columns
 from pricer.errors import DataError, SpecError
 from pricer.items import Item
@@ -167,13 +167,14 @@ def _run(shards, scratch: Path, seed: int, workers: int, progress: bool) -> list
 
 
 def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: int | None = None,
-           progress: bool = False) -> Corpus:
+           progress: bool = False, min_shard_bytes: int = MIN_SHARD_BYTES) -> Corpus:
     """Curate `sources` (expanded, in reading order) into `scratch` and choose the splits.
 
     Args:
         scratch: an empty folder for the workers' curated shards; the caller removes it.
         workers: processes curating shards side by side (default: the machine's cores); 1 reads in
             this process.
+        min_shard_bytes: the smallest byte range a local jsonl is cut into.
 
     Raises:
         DataError: a source can't be read, or nothing usable is left.
@@ -181,7 +182,8 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise SpecError(f"workers: must be >= 1 (got {workers})")
-    shards = plan_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns)
+    shards = plan_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,
+                         min_bytes=min_shard_bytes)
     results = _run(shards, scratch, curation.seed, workers, progress)
 
     names: list[str] = []

@@ -44,7 +44,7 @@ REMOVALS = (
 # Unicode categories Cc (control), Cs (surrogates), Co (private use), and U+FFFD: the same set as
 # `unicodedata.category(c) in ("Cc", "Co", "Cs")` (checked over every code point), 16x faster than
 # that per-character loop on the sample's texts; the loop was most of curation's time.
-_ODD_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff\ufffd"
+ODD_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff\ufffd"
                              "\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 # What str.isdigit() accepts: \d (Unicode decimal digits) plus superscripts, subscripts and circled
 # digits (tests check it against isdigit over every code point).
@@ -119,7 +119,7 @@ def scrub(text: str) -> str:
     cost many tokens (the tokenizers spend one token per digit).
     """
     # Control, private-use and replacement characters come from bad encodings in the source.
-    text = _ODD_CHARACTERS.sub(" ", text)
+    text = ODD_CHARACTERS.sub(" ", text)
     text = _PUNCT_AND_SPACE.sub(" ", text).strip()
     text = text.replace(" ,", ",").replace(",,,", ",").replace(",,", ",")
     # The words are single-space separated here, so dropping some and closing the gaps is the
