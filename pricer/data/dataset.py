@@ -208,11 +208,9 @@ def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit:
 
 @contextlib.contextmanager
 def _scratch(out: Path | None) -> Iterator[Path]:
-    """A scratch folder beside `out` (the same disk, which holds the result anyway; /tmp may be
-    small or in memory), removed afterwards."""
-    parent = None if out is None else out.resolve().parent
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
+    """A scratch folder in the nearest existing folder above `out` (the same disk, which holds the
+    result anyway; /tmp may be small or in memory), removed afterwards; nothing else is created."""
+    parent = None if out is None else next(p for p in out.resolve().parents if p.is_dir())
     folder = Path(tempfile.mkdtemp(prefix=".pricer-build-", dir=parent))
     try:
         yield folder
