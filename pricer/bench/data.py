@@ -79,10 +79,16 @@ def write_raw_lines(sample: str | Path, lines: int, folder: Path, files: int = 2
 
 
 def _build_once(paths: list[str], out: str, workers: int, result: multiprocessing.Queue) -> None:
+    import resource
+
     from pricer.data.dataset import build
 
     report = build(paths, Path(out), workers=workers, progress=False)
-    result.put({"lines": report.lines, "kept": report.kept, "seconds": report.seconds})
+    own, workers_ = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds of the whole tree (the pool's workers are reaped by now): what a busy machine
+    # can't inflate the way it inflates wall time
+    cpu = own.ru_utime + own.ru_stime + workers_.ru_utime + workers_.ru_stime
+    result.put({"lines": report.lines, "kept": report.kept, "seconds": report.seconds, "cpu_seconds": cpu})
 
 
 def _tree_rss(pid: int) -> int:
@@ -121,6 +127,8 @@ def measure_build(paths: list[Path], out: Path, workers: int) -> dict:
     result = queue.get()
     return {"workers": workers, "seconds": round(wall, 2), "build_seconds": result["seconds"],
             "lines": result["lines"], "kept": result["kept"], "lines_per_s": round(result["lines"] / wall, 1),
+            "cpu_seconds": round(result["cpu_seconds"], 1),
+            "lines_per_cpu_s": round(result["lines"] / max(result["cpu_seconds"], 1e-9), 1),
             "peak_rss_gib": round(peak / GIB, 3)}
 
 
