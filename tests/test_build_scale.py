@@ -105,3 +105,22 @@ def test_scrubs_fast_character_classes_match_the_unicode_definitions() -> None:
     odd = {"Cc", "Co", "Cs"}
     assert ODD_CHARACTERS.findall(every) == [c for c in every if c == "\ufffd" or unicodedata.category(c) in odd]
     assert scrub("Model KT-1500X2 ² widget①abc x  y\x01z") == "Model ² x y z"
+
+
+def test_first_copies_keeps_what_dedupe_keeps() -> None:
+    from collections import Counter
+
+    import numpy as np
+
+    from pricer.data.corpus import first_copies
+    from pricer.data.curate import dedupe
+    from pricer.data.shards import key64
+    from pricer.items import Item
+
+    # "B" first comes with a text already taken (dropped), so its later copy with a new text is kept
+    items = [Item("A", "C", 1.0, "one"), Item("a", "C", 2.0, "two"), Item("B", "C", 3.0, "one"),
+             Item("C", "C", 4.0, "three"), Item("b", "C", 5.0, "four"), Item("D", "C", 6.0, "three")]
+    keys = [np.array([key64(f(i)) for i in items], dtype=np.uint64) for f in (lambda i: i.title.casefold(),
+                                                                              lambda i: i.text)]
+    kept = [items[p] for p in np.flatnonzero(first_copies(*keys))]
+    assert kept == list(dedupe(items, Counter())) == [items[0], items[3], items[4]]

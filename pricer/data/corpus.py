@@ -144,7 +144,7 @@ def _run(shards, scratch: Path, seed: int, workers: int, progress: bool) -> list
     with bar:
         if workers == 1 or len(shards) == 1:
             for shard in shards:
-                results[shard.index] = curate_shard(shard, str(scratch), seed)
+                results[shard.index] = curate_shard(shard, str(scratch), seed, progress and shard.end is None)
                 bar.update()
             return results  # type: ignore[return-value]
         import multiprocessing
@@ -153,7 +153,8 @@ def _run(shards, scratch: Path, seed: int, workers: int, progress: bool) -> list
         # spawn, not fork: the parent may hold threads (tqdm, torch) that a fork would copy mid-lock
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(shards)), mp_context=context) as pool:
-            futures = [pool.submit(curate_shard, shard, str(scratch), seed) for shard in shards]
+            futures = [pool.submit(curate_shard, shard, str(scratch), seed, progress and shard.end is None)
+                       for shard in shards]
             try:
                 for future in as_completed(futures):
                     result = future.result()
@@ -186,7 +187,6 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
                          min_bytes=min_shard_bytes)
     results = _run(shards, scratch, curation.seed, workers, progress)
 
-    names: list[str] = []
     index: dict[str, int] = {}
     codes = []
     for r in results:

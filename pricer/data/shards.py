@@ -106,14 +106,14 @@ def key64(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
 
 
-def _items(shard: Shard, drops: Counter) -> Iterator[Item]:
-    if shard.end is None:
-        return read_items(shard.source, shard.limit, drops=drops, columns=shard.columns)
+def _items(shard: Shard, drops: Counter, progress: bool) -> Iterator[Item]:
+    if shard.end is None:  # a whole URL streams for minutes: its own line bar says how far it got
+        return read_items(shard.source, shard.limit, drops=drops, columns=shard.columns, progress=progress)
     lines = range_lines(shard.source, shard.start, shard.end)
     return curate_records(parse_lines(lines, drops), category_of(shard.source), drops)
 
 
-def curate_shard(shard: Shard, scratch: str, seed: int) -> ShardResult:
+def curate_shard(shard: Shard, scratch: str, seed: int, progress: bool = False) -> ShardResult:
     """Curate one shard into ``<scratch>/shard-<index>.jsonl``; runs in a worker process.
 
     Raises:
@@ -126,7 +126,7 @@ def curate_shard(shard: Shard, scratch: str, seed: int) -> ShardResult:
     split_code = {name: n for n, name in enumerate(SPLITS)}
     offset = 0
     with open(path, "wb") as out:
-        for item in _items(shard, drops):
+        for item in _items(shard, drops, progress):
             line = (json.dumps(item.to_dict()) + "\n").encode("ascii")
             out.write(line)
             title_keys.append(key64(item.title.casefold()))
