@@ -20,7 +20,6 @@ from sweeps.cli.output import print_json, wide_console
 # --- data and baselines (pricer) --------------------------------------------------------------
 
 def cmd_data_build(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from pricer.data.dataset import build
@@ -33,25 +32,29 @@ def cmd_data_build(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column == "split" else "right")
     for name, s in report.splits.items():
         table.add_row(name, f"{s.n:,}", f"{s.min:,.2f}", f"{s.median:,.2f}", f"{s.mean:,.2f}", f"{s.max:,.2f}")
-    console = Console()
+    console = wide_console()
     console.print(table)
     dropped = ", ".join(f"{reason} {n:,}" for reason, n in report.dropped.items()) or "none"
     console.print(f"dropped: {dropped}")
     for title, before, after in (("category", report.categories_before, report.categories),
                                  ("price band", report.bands_before, report.bands)):
         counts = Table(title=f"items per {title}, before and after {_sampled_by(report)}")
-        for column in (title, "before", "after", "after %"):
+        for column in (title, "before", "before %", "after", "after %"):
             counts.add_column(column, justify="left" if column == title else "right")
-        total = max(report.kept, 1)
+        total_before, total = max(sum(before.values()), 1), max(report.kept, 1)
         for name, n in before.items():
-            counts.add_row(name, f"{n:,}", f"{after.get(name, 0):,}", f"{100 * after.get(name, 0) / total:.1f}")
+            counts.add_row(name, f"{n:,}", f"{100 * n / total_before:.1f}", f"{after.get(name, 0):,}",
+                           f"{100 * after.get(name, 0) / total:.1f}")
         console.print(counts)
     return 0
 
 
 def _sampled_by(report) -> str:
     if report.sampling is not None:
-        return f"sampling (cap {report.sampling['cap']:,} a dollar, weights {report.sampling['category_weights']})"
+        weights = report.sampling["category_weights"]
+        if isinstance(weights, dict):
+            weights = ",".join(f"{name}={w:g}" for name, w in weights.items())
+        return f"sampling (cap {report.sampling['cap']:,} a dollar, category weights {weights})"
     if report.balance is not None:
         return f"balancing (cap {report.balance:,} a dollar)"
     return "sampling (none: everything kept)"
