@@ -185,28 +185,10 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
         raise SpecError(f"workers: must be >= 1 (got {workers})")
     shards = plan_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,
                          min_bytes=min_shard_bytes)
-    results = _run(shards, scratch, curation.seed, workers, progress)
-
-    index: dict[str, int] = {}
-    codes = []
-    for r in results:
-        remap = np.array([index.setdefault(n, len(index)) for n in r.names] or [0], dtype=np.int32)
-        codes.append(remap[r.codes] if len(r.codes) else r.codes)
-    names = list(index)
-    drops: Counter = Counter()
-    for r in results:
-        drops.update(r.drops)
-    corpus = Corpus(
-        lines=sum(r.lines for r in results), drops=drops, names=names, paths=[r.path for r in results],
-        shard=np.concatenate([np.full(len(r.prices), r.index, np.int32) for r in results]),
-        offsets=np.concatenate([r.offsets for r in results]),
-        prices=np.concatenate([r.prices for r in results]),
-        codes=np.concatenate(codes).astype(np.int32),
-        unique=np.zeros(0, np.int64))
-    split_codes = np.concatenate([r.splits for r in results])
-    keep = first_copies(np.concatenate([r.title_keys for r in results]),
-                        np.concatenate([r.text_keys for r in results]))
-    del results
+    corpus, title_keys, text_keys, split_codes = _merge(_run(shards, scratch, curation.seed, workers, progress))
+    keep = first_copies(title_keys, text_keys)
+    del title_keys, text_keys
+    drops = corpus.drops
     corpus.unique = np.flatnonzero(keep)
     if len(keep) > len(corpus.unique):
         drops[DUPLICATE] += len(keep) - len(corpus.unique)
@@ -222,6 +204,28 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
         rng.shuffle(positions)  # so that no prefix is one category (the order `split_items` gives)
         corpus.splits[name] = positions
     return corpus
+
+
+def _merge(results: list[ShardResult]) -> tuple[Corpus, np.ndarray, np.ndarray, np.ndarray]:
+    """The shards' numbers as one corpus in reading order (category codes made global), with the
+    title keys, text keys and split codes that only the next steps need."""
+    index: dict[str, int] = {}
+    codes = []
+    for r in results:
+        remap = np.array([index.setdefault(n, len(index)) for n in r.names] or [0], dtype=np.int32)
+        codes.append(remap[r.codes] if len(r.codes) else r.codes)
+    drops: Counter = Counter()
+    for r in results:
+        drops.update(r.drops)
+    corpus = Corpus(
+        lines=sum(r.lines for r in results), drops=drops, names=list(index), paths=[r.path for r in results],
+        shard=np.concatenate([np.full(len(r.prices), r.index, np.int32) for r in results]),
+        offsets=np.concatenate([r.offsets for r in results]),
+        prices=np.concatenate([r.prices for r in results]),
+        codes=np.concatenate(codes).astype(np.int32),
+        unique=np.zeros(0, np.int64))
+    return (corpus, np.concatenate([r.title_keys for r in results]), np.concatenate([r.text_keys for r in results]),
+            np.concatenate([r.splits for r in results]))
 
 
 def _select(corpus: Corpus, curation: Curation) -> np.ndarray:
