@@ -76,8 +76,8 @@ def expand_all(sources: Iterable[str | Path]) -> list[str]:
     """Every source expanded, in order; each local file must exist.
 
     Raises:
-        DataError: no source, a repeated source, an unknown category, or a missing local file
-            (named, with its place in the list).
+        DataError: no source, a repeated source, an unknown category, or a local file that is
+            missing or a folder (named, with its place in the list).
     """
     expanded = [expand(s) for s in sources]
     if not expanded:
@@ -87,9 +87,10 @@ def expand_all(sources: Iterable[str | Path]) -> list[str]:
         if source in seen:
             raise DataError(f"{source}: given twice in the source list; list each source once")
         seen.add(source)
-        if not is_url(source) and not Path(source).exists():
+        if not is_url(source) and not Path(source).is_file():
             where = f" (source {n} of {len(expanded)})" if len(expanded) > 1 else ""
-            raise DataError(f"{source}: no such file{where} (expected a jsonl of raw Amazon 2023 metadata "
+            problem = "is a folder, not a file" if Path(source).is_dir() else "no such file"
+            raise DataError(f"{source}: {problem}{where} (expected a jsonl of raw Amazon 2023 metadata "
                             "or curated items, a product table, or amazon2023:<Category>)")
     return expanded
 
