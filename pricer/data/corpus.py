@@ -104,7 +104,7 @@ class Corpus:
                 shard = int(self.shard[p])
                 handle = handles.get(shard)
                 if handle is None:
-                    if len(handles) >= 64:  # a few hundred shards would exhaust file handles
+                    if len(handles) >= 256:  # thousands of shards would exhaust file handles
                         for h in handles.values():
                             h.close()
                         handles.clear()
