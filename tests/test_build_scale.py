@@ -78,7 +78,7 @@ def test_a_study_rebuilds_when_a_source_or_a_setting_changes(raw_files: list[Pat
     assert (first / "dataset_dict.json").stat().st_mtime_ns == built_at  # reused, not rebuilt
 
     with open(sources[1], "a") as handle:  # a source that changed is read again
-        handle.write(raw_files[0].read_text().splitlines()[1].replace('#1"', '#999999"') + "\n")
+        handle.write(raw_files[0].read_text().splitlines()[1].replace('(lot 0 no 1)"', '(lot 999 no 1)"') + "\n")
     changed = prepare_data(load_study(study), progress=False)
     assert changed != first and sum(len(s) for s in load_splits(changed).values()) == \
         sum(len(s) for s in load_splits(first).values()) + 1

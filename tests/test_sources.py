@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ def test_several_sources_are_read_in_order_and_deduplicated_across_them(two_raw_
     assert both.lines == 1200 and second.lines == 600 and both.sources == [str(p) for p in two_raw_files]
     assert both.kept + sum(both.dropped.values()) == both.lines
     data = load_splits(tmp_path / "both")
-    numbers = {int(t.rsplit("#", 1)[1]) for split in data.values() for t in split["title"]}
+    lots = [re.search(r"\(lot (\d+) no (\d+)\)$", t) for split in data.values() for t in split["title"]]
+    numbers = {1000 * int(m.group(1)) + int(m.group(2)) for m in lots}
     assert min(numbers) < 600 <= max(numbers)  # items from both files
     # a copy of the second file read last adds lines but no item: every curated copy is a duplicate
     again = build([*two_raw_files, _copy(two_raw_files[1], tmp_path / "copy.jsonl")], None, workers=1,
