@@ -6,16 +6,23 @@ so every command that wants data accepts a built folder or a file alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import statistics
+import tempfile
+import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.data.curate import SPLITS, Dropped, balance, dedupe, item_from_curated, split_items
-from pricer.data.readers import is_url, read_items
+from pricer.data.corpus import Corpus, Curation, curate, default_workers
+from pricer.data.curate import SPLITS, Dropped, item_from_curated
+from pricer.data.readers import read_items
+from pricer.data.sampling import Sampling, counts_by_band, counts_by_category
+from pricer.data.sources import content_key, expand_all, is_url
 from pricer.data.tables import Columns
 from pricer.errors import DataError
 from pricer.items import Item
@@ -50,11 +57,15 @@ class BuildReport:
     """What `build` read, kept and dropped.
 
     Args:
+        source: the sources, comma-separated (`sources` lists them).
         lines: source lines read (good and bad).
         kept: items in all splits together.
-        dropped: count per reason (``bad_json``, ``no_price``, ``duplicate``...).
+        dropped: count per reason (``bad_json``, ``no_price``, ``duplicate``, ``over_bucket_cap``...).
         splits: price stats per split name.
-        categories: item count per category over all splits.
+        categories: item count per category over all splits (after sampling).
+        categories_before: the same after de-duplication, before balancing or sampling.
+        bands / bands_before: item count per price band, after and before.
+        key: the cache key of the sources' content and the settings (`pricer.data.sources.content_key`).
     """
 
     source: str
@@ -66,6 +77,14 @@ class BuildReport:
     dropped: dict[str, int] = field(default_factory=dict)
     splits: dict[str, PriceStats] = field(default_factory=dict)
     categories: dict[str, int] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+    sampling: dict | None = None
+    categories_before: dict[str, int] = field(default_factory=dict)
+    bands_before: dict[str, int] = field(default_factory=dict)
+    bands: dict[str, int] = field(default_factory=dict)
+    key: str = ""
+    workers: int = 1
+    seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kept != sum(s.n for s in self.splits.values()):
@@ -75,37 +94,46 @@ class BuildReport:
         return asdict(self)
 
 
-def _curate(source: str | Path, *, limit: int | None, seed: int, balance_cap: int | None,
-            progress: bool, columns: Columns | None = None) -> tuple[dict[str, list[Item]], BuildReport]:
-    drops: Counter = Counter()
-    items = list(dedupe(read_items(source, limit, drops=drops, progress=progress, columns=columns), drops))
-    # Every line read is either kept or counted under one reason.
-    lines = len(items) + sum(drops.values())
-    if balance_cap is not None:
-        items = balance(items, balance_cap, seed, drops)
-    if not items:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "the source is empty"
-        raise DataError(f"{source}: no usable items ({reasons})")
-    splits = split_items(items, seed)
-    report = BuildReport(
-        source=str(source), out=None, seed=seed, balance=balance_cap, lines=lines, kept=len(items),
-        dropped=dict(sorted(drops.items())),
-        splits={name: PriceStats.of([i.price for i in splits[name]]) for name in SPLITS},
-        categories=dict(Counter(i.category for i in items).most_common()),
-    )
-    return splits, report
+def _report(sources: list[str], corpus: Corpus, curation: Curation, key: str, workers: int,
+            seconds: float) -> BuildReport:
+    kept = corpus.kept
+    return BuildReport(
+        source=", ".join(sources), out=None, seed=curation.seed, balance=curation.balance, lines=corpus.lines,
+        kept=len(kept), dropped=dict(sorted(corpus.drops.items())),
+        splits={name: PriceStats.of(corpus.prices[positions].tolist()) for name, positions in corpus.splits.items()},
+        categories=counts_by_category(corpus.codes[kept], corpus.names), sources=list(sources),
+        sampling=None if curation.sampling is None else curation.sampling.to_dict(),
+        categories_before=counts_by_category(corpus.codes[corpus.unique], corpus.names),
+        bands_before=counts_by_band(corpus.prices[corpus.unique]), bands=counts_by_band(corpus.prices[kept]),
+        key=key, workers=workers, seconds=round(seconds, 3))
 
 
-def _to_dataset_dict(splits: dict[str, list[Item]]) -> DatasetDict:
+_FEATURES = {"title": "string", "category": "string", "price": "float64", "text": "string", "details": "string"}
+WRITE_BATCH = 2_000  # items per Arrow record batch while the splits are written
+
+
+def _write_splits(corpus: Corpus, scratch: Path, *, in_memory: bool) -> DatasetDict:
+    """The splits as Arrow files in `scratch`, streamed from the scratch shards in batches."""
     from datasets import Dataset, DatasetDict, Features, Value
+    from datasets.arrow_writer import ArrowWriter
 
-    features = Features({"title": Value("string"), "category": Value("string"),
-                         "price": Value("float64"), "text": Value("string"),
-                         "details": Value("string")})
-    return DatasetDict({
-        name: Dataset.from_dict({c: [getattr(i, c) for i in items] for c in COLUMNS}, features=features)
-        for name, items in splits.items()
-    })
+    features = Features({name: Value(kind) for name, kind in _FEATURES.items()})
+    data = {}
+    for name, positions in corpus.splits.items():
+        path = scratch / f"{name}.arrow"
+        with ArrowWriter(features=features, path=str(path), writer_batch_size=WRITE_BATCH) as writer:
+            batch: dict[str, list] = {c: [] for c in COLUMNS}
+            for n, item in enumerate(corpus.items(positions), start=1):
+                for c in COLUMNS:
+                    batch[c].append(getattr(item, c))
+                if n % WRITE_BATCH == 0:
+                    writer.write_batch(batch)
+                    batch = {c: [] for c in COLUMNS}
+            if batch["title"] or not positions:
+                writer.write_batch(batch)
+            writer.finalize()
+        data[name] = Dataset.from_file(str(path), in_memory=in_memory)
+    return DatasetDict(data)
 
 
 def _save(data: DatasetDict, out: Path, progress: bool) -> None:
@@ -124,34 +152,97 @@ def _save(data: DatasetDict, out: Path, progress: bool) -> None:
             enable_progress_bars()
 
 
-def build(source: str | Path, out: Path | None, *, limit: int | None = None, seed: int = 42,
-          balance: int | None = None, progress: bool = True, columns: Columns | None = None) -> BuildReport:
-    """Curate `source` into train / validation / test and save it to `out` (``save_to_disk``).
+def _as_list(source: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [source] if isinstance(source, (str, Path)) else list(source)
+
+
+def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit: int | None = None,
+          seed: int = 42, balance: int | None = None, sampling: Sampling | None = None,
+          workers: int | None = None, progress: bool = True, columns: Columns | None = None) -> BuildReport:
+    """Curate one or several sources into train / validation / test and save it to `out`.
+
+    Sources are read in the order given by `workers` processes, each curating a shard (a byte range
+    of a local jsonl, or a whole URL or table) to a scratch file beside `out`; the parent keeps
+    a few numbers per item, de-duplicates across all sources (the first copy wins), balances or
+    samples, splits, then streams the splits into a `DatasetDict` (``save_to_disk``). The same
+    sources and settings give the same splits whatever `workers` is.
 
     Args:
-        source: raw Amazon 2023 metadata or curated jsonl, local or ``hf://`` URL, or a
-            product table (``.csv``, ``.parquet``).
+        source: a path, URL or ``amazon2023:<Category>``, or a list of them: raw Amazon 2023
+            metadata or curated jsonl, local or ``hf://`` URL, or a product table (``.csv``,
+            ``.parquet``).
         out: folder for the `DatasetDict` plus ``build_summary.json``; None only reports.
-        limit: read at most this many source lines.
-        seed: the split hash and the balanced sampling.
+        limit: read at most this many lines of each source.
+        seed: the split hash, the shuffle and the sampling.
         balance: at most this many items per whole-dollar price bucket (None keeps all).
-        progress: tqdm bar while reading.
+        sampling: the recipe's category-weighted sampling instead of `balance`.
+        workers: curating processes (default: the machine's cores).
+        progress: tqdm bars while curating and saving.
         columns: the text and price columns of a CSV / Parquet / jsonl product table.
 
     Raises:
-        DataError: missing/unreadable source, nothing usable in it, or `out` is a file.
+        DataError: a missing (named) or unreadable source, an unknown category, nothing usable,
+            or `out` is a file.
     """
-    splits, report = _curate(source, limit=limit, seed=seed, balance_cap=balance, progress=progress,
-                             columns=columns)
-    if out is None:
-        return report
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder; choose another --out")
-    _save(_to_dataset_dict(splits), out, progress)
-    report = replace(report, out=str(out))
+    sources = expand_all(_as_list(source))
+    curation = Curation(limit=limit, seed=seed, balance=balance, sampling=sampling, columns=columns)
+    if out is not None:
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise DataError(f"{out}: exists and is not a folder; choose another --out")
+    key = content_key(sources, curation.key())
+    workers = default_workers() if workers is None else workers
+    started = time.perf_counter()
+    with _scratch(out) as scratch:
+        corpus = curate(sources, curation, scratch, workers=workers, progress=progress)
+        report = _report(sources, corpus, curation, key, workers, 0.0)
+        if out is None:
+            return replace(report, seconds=round(time.perf_counter() - started, 3))
+        data = _write_splits(corpus, scratch, in_memory=False)
+        _save(data, out, progress)
+        del data
+    report = replace(report, out=str(out), seconds=round(time.perf_counter() - started, 3))
     (out / SUMMARY_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return report
+
+
+@contextlib.contextmanager
+def _scratch(out: Path | None) -> Iterator[Path]:
+    """A scratch folder in the nearest existing folder above `out` (the same disk, which holds the
+    result anyway; /tmp may be small or in memory), removed afterwards; nothing else is created."""
+    parent = None if out is None else next(p for p in out.resolve().parents if p.is_dir())
+    folder = Path(tempfile.mkdtemp(prefix=".pricer-build-", dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def cached_build(source: str | Path | Sequence[str | Path], root: Path, *, limit: int | None = None,
+                 seed: int = 42, balance: int | None = None, sampling: Sampling | None = None,
+                 workers: int | None = None, progress: bool = True) -> Path:
+    """The built dataset of these sources and settings under `root` (``data-<key>``), built once.
+
+    The key covers the sources' content (size and modification time of a local file), the
+    settings and the curation version, so a changed source or setting builds anew. Several
+    processes may call this at once: each builds into its own folder and the first rename wins.
+    """
+    sources = expand_all(_as_list(source))
+    curation = Curation(limit=limit, seed=seed, balance=balance, sampling=sampling)
+    out = Path(root).resolve() / f"data-{content_key(sources, curation.key())}"
+    if _is_built(out):
+        return out
+    partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
+    try:
+        build(sources, partial, limit=limit, seed=seed, balance=balance, sampling=sampling, workers=workers,
+              progress=progress)
+        partial.rename(out)
+    except OSError:  # another process finished first: theirs is the same data
+        if not _is_built(out):
+            raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return out
 
 
 def _is_built(path: Path) -> bool:
@@ -178,8 +269,10 @@ def load_splits(path: str | Path, seed: int = 42) -> DatasetDict:
         if missing:
             raise DataError(f"{path}: built dataset lacks split(s) {', '.join(missing)}; rebuild it")
         return data
-    splits, _ = _curate(path, limit=None, seed=seed, balance_cap=None, progress=False)
-    return _to_dataset_dict(splits)
+    curation = Curation(seed=seed)
+    with _scratch(None) as scratch:
+        corpus = curate(expand_all([path]), curation, scratch, workers=1)
+        return _write_splits(corpus, scratch, in_memory=True)
 
 
 def load_items(path: str | Path, columns: Columns | None = None) -> list[Item]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tqdm import tqdm
@@ -26,17 +25,12 @@ from pricer.data.curate import (
     item_from_curated,
     item_from_raw,
 )
+from pricer.data.sources import is_url, read_errors
 from pricer.data.tables import Columns, iter_items
 from pricer.errors import DataError
 from pricer.items import Item
 
-HF_CATEGORY_URL = ("hf://datasets/McAuley-Lab/Amazon-Reviews-2023/raw/meta_categories/"
-                   "meta_{category}.jsonl")
 _META_FILE = re.compile(r"meta_([A-Za-z0-9_]+)\.jsonl(?:\.gz)?$")
-
-
-def is_url(source: str | Path) -> bool:
-    return "://" in str(source)
 
 
 def is_table(source: str | Path) -> bool:
@@ -48,20 +42,6 @@ def category_of(source: str | Path) -> str | None:
     """The category a ``meta_<Category>.jsonl`` file name carries, else None."""
     match = _META_FILE.search(str(source))
     return match.group(1) if match else None
-
-
-def _read_errors() -> tuple[type[BaseException], ...]:
-    """What opening or streaming a source may raise: I/O, decoding, a missing fsspec backend, and
-    the HTTP client of huggingface_hub (httpx or its fork httpx2; neither is an OSError).
-
-    Evaluated when an exception is being matched, so the HTTP client is imported by then if used.
-    """
-    errors: list[type[BaseException]] = [OSError, ValueError, ImportError]
-    for name in ("httpx", "httpx2"):
-        module = sys.modules.get(name)
-        if module is not None and isinstance(getattr(module, "HTTPError", None), type):
-            errors.append(module.HTTPError)
-    return tuple(errors)
 
 
 def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool = False) -> Iterator[str]:
@@ -89,15 +69,33 @@ def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool =
                 yield line.rstrip("\r\n")
                 if limit is not None and n >= limit:
                     break
-    except _read_errors() as exc:
+    except read_errors() as exc:
         raise DataError(f"{source}: can't read ({type(exc).__name__}: {exc})") from exc
 
 
-def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
-                 progress: bool = False) -> Iterator[dict]:
-    """The JSON objects of a jsonl source; empty, corrupt and non-object lines go to `drops`."""
-    drops = Counter() if drops is None else drops
-    for line in iter_lines(source, limit, progress=progress):
+def range_lines(path: str | Path, start: int, end: int) -> Iterator[str]:
+    """The lines of a local file that begin in bytes [start, end), without line endings.
+
+    Byte ranges that tile a file yield each of its lines exactly once, so several processes can
+    read one file side by side: a line that began before `start` belongs to the range before.
+    """
+    with open(path, "rb") as handle:
+        if start > 0:
+            handle.seek(start - 1)
+            handle.readline()
+        position = handle.tell()
+        while position < end:
+            line = handle.readline()
+            if not line:
+                break
+            position += len(line)
+            # errors="replace": a stray bad byte becomes U+FFFD, which scrub() removes.
+            yield line.decode("utf-8", errors="replace").rstrip("\r\n")
+
+
+def parse_lines(lines: Iterable[str], drops: Counter) -> Iterator[dict]:
+    """The JSON objects among `lines`; empty, corrupt and non-object lines go to `drops`."""
+    for line in lines:
         if not line.strip():
             drops[EMPTY_LINE] += 1
             continue
@@ -110,6 +108,22 @@ def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter
             drops[NOT_AN_OBJECT] += 1
             continue
         yield record
+
+
+def curate_records(records: Iterable[dict], category: str | None, drops: Counter) -> Iterator[Item]:
+    """Each raw or curated record as an `Item` (the schema told per record); rejects go to `drops`."""
+    for record in records:
+        try:
+            yield item_from_curated(record) if is_curated(record) else item_from_raw(record, category)
+        except Dropped as dropped:
+            drops[dropped.reason] += 1
+
+
+def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
+                 progress: bool = False) -> Iterator[dict]:
+    """The JSON objects of a jsonl source; empty, corrupt and non-object lines go to `drops`."""
+    drops = Counter() if drops is None else drops
+    yield from parse_lines(iter_lines(source, limit, progress=progress), drops)
 
 
 def read_items(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,
@@ -126,12 +140,13 @@ def read_items(source: str | Path, limit: int | None = None, *, drops: Counter |
         columns: which columns hold the text and the price (tables only).
     """
     drops = Counter() if drops is None else drops
-    if is_table(source) or (columns is not None and not is_url(source)):
+    if reads_as_table(source, columns):
         yield from iter_items(source, columns or Columns(), drops, limit)
         return
-    category = category_of(source)
-    for record in iter_records(source, limit, drops=drops, progress=progress):
-        try:
-            yield item_from_curated(record) if is_curated(record) else item_from_raw(record, category)
-        except Dropped as dropped:
-            drops[dropped.reason] += 1
+    yield from curate_records(iter_records(source, limit, drops=drops, progress=progress),
+                              category_of(source), drops)
+
+
+def reads_as_table(source: str | Path, columns: Columns | None) -> bool:
+    """Whether `read_items` reads `source` as a product table rather than jsonl records."""
+    return is_table(source) or (columns is not None and not is_url(source))

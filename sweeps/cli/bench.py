@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
+from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
 from sweeps.cli.output import print_json, print_table
 
 EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
@@ -77,9 +78,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.target:
         if args.target[0] == "decode":
             return cmd_bench_decode(args)
+        if args.target[0] == "data":
+            return cmd_bench_data(args)
         if args.target[0] != "sweep":
-            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml` "
-                            "or `pricer bench decode FOLDER --items FILE`?")
+            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
+                            "`pricer bench decode FOLDER --items FILE` or `pricer bench data --lines N`?")
         return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
@@ -131,8 +134,9 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
-                                     "`bench decode FOLDER --items F`: greedy vs median decoding")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, or decode FOLDER")
+                                     "`bench decode FOLDER --items F`: greedy vs median decoding; "
+                                     "`bench data --lines N`: curation, 1 worker vs all")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, or data")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
                    "(unset: the study's workdir/bench-sweep)")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
@@ -154,6 +158,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
     p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+    add_bench_data_args(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")

@@ -7,11 +7,8 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from collections.abc import Iterator
@@ -70,28 +67,20 @@ def optuna_experimental() -> Iterator[None]:
 
 
 def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
-    """The study's curated dataset folder, built once per data spec (workers share it)."""
-    from pricer.data.dataset import build
+    """The study's curated dataset folder, built once per content of its sources and data settings
+    (workers share it; a source that changed, or a changed setting, builds a new one)."""
+    from pricer.data.dataset import cached_build
 
-    source = spec.data.resolve(spec.path)
-    key = json.dumps([source, spec.data.limit, spec.data.seed, spec.data.balance])
-    out = Path(spec.workdir).resolve() / f"data-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    if (out / "dataset_dict.json").is_file():
-        return out
-    partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
+    sources = spec.data.resolve_all(spec.path)
+    d = spec.data
     try:
-        build(source, partial, limit=spec.data.limit, seed=spec.data.seed, balance=spec.data.balance,
-              progress=progress)
+        return cached_build(sources, Path(spec.workdir), limit=d.limit, seed=d.seed, balance=d.balance,
+                            sampling=d.sampling, workers=d.workers, progress=progress)
     except DataError as exc:
-        if source != spec.data.fallback or source == spec.data.source:
+        if d.sources or sources[0] != d.fallback or sources[0] == d.source:
             raise
         # the fallback's own error (e.g. hub offline) alone would hide the cause: the source is missing
-        raise DataError(f"data.source {spec.data.source}: no such file, and its fallback failed: {exc}") from exc
-    try:
-        partial.rename(out)
-    except OSError:  # another worker finished first: theirs is the same data
-        shutil.rmtree(partial, ignore_errors=True)
-    return out
+        raise DataError(f"data.source {d.source}: no such file, and its fallback failed: {exc}") from exc
 
 
 def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -221,7 +210,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                                                        "pricer.direction": spec.objective.directions[0]})
     if created:
         tracker.log_params(parent_id, {"storage": spec.storage, "data": str(data),
-                                       "data_source": spec.data.resolve(spec.path),
+                                       "data_source": ", ".join(spec.data.resolve_all(spec.path)),
                                        "objective": ",".join(spec.objective.names),
                                        "sampler": spec.sampler.type, "pruner": spec.pruner.type})
     if spec.path is not None:

@@ -47,34 +47,97 @@ class DataSpec:
     Args:
         source: a curated or raw Amazon 2023 jsonl (relative paths are tried against the current
             folder, then the folder above the study file's), a built dataset folder, or a URL.
+        sources: several of them (files, URLs or ``amazon2023:<Category>``), read in order;
+            instead of `source`.
         fallback: used when `source` is a local path that does not exist (e.g. the ``hf://``
             Amazon 2023 metadata when the offline sample is absent).
-        limit: read at most this many source lines.
+        limit: read at most this many lines of each source.
         seed: the split hash.
         balance: at most this many items per whole-dollar price bucket.
+        sampling: the recipe's sampling, ``{cap, category_weights, keep_all_from}``
+            (`pricer.data.sampling.Sampling`); instead of `balance`.
+        workers: curating processes (default: the machine's cores).
     """
 
-    source: Annotated[str, Field(min_length=1)]
+    source: Annotated[str, Field(min_length=1)] | None = None
+    sources: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     fallback: str | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
-    balance: int | None = Field(None, ge=1)
+    balance: Annotated[int, Field(ge=1)] | None = None
+    sampling: Any = None
+    workers: Annotated[int, Field(ge=1)] | None = None
 
     _from_string = _bare("source")
 
-    def resolve(self, study_path: Path | None = None) -> str:
-        """The source to read: the first existing local candidate, else the fallback, else
-        `source` unchanged (reading it then fails with a DataError naming it)."""
-        if "://" in self.source:
-            return self.source
-        path = Path(self.source).expanduser()
+    @model_validator(mode="after")
+    def _one_form(self) -> DataSpec:
+        from pricer.data.sampling import Sampling
+        from pricer.data.sources import SHORTHAND, expand
+        from pricer.errors import DataError
+
+        problems = Problems()
+        if self.source is not None and self.sources:
+            problems.add(("sources",), "give source or sources, not both (source is the one-file form of sources)")
+        elif self.sources:
+            if len(set(self.sources)) != len(self.sources):
+                problems.add(("sources",), "each source once (a repeated one reads its items twice)")
+            if self.fallback is not None:
+                problems.add(("fallback",), "goes with source (one file), not sources")
+        elif self.source is None:
+            problems.add(("source",), "a path or URL is required (or sources: a list of them)")
+        for n, source in enumerate(self.sources or ((self.source,) if self.source else ())):
+            if source.startswith(SHORTHAND):
+                try:
+                    expand(source)
+                except DataError as exc:
+                    problems.add(("sources", n) if self.sources else ("source",), str(exc))
+        if self.sampling is not None:
+            if self.balance is not None:
+                problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
+                                            "per-dollar cap)")
+            elif isinstance(self.sampling, Mapping):
+                unknown = sorted(set(self.sampling) - {"cap", "category_weights", "keep_all_from"})
+                if unknown:
+                    problems.add(("sampling",), f"unknown key(s) {', '.join(map(str, unknown))}; expected cap, "
+                                                "category_weights, keep_all_from")
+                elif "cap" not in self.sampling:
+                    problems.add(("sampling", "cap"), "required (items per dollar bucket kept as they are; "
+                                                      "the recipe: 1200)")
+                else:
+                    try:
+                        object.__setattr__(self, "sampling", Sampling(**self.sampling))
+                    except SpecError as exc:
+                        problems.add(("sampling",), str(exc).removeprefix("sampling."))
+            elif not isinstance(self.sampling, Sampling):
+                problems.add(("sampling",), f"a mapping of cap, category_weights, keep_all_from (got {self.sampling!r})")
+        problems.check()
+        return self
+
+    def _resolve_one(self, source: str, study_path: Path | None) -> str | None:
+        if "://" in source or source.startswith("amazon2023:"):
+            return source
+        path = Path(source).expanduser()
         candidates = [path] if path.is_absolute() else [Path.cwd() / path]
         if study_path is not None and not path.is_absolute():
             candidates.append(Path(study_path).resolve().parent.parent / path)
         for candidate in candidates:
             if candidate.exists():
                 return str(candidate.resolve())
-        return self.fallback or self.source
+        return None
+
+    def resolve(self, study_path: Path | None = None) -> str:
+        """The source to read (the first of `sources`): the first existing local candidate, else
+        the fallback, else `source` unchanged (reading it then fails with a DataError naming it)."""
+        return self.resolve_all(study_path)[0]
+
+    def resolve_all(self, study_path: Path | None = None) -> list[str]:
+        """Every source to read, in order; a missing local one stays as written (the build then
+        fails naming it), a missing `source` becomes its fallback when it has one."""
+        if self.sources:
+            return [self._resolve_one(s, study_path) or s for s in self.sources]
+        assert self.source is not None
+        return [self._resolve_one(self.source, study_path) or self.fallback or self.source]
 
 
 @dataclass(frozen=True, config=DECLARED)

@@ -1,0 +1,58 @@
+"""`pricer bench data --lines N`: curation with one worker against all, lines/s and peak memory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pricer.errors import SpecError
+from sweeps.cli.output import print_json
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from pricer.bench.data import DEFAULT_SAMPLE, bench_data
+
+    if len(args.target) != 1 or args.lines is None:
+        raise SpecError("usage: pricer bench data --lines N [--workers 1,2] [--sample ITEMS.jsonl] [--dir DIR] [--json]")
+    workers = _workers(args.workers)
+    result = bench_data(args.sample or DEFAULT_SAMPLE, args.lines, workers=workers, folder=args.dir)
+    if args.json:
+        print_json(result)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"curating {result['lines']:,} raw lines ({result['bytes'] / 2**20:,.0f} MiB in "
+                        f"{len(result['files'])} files) on {result['cores']} cores")
+    for column in ("workers", "seconds", "lines/s", "CPU s", "lines/CPU s", "peak RSS GiB", "speed vs first",
+                   "memory vs first", "kept"):
+        table.add_column(column, justify="right")
+    for run in result["runs"]:
+        table.add_row(str(run["workers"]), f"{run['seconds']:,.1f}", f"{run['lines_per_s']:,.0f}",
+                      f"{run['cpu_seconds']:,.1f}", f"{run['lines_per_cpu_s']:,.0f}", f"{run['peak_rss_gib']:.2f}", f"{run['speed_vs_first']:.2f}x",
+                      f"{run['memory_vs_first']:.2f}x" if run["memory_vs_first"] else "n/a", f"{run['kept']:,}")
+    Console().print(table)
+    print("peak RSS: the build's whole process tree (parent + workers), sampled every 50 ms; CPU s: user + "
+          "system seconds of the tree (a loaded machine stretches wall time, not these)")
+    return 0
+
+
+def _workers(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        counts = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise SpecError(f"--workers: worker counts >= 1, comma-separated, e.g. 1,2 (got {text!r})")
+    return counts
+
+
+def add_bench_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lines", type=int, default=None, help="bench data: raw lines to write and curate")
+    p.add_argument("--workers", default=None, help="bench data: worker counts to compare (default: 1 and all cores)")
+    p.add_argument("--sample", type=Path, default=None,
+                   help="bench data: curated items the raw lines are made from (default: the shared sample)")
+    p.add_argument("--dir", type=Path, default=None,
+                   help="bench data: keep the raw lines here and reuse them (default: a temporary folder)")
