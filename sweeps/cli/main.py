@@ -229,6 +229,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sweeps.spec.study import locate
     from sweeps.track.redact import redact
 
+    if args.register:
+        from sweeps.track.registry import check_model_name
+
+        check_model_name(args.register)  # before anything is exported
     name, tracking_uri = locate(args.study, args.tracking_uri)
     if args.ensemble is not None:
         from sweeps.results.ensemble import export_ensemble
@@ -452,8 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweeps.run.stop import sigterm_interrupts
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    sigterm_interrupts()  # a scheduler's or `kill`'s stop cleans up as Ctrl-C does
     try:
         return func(args) or 0
     except PricerError as exc:
@@ -461,9 +468,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"pricer: error: {redact(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pricer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"pricer: {exc or 'interrupted'}", file=sys.stderr)
+        return 143 if type(exc).__name__ == "Terminated" else 130
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.run.objective import RUN_ID_ATTR, Objective
+from sweeps.run.presence import Presence
 from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
@@ -233,6 +234,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
     waiting = False
+    presence = Presence(study, *heartbeat_settings())
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
@@ -252,9 +254,32 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                 waiting = True
             time.sleep(WAIT_POLL_S)
     finally:
-        log_study_plots(tracker, parent_id, study)
-        tracker.end_run(parent_id, "FINISHED")
+        _leave(presence, tracker, parent_id, study)
     return study
+
+
+def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: optuna.Study) -> None:
+    """The shared parent run is ended (with the study's plots) by the last worker out only; this
+    worker's database connections are closed either way."""
+    try:
+        if presence.leave():
+            log_study_plots(tracker, parent_id, study)
+            tracker.end_run(parent_id, "FINISHED")
+            # one entry per end: a fleet's soak counts them (exactly one per launch of the fleet)
+            tracker.log_metrics(parent_id, {"parent_run_ends": 1}, step=os.getpid())
+    finally:
+        close_storage(study)
+
+
+def close_storage(study: optuna.Study) -> None:
+    """Dispose of the study's database engine (its pooled connections), as a worker ends: a
+    process that launches several studies would otherwise keep every pool open."""
+    from optuna.storages import RDBStorage
+
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Path) -> None:
@@ -264,6 +289,7 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
     import tempfile
 
     from pricer.data.dataset import load_splits
+    from pricer.predict.baselinefile import SUFFIX
     from pricer.predict.baselines import BASELINES, fit_baselines, save_baseline, score_baseline
     from pricer.predict.evaluate import as_items
     from sweeps.spec.space import to_config
@@ -278,7 +304,7 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
         for name in BASELINES:
             val_metrics, val_preds = score_baseline(fitted[name], val)
             test_metrics, test_preds = score_baseline(fitted[name], test) if test else (None, [])
-            model_file = save_baseline(fitted[name], Path(tmp) / name / "model.joblib")
+            model_file = save_baseline(fitted[name], Path(tmp) / name / f"model{SUFFIX}")
             predictions = {"validation": val_preds, "test": test_preds,
                            "truth": {"validation": [i.price for i in val], "test": [i.price for i in test]}}
             results.append((name, val_metrics, test_metrics, predictions, model_file))

@@ -385,8 +385,13 @@ def _duration(value: object) -> float | None:
     return float(value)
 
 
-def _check_configs(spec: StudySpec, problems: _Problems) -> None:
-    """Build one TrainConfig per model choice so bad fixed values or models show up now."""
+def _check_configs(spec: StudySpec, problems: _Problems, *, fetch: bool = True) -> None:
+    """Build one TrainConfig per model choice so bad fixed values or models show up now.
+
+    Args:
+        fetch: ask the hub for a hub id's config (its family, its chat template); False for
+            read-only commands, which must not download anything.
+    """
     from pricer.model import catalog
     from sweeps.spec.space import to_config
 
@@ -396,7 +401,8 @@ def _check_configs(spec: StudySpec, problems: _Problems) -> None:
     if unknown:  # one problem for them all: the catalog is named once, not per model
         problems.items.append(f"{where}: {catalog.unknown_models(unknown)}")
     for model in models:
-        if model not in unknown:
+        local = model in spec.models or model in catalog.CATALOG or not catalog.is_hub_id(model)
+        if model not in unknown and (fetch or local):
             problems.run(where, catalog.resolve, model, spec.models)
     chosen: dict[str, Any] = {}
     for param in spec.search_space.values():
@@ -405,8 +411,12 @@ def _check_configs(spec: StudySpec, problems: _Problems) -> None:
     problems.run("fixed", to_config, spec, chosen)
 
 
-def load_study(path: str | Path) -> StudySpec:
+def load_study(path: str | Path, *, fetch: bool = True) -> StudySpec:
     """Read and check a study file.
+
+    Args:
+        fetch: check hub-id models against the hub (a download of their configs); readers of a
+            study's results (`locate`) pass False.
 
     Raises:
         SpecError: every problem in the file, one message (``<file>: <field>: <problem>; ...``).
@@ -491,7 +501,7 @@ def load_study(path: str | Path) -> StudySpec:
                         tracking_uri=raw.get("tracking_uri") or f"sqlite:///{workdir / 'mlflow.db'}",
                         path=path)
     if spec is not None:
-        _check_configs(spec, problems)
+        _check_configs(spec, problems, fetch=fetch)
     if problems.items:
         raise SpecError(f"{path}: " + "; ".join(problems.items))
     return spec
@@ -512,7 +522,7 @@ def locate(ref: str | Path, tracking_uri: str | None = None) -> tuple[str, str]:
     """
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        spec = load_study(path)
+        spec = load_study(path, fetch=False)  # a reader never downloads
         return spec.name, tracking_uri or spec.tracking_uri
     name = str(ref)
     if not _NAME.match(name):
