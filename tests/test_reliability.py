@@ -206,7 +206,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
 
     client = _tracker(study).client
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
-    assert runs[0].info.status == "KILLED" and "memory guard" in runs[0].data.tags[REASON]
+    assert runs[0].info.status == "FINISHED" and "memory guard" in runs[0].data.tags[REASON]
     assert "peak_mem_gib" not in runs[0].data.metrics  # pruned before anything was loaded
     done = [r.data.metrics for r in runs[1:]]
     for m in done:

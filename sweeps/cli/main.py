@@ -229,7 +229,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sweeps.spec.study import locate
     from sweeps.track.redact import redact
 
-    if args.register:
+    if args.register is not None:
         from sweeps.track.registry import check_model_name
 
         check_model_name(args.register)  # before anything is exported
