@@ -198,11 +198,20 @@ def _print_leaderboard(name: str, tracking_uri: str) -> list:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    import os
+
+    from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.launch import launch
     from sweeps.spec.study import load_study
 
-    spec = load_study(args.study).with_overrides(storage=args.storage, tracking_uri=args.tracking_uri,
+    # the URLs may come from the environment, to keep a password out of argv (what a fleet's workers get)
+    spec = load_study(args.study).with_overrides(storage=args.storage or os.environ.get(STORAGE_ENV) or None,
+                                                 tracking_uri=args.tracking_uri or os.environ.get(TRACKING_ENV) or None,
                                                  n_trials=args.n_trials)
+    if args.workers is not None or args.gpus is not None:
+        from sweeps.cli.fleet import cmd_fleet
+
+        return cmd_fleet(args, spec)
     study = launch(spec)
     states = {}
     for trial in study.get_trials(deepcopy=False):
@@ -417,9 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
     p.add_argument("study", type=Path)
-    p.add_argument("--storage", default=None)
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (or PRICER_STORAGE, which keeps a "
+                   "password out of the process list)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (or PRICER_TRACKING_URI)")
     p.add_argument("--n-trials", type=int, default=None, help="the study's total, shared by all workers")
+    p.add_argument("--workers", type=int, default=None, help="start N workers here (default with --gpus: one "
+                   "per GPU); they share the cores and need a PostgreSQL storage")
+    p.add_argument("--gpus", default=None, metavar="0,1,...", help="one worker per device (CUDA_VISIBLE_DEVICES)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")

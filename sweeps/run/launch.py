@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
 HEARTBEAT_S, GRACE_S = 30, 120
+# A worker's number in a fleet (`sweeps.run.fleet`, a SLURM array task, a Kubernetes Job index):
+# it shifts a fixed sampler seed so that workers started together don't propose the same trials.
+WORKER_ENV = "PRICER_WORKER"
 # How often a worker that reached the total looks again at trials other workers still run.
 WAIT_POLL_S = 5.0
 
@@ -169,8 +172,11 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), directions=spec.objective.directions,
                                 load_if_exists=True)
-    if spec.sampler.seed is not None and (existing := len(study.get_trials(deepcopy=False))):
-        study.sampler = make_sampler(spec, offset=existing)
+    # a fleet's workers start together on an empty study: without their index in the offset,
+    # a seeded sampler proposed the same trials in every worker
+    worker = int(raw) if (raw := os.environ.get(WORKER_ENV, "").strip()).isdigit() else 0
+    if spec.sampler.seed is not None and (offset := len(study.get_trials(deepcopy=False)) + 1000 * worker):
+        study.sampler = make_sampler(spec, offset=offset)
     return study
 
 
