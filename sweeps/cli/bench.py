@@ -86,6 +86,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.target:
         if args.target[0] == "decode":
             return cmd_bench_decode(args)
+        if args.target == ["fleet"]:
+            from sweeps.cli.benchfleet import cmd_bench_fleet
+
+            return cmd_bench_fleet(args)
         if args.target[0] != "sweep":
             raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml` "
                             "or `pricer bench decode FOLDER --items FILE`?")
@@ -152,8 +156,9 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
-                                     "`bench decode FOLDER --items F`: greedy vs median decoding")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, or decode FOLDER")
+                                     "`bench decode FOLDER --items F`: greedy vs median decoding; "
+                                     "`bench fleet`: N workers, two killed, on one PostgreSQL study")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, or fleet")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (default: the study's)")
     p.add_argument("--max-steps", type=int, default=None,
@@ -170,6 +175,10 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="validation items each path predicts (48); bench sweep: per report (the study's)")
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
+    p.add_argument("--workers", type=int, default=16, help="bench fleet: workers on this machine")
+    p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
+    p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
+                   "databases (or PRICER_STORAGE; default the local test server)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

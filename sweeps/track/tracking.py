@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -25,6 +26,7 @@ from sweeps.track.redact import redact
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
+WORKER = "pricer.worker"  # host:pid of the worker that made the run
 PREDICTIONS = "predictions.json"
 # MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -98,8 +100,8 @@ def source_commit() -> str | None:
 
 
 def run_environment() -> dict[str, str]:
-    """Host and git commit, as MLflow's UI shows them."""
-    tags = {"host": socket.gethostname()}
+    """Host, the worker process and git commit, as MLflow's UI shows them."""
+    tags = {"host": socket.gethostname(), WORKER: f"{socket.gethostname()}:{os.getpid()}"}
     if (commit := source_commit()) is not None:
         tags["mlflow.source.git.commit"] = commit
     return tags
