@@ -12,7 +12,7 @@ from sweeps.spec.study import StudySpec
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet
-    from sweeps.run.launch import open_storage, prepare_data
+    from sweeps.run.launch import SURPLUS, open_storage, prepare_data
     from sweeps.track.preflight import check_stores
 
     plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus))
@@ -28,8 +28,9 @@ def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     import optuna
 
     storage = open_storage(spec.storage)
-    states = Counter(t.state.name.lower() for t in
-                     optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
+    states = Counter("surplus (created past the total by a race, not run)" if t.system_attrs.get(SURPLUS)
+                     else t.state.name.lower()
+                     for t in optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
     print(f"study {spec.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     failed = [(plan.index, code, log) for plan, code, log in zip(fleet.plans, codes, fleet.logs, strict=True) if code]
     for index, code, log in failed:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.run.fleet import plan_fleet, start_fleet, stop
+from sweeps.run.launch import SURPLUS
 from sweeps.run.objective import RESUMED, RUN_ID_ATTR
 from sweeps.spec.study import load_study
 from sweeps.track.redact import redact
@@ -142,7 +143,7 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
 
     all_trials = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False)
     replaced = {t.system_attrs.get("failed_trial") for t in all_trials} - {None}
-    logical = [t for t in all_trials if t.number not in replaced]
+    logical = [t for t in all_trials if t.number not in replaced and not t.system_attrs.get(SURPLUS)]
     finished = [t for t in logical if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     tracker = MlflowTracker(spec.tracking_uri, spec.name, create=False)
     runs = tracker.runs("trial")

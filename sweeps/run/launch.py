@@ -37,6 +37,7 @@ HEARTBEAT_S, GRACE_S = 30, 120
 # A worker's number in a fleet (`sweeps.run.fleet`, a SLURM array task, a Kubernetes Job index):
 # it shifts a fixed sampler seed so that workers started together don't propose the same trials.
 WORKER_ENV = "PRICER_WORKER"
+SURPLUS = "pricer.surplus"  # a trial created past the total by a race between workers
 # How often a worker that reached the total looks again at trials other workers still run.
 WAIT_POLL_S = 5.0
 
@@ -184,14 +185,39 @@ def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
     that a heartbeat retry replaced (the retry counts instead)."""
     from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
 
     with optuna_experimental():
         fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
-    trials = study.get_trials(deepcopy=False)
+    return _counting(study.get_trials(deepcopy=False))
+
+
+def _counting(trials: list) -> int:
+    from optuna.trial import TrialState
+
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    return sum(1 for t in trials if t.state in states and not (t.state == TrialState.FAIL and t.number in retried))
+    return sum(1 for t in trials if t.state in states and not t.system_attrs.get(SURPLUS)
+               and not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def within_total(objective: Objective, total: int | None):
+    """`objective`, unless its trial is past the study's total. Two workers that each counted
+    the total not yet reached, at the same moment, both created a trial: 4 trials for a total of
+    3. The later of the two finds the earlier-numbered ones already fill the total; it is failed
+    at once (system attribute ``pricer.surplus``, not counted, no MLflow run). A trial from the
+    queue (enqueued, or a heartbeat retry) always runs: its parameters would be lost."""
+
+    def guarded(trial: optuna.Trial):
+        system = trial.storage.get_trial_system_attrs(trial._trial_id)
+        queued = "fixed_params" in system or "failed_trial" in system
+        if total is not None and not queued:
+            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+            if _counting(earlier) >= total:
+                trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+                raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
+        return objective(trial)
+
+    return guarded
 
 
 def _running(study: optuna.Study) -> list[int]:
@@ -246,7 +272,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
                 break
             if total is None or counted(study) < total:
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,))
                 continue
             if not (running := _running(study)):
                 break

@@ -207,6 +207,10 @@ class Objective:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         try:
             return self._run(trial, run_id, params, work, earlier)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`sweeps.run.stop`), wherever it lands
+            self._fail(trial, run_id, str(exc) or "interrupted (Ctrl-C)", None)
+            _remove(work, *earlier)
+            raise
         except tracking_errors() as exc:
             # MLflow (a server that went away, a run deleted under the trial) or the pipe to a dead
             # trial process: this trial fails with the reason, and the worker goes on to the next
@@ -244,10 +248,6 @@ class Objective:
             self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
             _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
             raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
-        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`sweeps.run.stop`)
-            self._fail(trial, run_id, str(exc) or "interrupted (Ctrl-C)", None)
-            _remove(work, *earlier)
-            raise
 
         gpu_hours = result.wall_s / 3600 * devices
         log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
