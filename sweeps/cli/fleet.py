@@ -12,12 +12,11 @@ from sweeps.spec.study import StudySpec
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet
-    from sweeps.run.launch import SURPLUS, open_storage, prepare_data
-    from sweeps.track.preflight import check_stores
+    from sweeps.run.launch import SURPLUS, close_storage, open_run, open_storage
 
     plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus))
-    check_stores(spec.storage, spec.tracking_uri)  # one line now, not N
-    prepare_data(spec)  # once here, not N times in parallel
+    # stores checked (one error line, not N), data built, baselines fitted: once here, not N times at once
+    close_storage(open_run(spec)[2])
     fleet = start_fleet(spec, Path(args.study), plans, n_trials=args.n_trials)
     for plan, proc, log in zip(fleet.plans, fleet.procs, fleet.logs, strict=True):
         device = f"GPU {plan.gpu}" if plan.gpu is not None else "CPU"

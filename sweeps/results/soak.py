@@ -121,9 +121,9 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
     import optuna
     from optuna.trial import TrialState
 
-    from sweeps.run.launch import prepare_data
+    from sweeps.run.launch import close_storage, open_run
 
-    prepare_data(spec, progress=False)
+    close_storage(open_run(spec, progress=False)[2])
     plans = plan_fleet(spec, workers, [])
     commits = {k: _commits(server, db) for k, db in names.items()}
     started = time.monotonic()

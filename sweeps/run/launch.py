@@ -232,18 +232,17 @@ def enqueue(spec: StudySpec, study: optuna.Study) -> None:
         study.enqueue_trial(dict(params), skip_if_exists=True)
 
 
-def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
-    """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
-    ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTracker, optuna.Study, str]:
+    """What every worker does before its first trial: the stores checked, the data built, the
+    study and its MLflow parent run opened, the baselines fitted and the enqueued trials queued
+    (each once per study). A fleet calls it once before its workers start, so that they don't
+    all build the data and fit the baselines at the same moment.
 
     Returns:
-        The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
+        (the dataset folder, the tracker, the study, the parent run's id).
     """
-    import optuna
-
     from sweeps.track.preflight import check_stores
 
-    started = time.monotonic()
     heartbeat_settings()  # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S is one line, before anything is made
     check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
     data = prepare_data(spec, progress=progress)
@@ -262,6 +261,20 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     if not tracker.runs("baseline"):
         _baselines(spec, tracker, parent_id, data)
     enqueue(spec, study)
+    return data, tracker, study, parent_id
+
+
+def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
+    """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
+    ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+
+    Returns:
+        The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
+    """
+    import optuna
+
+    started = time.monotonic()
+    data, tracker, study, parent_id = open_run(spec, progress=progress)
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
