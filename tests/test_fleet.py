@@ -124,6 +124,7 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
 
     study = fleet_study(400)  # trials that are still training when the signal comes
     fleet = _start(study, pg_url, "--workers", "2", "--n-trials", "4")
+    storage = optuna.storages.RDBStorage(pg_url)  # one engine for the polls below
     try:
         deadline = time.monotonic() + 600
         running: list = []
@@ -132,7 +133,7 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
             assert time.monotonic() < deadline, "two trials never ran at once"
             time.sleep(1)
             try:
-                running = optuna.load_study(study_name="fleet", storage=pg_url).get_trials(
+                running = optuna.load_study(study_name="fleet", storage=storage).get_trials(
                     deepcopy=False, states=(TrialState.RUNNING,))
             except KeyError:  # the study is not created yet
                 running = []
@@ -141,6 +142,7 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
         output = fleet.communicate(timeout=180)[0]
     finally:
         _kill_all(fleet)
+        storage.engine.dispose()
     assert fleet.returncode == 143, output
     _, alive = psutil.wait_procs(everything, timeout=10)
     assert not alive, f"left running: {alive}"

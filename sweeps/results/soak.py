@@ -181,6 +181,7 @@ def _kill_mid_trial(spec, fleet, kill: int, timeout_s: float = 1800) -> list[int
     import optuna
     from optuna.trial import TrialState
 
+    storage = optuna.storages.RDBStorage(spec.storage)  # one engine for the whole watch, not one a poll
     by_pid = {proc.pid: proc for proc in fleet.procs}
     trials_dir = Path(spec.workdir).resolve() / "trials"
     tracker = None
@@ -192,7 +193,7 @@ def _kill_mid_trial(spec, fleet, kill: int, timeout_s: float = 1800) -> list[int
                             "trials more steps (--steps)")
         time.sleep(0.5)
         try:
-            running = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(
+            running = optuna.load_study(study_name=spec.name, storage=storage).get_trials(
                 deepcopy=False, states=(TrialState.RUNNING,))
         except KeyError:  # not created yet
             continue
@@ -208,4 +209,5 @@ def _kill_mid_trial(spec, fleet, kill: int, timeout_s: float = 1800) -> list[int
                 killed[trial.number] = pid
                 if len(killed) == kill:
                     break
+    storage.engine.dispose()
     return sorted(killed)
