@@ -123,8 +123,8 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
     from optuna.trial import TrialState
 
     study = fleet_study(400)  # trials that are still training when the signal comes
+    storage = optuna.storages.RDBStorage(pg_url)  # one engine for the polls below (it makes the tables)
     fleet = _start(study, pg_url, "--workers", "2", "--n-trials", "4")
-    storage = optuna.storages.RDBStorage(pg_url)  # one engine for the polls below
     try:
         deadline = time.monotonic() + 600
         running: list = []
