@@ -28,11 +28,15 @@ storage: {storage}
 tracking_uri: {tracking}
 data: {{source: {sample}, limit: 300}}
 search_space:
-  model: {{choices: [toy-llama-3.1]}}
+  model: {{choices: [toy-llama-3.1, smollm2-135m-instruct]}}
   lora_r: {{choices: [2, 4]}}
   learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
 fixed: {{max_steps: 2, batch_size: 2, max_tokens: 32, eval_items: 4, test_items: 4, warmup_steps: 0,
         target_modules: attention}}
+enqueue:  # SmolLM2 first, for the memory guard to prune (a toy's shape is unknown before loading)
+  - {{model: smollm2-135m-instruct, lora_r: 2, learning_rate: 3.0e-3}}
+  - {{model: toy-llama-3.1, lora_r: 2, learning_rate: 3.0e-3}}
+  - {{model: toy-llama-3.1, lora_r: 4, learning_rate: 3.0e-3}}
 sampler: {{type: random, seed: 0}}
 n_trials: 1
 """
@@ -75,7 +79,8 @@ def _argv_holding(secret: str) -> list[str]:
 
 
 def test_a_password_in_the_urls_reaches_no_file_and_no_argv(tmp_path: Path, sample_path: Path, pg_url: str,
-                                                             second_pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                             second_pg: str, monkeypatch: pytest.MonkeyPatch,
+                                                             tiny_models) -> None:
     from mlflow.exceptions import MlflowException
     from optuna.trial import TrialState
 
@@ -93,8 +98,8 @@ def test_a_password_in_the_urls_reaches_no_file_and_no_argv(tmp_path: Path, samp
     monkeypatch.chdir(cwd)
     spec = load_study(study)
 
-    # launch 1: the memory guard prunes trial 0 before it loads anything
-    monkeypatch.setenv("PRICER_MEMORY_GIB", "0.001")
+    # launch 1: the memory guard prunes trial 0 (SmolLM2, estimated ~1.4 GiB) before it loads anything
+    monkeypatch.setenv("PRICER_MEMORY_GIB", "0.5")
     launch(spec, progress=False)
     monkeypatch.delenv("PRICER_MEMORY_GIB")
     assert _connections(pg_url) == 0, "the worker's storage connections outlived it"
