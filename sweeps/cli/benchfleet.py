@@ -16,7 +16,9 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     from sweeps.results.soak import run_soak
 
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
-    sample = str(Path(args.data or DEFAULT_SAMPLE).resolve())
+    # the sample beside the checkout (where the tests find it) unless --data or PRICER_SAMPLE says
+    beside = Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"
+    sample = str(Path(args.data or (DEFAULT_SAMPLE if DEFAULT_SAMPLE.exists() else beside)).resolve())
     out = Path(args.out or "runs/bench-fleet")
     result = run_soak(server, sample, out, workers=args.workers, trials=args.trials, steps=args.steps)
     if args.json:
