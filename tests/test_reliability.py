@@ -85,7 +85,8 @@ def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_ea
     both = [_launch(workers, study, pg_url, 3) for _ in range(2)]
     outputs = [w.communicate(timeout=900)[0] for w in both]
     assert [w.returncode for w in both] == [0, 0], outputs
-    trials = _trials(study, pg_url)
+    # a trial both workers created at the same moment past the total is failed unrun, not counted
+    trials = [t for t in _trials(study, pg_url) if not t.system_attrs.get("pricer.surplus")]
     assert [t.number for t in trials] == [0, 1, 2]
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
@@ -206,7 +207,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
 
     client = _tracker(study).client
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
-    assert runs[0].info.status == "KILLED" and "memory guard" in runs[0].data.tags[REASON]
+    assert runs[0].info.status == "FINISHED" and "memory guard" in runs[0].data.tags[REASON]
     assert "peak_mem_gib" not in runs[0].data.metrics  # pruned before anything was loaded
     done = [r.data.metrics for r in runs[1:]]
     for m in done:

@@ -17,7 +17,6 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -101,8 +100,9 @@ class SimpleFeatures:
 
 
 class Baseline:
-    """A fitted classical baseline: `predict(items)` -> dollars (never below $0). Picklable with
-    joblib, so an exported ensemble carries the fitted model, not the training data."""
+    """A fitted classical baseline: `predict(items)` -> dollars (never below $0). Saved by
+    `pricer.predict.baselinefile` (a pickle read through an allowlist), so an exported ensemble
+    carries the fitted model, not the training data."""
 
     name = ""
 
@@ -209,17 +209,3 @@ def run_baselines(splits: DatasetDict, test_items: list[Item] | None = None,
         raise DataError("baselines need test items (got none)")
     fitted = fit_baselines(splits["train"], seed)
     return [(name, score_baseline(fitted[name], test)[0]) for name in BASELINES]
-
-
-def save_baseline(baseline: Baseline, path: Path) -> Path:
-    import joblib
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    joblib.dump(baseline, path, compress=3)
-    return path
-
-
-def load_baseline(path: Path) -> Baseline:
-    import joblib
-
-    return joblib.load(path)

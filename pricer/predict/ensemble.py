@@ -33,8 +33,8 @@ class Member:
     Args:
         name: e.g. ``trial-3`` or ``random_forest``.
         kind: ``adapter`` (a folder `pricer.predict.predictor.load_predictor` opens) or ``baseline`` (a
-            joblib file of a fitted `pricer.predict.baselines.Baseline`).
-        path: relative to the ensemble folder.
+            fitted `pricer.predict.baselines.Baseline` in a `pricer.predict.baselinefile`).
+        path: relative to the ensemble folder, and inside it.
         weight: its share in log-price space.
     """
 
@@ -86,6 +86,21 @@ def save_ensemble(folder: Path, members: Sequence[Member], metrics: dict) -> Pat
     return write_meta(folder, {"kind": KIND, "members": [asdict(m) for m in members], "metrics": metrics})
 
 
+def inside(folder: Path, member: Member) -> Path:
+    """The member's path, if it stays inside `folder` (no ``..``, not absolute, no link out): a
+    folder from elsewhere must not make pricer read, or load code from, anywhere else.
+
+    Raises:
+        SpecError: naming the member and its path.
+    """
+    root = Path(folder).resolve()
+    target = (root / member.path).resolve()
+    if Path(member.path).is_absolute() or ".." in Path(member.path).parts or not target.is_relative_to(root):
+        raise SpecError(f"{Path(folder) / META_FILE}: member {member.name}: path {member.path!r} leaves the "
+                        "folder; refused (member paths are relative, inside the ensemble folder)")
+    return target
+
+
 class Ensemble:
     """A loaded ensemble folder (kind ``ensemble`` in `pricer.predict.predictor.LOADERS`): every member
     with weight loaded once; `predict` prices texts, `predict_items` items (a baseline member
@@ -98,7 +113,7 @@ class Ensemble:
             load_member: opens an adapter member's folder (`pricer.predict.predictor` passes its
                 `load_predictor`, on the ensemble's device).
         """
-        from pricer.predict.baselines import load_baseline
+        from pricer.predict.baselinefile import load_baseline
 
         self.folder = Path(folder)
         self.meta = meta
@@ -106,6 +121,8 @@ class Ensemble:
             self.members = [Member(**m) for m in meta["members"]]
         except (KeyError, TypeError) as exc:
             raise SpecError(f"{self.folder / META_FILE}: members: not an ensemble description ({exc})") from None
+        for member in self.members:
+            inside(self.folder, member)
         # a member the fit gave no weight is not loaded: an adapter costs a base model in memory
         self.loaded = [None if m.weight == 0 else
                        load_member(self.folder / m.path) if m.kind == "adapter" else

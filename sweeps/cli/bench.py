@@ -80,6 +80,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return cmd_bench_decode(args)
         if args.target[0] == "data":
             return cmd_bench_data(args)
+        if args.target == ["fleet"]:
+            from sweeps.cli.benchfleet import cmd_bench_fleet
+
+            return cmd_bench_fleet(args)
         if args.target[0] != "sweep":
             raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
                             "`pricer bench decode FOLDER --items FILE` or `pricer bench data --lines N`?")
@@ -135,8 +139,9 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
                                      "`bench decode FOLDER --items F`: greedy vs median decoding; "
-                                     "`bench data --lines N`: curation, 1 worker vs all")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, or data")
+                                     "`bench data --lines N`: curation, 1 worker vs all; "
+                                     "`bench fleet`: N workers, two killed, on one PostgreSQL study")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, or fleet")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
                    "(unset: the study's workdir/bench-sweep)")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
@@ -157,6 +162,9 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                         "study's)")
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
+    p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
+    p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
+                   "databases (unset: PRICER_STORAGE, else the local test server)")
     p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
     add_bench_data_args(p)
     p.set_defaults(func=cmd_bench)

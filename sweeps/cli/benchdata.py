@@ -51,7 +51,8 @@ def _workers(text: str | None) -> tuple[int, ...] | None:
 
 def add_bench_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, default=None, help="bench data: raw lines to write and curate")
-    p.add_argument("--workers", default=None, help="bench data: worker counts to compare (default: 1 and all cores)")
+    p.add_argument("--workers", default=None, help="bench data: worker counts to compare, e.g. 1,2 (unset: 1 and all cores); "
+                   "bench fleet: workers on this machine (unset: 16)")
     p.add_argument("--sample", type=Path, default=None,
                    help="bench data: curated items the raw lines are made from (default: the shared sample)")
     p.add_argument("--dir", type=Path, default=None,

@@ -214,11 +214,20 @@ def _print_leaderboard(name: str, tracking_uri: str) -> list:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    import os
+
+    from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.launch import launch
     from sweeps.spec.study import load_study
 
-    spec = load_study(args.study).with_overrides(storage=args.storage, tracking_uri=args.tracking_uri,
+    # the URLs may come from the environment, to keep a password out of argv (what a fleet's workers get)
+    spec = load_study(args.study).with_overrides(storage=args.storage or os.environ.get(STORAGE_ENV) or None,
+                                                 tracking_uri=args.tracking_uri or os.environ.get(TRACKING_ENV) or None,
                                                  n_trials=args.n_trials)
+    if args.workers is not None or args.gpus is not None:
+        from sweeps.cli.fleet import cmd_fleet
+
+        return cmd_fleet(args, spec)
     study = launch(spec)
     states = {}
     for trial in study.get_trials(deepcopy=False):
@@ -245,6 +254,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sweeps.spec.study import locate
     from sweeps.track.redact import redact
 
+    if args.register is not None:
+        from sweeps.track.registry import check_model_name
+
+        check_model_name(args.register)  # before anything is exported
     name, tracking_uri = locate(args.study, args.tracking_uri)
     if args.ensemble is not None:
         from sweeps.results.ensemble import export_ensemble
@@ -434,10 +447,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
     p.add_argument("study", type=Path, help="the study file, e.g. studies/quickstart.yaml")
     p.add_argument("--storage", default=None, help="the Optuna storage every worker shares, e.g. "
-                   "postgresql://user@host/optuna (unset: the study file's, or sqlite:///runs/<name>/optuna.db)")
-    _add_tracking_uri(p)
+                   "postgresql://user@host/optuna (unset: PRICER_STORAGE, which keeps a password out of the "
+                   "process list, else the study file's, else sqlite:///runs/<name>/optuna.db)")
+    p.add_argument("--tracking-uri", default=None, help="the MLflow store (unset: PRICER_TRACKING_URI, else the "
+                   "study file's, else sqlite:///runs/<name>/mlflow.db)")
     p.add_argument("--n-trials", type=int, default=None,
                    help="the study's total, shared by all workers (unset: the study file's)")
+    p.add_argument("--workers", type=int, default=None, help="start N workers here; they share the cores and "
+                   "need a PostgreSQL storage (unset: one, or one per GPU with --gpus)")
+    p.add_argument("--gpus", default=None, metavar="0,1,...", help="one worker per device, each with its own "
+                   "CUDA_VISIBLE_DEVICES (unset: no GPU pinning)")
     p.set_defaults(func=cmd_launch)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
@@ -474,8 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sweeps.run.stop import sigterm_interrupts
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    sigterm_interrupts()  # a scheduler's or `kill`'s stop cleans up as Ctrl-C does
     try:
         return func(args) or 0
     except PricerError as exc:
@@ -483,9 +505,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"pricer: error: {redact(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pricer: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print(f"pricer: {exc or 'interrupted'}", file=sys.stderr)
+        return 143 if type(exc).__name__ == "Terminated" else 130
 
 
 if __name__ == "__main__":

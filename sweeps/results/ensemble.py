@@ -17,9 +17,11 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from pricer.metrics import Metrics, score
+from pricer.predict.baselinefile import SUFFIX
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
 from sweeps.results.export import _MARKER, CARD, _clear
 from sweeps.results.leaderboard import Row, leaderboard
+from sweeps.track.redact import redact
 from sweeps.track.tracking import PREDICTIONS, MlflowTracker
 
 
@@ -113,11 +115,17 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
         for row, weight in zip(chosen, weights, strict=True):
             name = _name(row)
             if row.baseline:
-                local = tracker.client.download_artifacts(row.run_id, "model/model.joblib", str(tmp / name))
-                target = staged / "members" / name / "model.joblib"
+                filename = f"model{SUFFIX}"
+                try:
+                    local = tracker.client.download_artifacts(row.run_id, f"model/{filename}", str(tmp / name))
+                except OSError as exc:  # an older launch logged a joblib pickle, which is no longer loaded
+                    raise SpecError(f"{name}: no model/{filename} in its MLflow run (a study launched by an older "
+                                    "version, whose baselines are joblib pickles); launch it again in a fresh "
+                                    "workdir, then export") from exc
+                target = staged / "members" / name / filename
                 target.parent.mkdir(parents=True)
                 shutil.move(local, target)
-                members.append(Member(name, "baseline", f"members/{name}/model.joblib", weight))
+                members.append(Member(name, "baseline", f"members/{name}/{filename}", weight))
             else:
                 local = tracker.client.download_artifacts(row.run_id, "adapter", str(tmp / name))
                 shutil.move(local, staged / "members" / name)
@@ -156,7 +164,7 @@ def _card(study: str, tracking_uri: str, result: EnsembleExport) -> str:
 
 The study's best fine-tuned trials and its best classical baseline, combined in log-price space
 (a weighted geometric mean) with weights fitted on the validation items only. Exported {when}
-from `{tracking_uri}`.
+from `{redact(tracking_uri)}`.
 
 | member | weight | val $ error | test $ error | test RMSLE | test hits % |
 |---|---|---|---|---|---|

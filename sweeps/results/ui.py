@@ -21,6 +21,7 @@ from sweeps.track.redact import redact
 from sweeps.track.stores import sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
 
 
 # MLflow 3's UI opens an experiment on its GenAI "Overview" page with the trials folded under the
@@ -54,9 +55,11 @@ def runs_view(tracking_uri: str, study: str) -> str:
     return f"#/experiments/{experiment}/runs?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning"
 
 
-def server_command(tracking_uri: str, host: str, port: int, artifacts: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-           "--host", host, "--port", str(port), "--workers", "1"]
+def server_command(host: str, port: int, artifacts: Path | None = None) -> list[str]:
+    """The server's argv. The store's URI is not in it: any local user reads a process's argv
+    (``ps``, ``/proc/*/cmdline``), and the URI may hold a password; `start` hands it over in
+    ``MLFLOW_BACKEND_STORE_URI``, which ``mlflow server`` reads for ``--backend-store-uri``."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1"]
     if artifacts is not None:
         # where runs logged through this server (not the study's own) put their artifacts
         cmd += ["--artifacts-destination", str(artifacts)]
@@ -71,10 +74,10 @@ def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
     if (db := sqlite_path(tracking_uri)) is not None and not db.is_file():
         raise SpecError(f"no MLflow store at {redact(tracking_uri)}: launch the study first, "
                         "or pass the --tracking-uri it was launched with")
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", BACKEND_ENV: tracking_uri}
     output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 -- the child owns it
     try:
-        return subprocess.Popen(server_command(tracking_uri, host, port, artifacts), env=env,
+        return subprocess.Popen(server_command(host, port, artifacts), env=env,
                                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         if log is not None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.run.objective import RUN_ID_ATTR, Objective
+from sweeps.run.presence import Presence
 from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 # A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
 HEARTBEAT_S, GRACE_S = 30, 120
+# A worker's number in a fleet (`sweeps.run.fleet`, a SLURM array task, a Kubernetes Job index):
+# it shifts a fixed sampler seed so that workers started together don't propose the same trials.
+WORKER_ENV = "PRICER_WORKER"
+SURPLUS = "pricer.surplus"  # a trial created past the total by a race between workers
 # How often a worker that reached the total looks again at trials other workers still run.
 WAIT_POLL_S = 5.0
 
@@ -158,8 +163,11 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), directions=spec.objective.directions,
                                 load_if_exists=True)
-    if spec.sampler.seed is not None and (existing := len(study.get_trials(deepcopy=False))):
-        study.sampler = make_sampler(spec, offset=existing)
+    # a fleet's workers start together on an empty study: without their index in the offset,
+    # a seeded sampler proposed the same trials in every worker
+    worker = int(raw) if (raw := os.environ.get(WORKER_ENV, "").strip()).isdigit() else 0
+    if spec.sampler.seed is not None and (offset := len(study.get_trials(deepcopy=False)) + 1000 * worker):
+        study.sampler = make_sampler(spec, offset=offset)
     return study
 
 
@@ -167,14 +175,39 @@ def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
     that a heartbeat retry replaced (the retry counts instead)."""
     from optuna.storages import fail_stale_trials
-    from optuna.trial import TrialState
 
     with optuna_experimental():
         fail_stale_trials(study)  # a dead worker's RUNNING trial must not count: fail and re-queue it first
-    trials = study.get_trials(deepcopy=False)
+    return _counting(study.get_trials(deepcopy=False))
+
+
+def _counting(trials: list) -> int:
+    from optuna.trial import TrialState
+
     retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-    return sum(1 for t in trials if t.state in states and not (t.state == TrialState.FAIL and t.number in retried))
+    return sum(1 for t in trials if t.state in states and not t.system_attrs.get(SURPLUS)
+               and not (t.state == TrialState.FAIL and t.number in retried))
+
+
+def within_total(objective: Objective, total: int | None):
+    """`objective`, unless its trial is past the study's total. Two workers that each counted
+    the total not yet reached, at the same moment, both created a trial: 4 trials for a total of
+    3. The later of the two finds the earlier-numbered ones already fill the total; it is failed
+    at once (system attribute ``pricer.surplus``, not counted, no MLflow run). A trial from the
+    queue (enqueued, or a heartbeat retry) always runs: its parameters would be lost."""
+
+    def guarded(trial: optuna.Trial):
+        system = trial.storage.get_trial_system_attrs(trial._trial_id)
+        queued = "fixed_params" in system or "failed_trial" in system
+        if total is not None and not queued:
+            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+            if _counting(earlier) >= total:
+                trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+                raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
+        return objective(trial)
+
+    return guarded
 
 
 def _running(study: optuna.Study) -> list[int]:
@@ -189,18 +222,17 @@ def enqueue(spec: StudySpec, study: optuna.Study) -> None:
         study.enqueue_trial(dict(params), skip_if_exists=True)
 
 
-def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
-    """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
-    ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTracker, optuna.Study, str]:
+    """What every worker does before its first trial: the stores checked, the data built, the
+    study and its MLflow parent run opened, the baselines fitted and the enqueued trials queued
+    (each once per study). A fleet calls it once before its workers start, so that they don't
+    all build the data and fit the baselines at the same moment.
 
     Returns:
-        The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
+        (the dataset folder, the tracker, the study, the parent run's id).
     """
-    import optuna
-
     from sweeps.track.preflight import check_stores
 
-    started = time.monotonic()
     heartbeat_settings()  # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S is one line, before anything is made
     check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
     data = prepare_data(spec, progress=progress)
@@ -219,16 +251,31 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     if not tracker.runs("baseline"):
         _baselines(spec, tracker, parent_id, data)
     enqueue(spec, study)
+    return data, tracker, study, parent_id
+
+
+def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
+    """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
+    ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+
+    Returns:
+        The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
+    """
+    import optuna
+
+    started = time.monotonic()
+    data, tracker, study, parent_id = open_run(spec, progress=progress)
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
     waiting = False
+    presence = Presence(study, *heartbeat_settings())
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
                 break
             if total is None or counted(study) < total:
-                study.optimize(objective, n_trials=1, catch=(TrialFailed,))
+                study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,))
                 continue
             if not (running := _running(study)):
                 break
@@ -242,9 +289,32 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                 waiting = True
             time.sleep(WAIT_POLL_S)
     finally:
-        log_study_plots(tracker, parent_id, study)
-        tracker.end_run(parent_id, "FINISHED")
+        _leave(presence, tracker, parent_id, study)
     return study
+
+
+def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: optuna.Study) -> None:
+    """The shared parent run is ended (with the study's plots) by the last worker out only; this
+    worker's database connections are closed either way."""
+    try:
+        if presence.leave():
+            log_study_plots(tracker, parent_id, study)
+            tracker.end_run(parent_id, "FINISHED")
+            # one entry per end: a fleet's soak counts them (exactly one per launch of the fleet)
+            tracker.log_metrics(parent_id, {"parent_run_ends": 1}, step=os.getpid())
+    finally:
+        close_storage(study)
+
+
+def close_storage(study: optuna.Study) -> None:
+    """Dispose of the study's database engine (its pooled connections), as a worker ends: a
+    process that launches several studies would otherwise keep every pool open."""
+    from optuna.storages import RDBStorage
+
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, RDBStorage):
+        storage.remove_session()
+        storage.engine.dispose()
 
 
 def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Path) -> None:
@@ -254,7 +324,8 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
     import tempfile
 
     from pricer.data.dataset import as_items, load_splits
-    from pricer.predict.baselines import BASELINES, fit_baselines, save_baseline, score_baseline
+    from pricer.predict.baselinefile import SUFFIX, save_baseline
+    from pricer.predict.baselines import BASELINES, fit_baselines, score_baseline
     from sweeps.spec.space import to_config
 
     config = to_config(spec, {p.name: p.first for p in spec.search_space.values() if not p.when})
@@ -267,7 +338,7 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
         for name in BASELINES:
             val_metrics, val_preds = score_baseline(fitted[name], val)
             test_metrics, test_preds = score_baseline(fitted[name], test) if test else (None, [])
-            model_file = save_baseline(fitted[name], Path(tmp) / name / "model.joblib")
+            model_file = save_baseline(fitted[name], Path(tmp) / name / f"model{SUFFIX}")
             predictions = {"validation": val_preds, "test": test_preds,
                            "truth": {"validation": [i.price for i in val], "test": [i.price for i in test]}}
             results.append((name, val_metrics, test_metrics, predictions, model_file))

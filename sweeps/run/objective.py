@@ -11,6 +11,7 @@ checkpoint its failed try left in the study's ``trials/`` folder.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import shutil
@@ -28,7 +29,8 @@ from sweeps.run import guard
 from sweeps.run.pruning import record_errors
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
-from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result
+from sweeps.track.redact import redact
+from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result, tracking_errors
 
 if TYPE_CHECKING:
     import optuna
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from pricer.metrics import Metrics
     from pricer.train.loop import Result, TrainConfig
 
+log = logging.getLogger(__name__)
 RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
 RESUMED = "pricer.resumed_from_trial"
 # How often the parent wakes to check that the child is still alive (and to let Ctrl-C in).
@@ -153,7 +156,12 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
                 if on_loss:
                     on_loss(message[1], message[2])
             elif message[0] == "report":
-                parent.send(bool(on_report(message[1], message[2])))
+                answer = bool(on_report(message[1], message[2]))
+                try:
+                    parent.send(answer)
+                except (BrokenPipeError, ConnectionResetError):  # the child died meanwhile
+                    proc.join(30)
+                    raise TrialFailed(_death(proc.exitcode)) from None
             elif message[0] == "result":
                 return message[1], message[2]
             else:
@@ -186,16 +194,37 @@ class Objective:
         self.progress = progress
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        params = suggest(trial, self.spec.search_space)
+        work, earlier = self._work(trial.number), self._earlier_tries(trial)
+        try:
+            run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
+                                            tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
+                                                  "pricer.optuna_trial_id": str(trial._trial_id)})
+        except tracking_errors() as exc:
+            reason = _tracking_reason(exc)
+            trial.set_user_attr(REASON_ATTR, reason)
+            raise TrialFailed(reason) from exc
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        try:
+            return self._run(trial, run_id, params, work, earlier)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`sweeps.run.stop`), wherever it lands
+            self._fail(trial, run_id, str(exc) or "interrupted (Ctrl-C)", None)
+            _remove(work, *earlier)
+            raise
+        except tracking_errors() as exc:
+            # MLflow (a server that went away, a run deleted under the trial) or the pipe to a dead
+            # trial process: this trial fails with the reason, and the worker goes on to the next
+            reason = _tracking_reason(exc)
+            self._fail(trial, run_id, reason, traceback.format_exc())
+            _remove(work, *earlier)
+            raise TrialFailed(reason) from exc
+
+    def _run(self, trial: optuna.Trial, run_id: str, params: dict, work: Path,
+             earlier: list[Path]) -> float | tuple[float, float]:
         import optuna
 
         from pricer.model import catalog
 
-        params = suggest(trial, self.spec.search_space)
-        run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
-                                        tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
-                                              "pricer.optuna_trial_id": str(trial._trial_id)})
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        work, earlier = self._work(trial.number), self._earlier_tries(trial)
         try:
             config = to_config(self.spec, params)
             model_spec = catalog.resolve(config.model, self.spec.models)
@@ -219,10 +248,6 @@ class Objective:
             self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
             _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
             raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
-        except KeyboardInterrupt:
-            self._fail(trial, run_id, "interrupted (Ctrl-C)", None)
-            _remove(work, *earlier)
-            raise
 
         gpu_hours = result.wall_s / 3600 * devices
         log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
@@ -232,8 +257,10 @@ class Objective:
         self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
         _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
         if result.stopped_early:
+            # FINISHED, not KILLED: MLflow's UI draws KILLED as a failure (a red cross); the
+            # state tag says PRUNED
             self.tracker.set_tags(run_id, {STATE: "PRUNED"})
-            self.tracker.end_run(run_id, "KILLED")
+            self.tracker.end_run(run_id, "FINISHED")
             raise optuna.TrialPruned(f"pruned at step {result.steps}: validation "
                                      f"{self.spec.objective.metric} {self._value(result.val_metrics):.4g}")
         self.tracker.set_tags(run_id, {STATE: "COMPLETE"})
@@ -274,16 +301,23 @@ class Objective:
         if not verdict.fits:
             trial.set_user_attr(REASON_ATTR, verdict.reason)
             self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: verdict.reason})
-            self.tracker.end_run(run_id, "KILLED")
+            self.tracker.end_run(run_id, "FINISHED")
             raise optuna.TrialPruned(verdict.reason)
 
     def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
+        """Record the failure in Optuna, then in MLflow as far as MLflow answers (it may be the
+        reason): the trial's state must not wait on the tracking store."""
+        reason = redact(reason)  # a driver's error quotes the URL it failed on, password and all
         trial.set_user_attr(REASON_ATTR, reason[:2000])
-        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
-        self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
-        if details:
-            self.tracker.log_json(run_id, {"reason": reason, "traceback": details}, "failure.json")
-        self.tracker.end_run(run_id, "FAILED")
+        try:
+            self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
+            self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
+            if details:
+                self.tracker.log_json(run_id, {"reason": reason, "traceback": redact(details)}, "failure.json")
+            self.tracker.end_run(run_id, "FAILED")
+        except tracking_errors() as exc:
+            log.warning("trial %d: failed (%s), and MLflow could not record it: %s", trial.number, reason,
+                        _tracking_reason(exc))
 
 
 class LiveLosses:
@@ -307,6 +341,12 @@ class LiveLosses:
             self.steps.add(step)
         self.pending.clear()
         self.flushed = time.monotonic()
+
+
+def _tracking_reason(exc: BaseException) -> str:
+    where = "MLflow" if type(exc).__module__.startswith(("mlflow", "requests", "urllib3")) else "tracking"
+    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+    return redact(f"{where} error: {type(exc).__name__}: {line}"[:1000])
 
 
 def _remove(*folders: Path) -> None:

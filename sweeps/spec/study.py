@@ -196,7 +196,7 @@ class StudySpec:
         problems = Problems()
         space = info.data.get("search_space")
         # a bad entry leaves no checked space: then the names as written (`load_study`'s context)
-        names = space if space is not None else (info.context or {}).get("search_space") or {}
+        names = space if space is not None else (info.context or {}).get("raw", {}).get("search_space") or {}
         for i, trial in enumerate(enqueue if isinstance(names, Mapping) else ()):
             for key, value in trial.items():
                 if key not in names:
@@ -214,8 +214,11 @@ class StudySpec:
         return n_trials
 
     @model_validator(mode="after")
-    def _models_and_configs(self) -> StudySpec:
-        """Once every section is sound: the models exist and each builds a `TrainConfig`."""
+    def _models_and_configs(self, info: ValidationInfo) -> StudySpec:
+        """Once every section is sound: the models exist and each builds a `TrainConfig`. A hub id
+        is checked against the hub (a download of its config) unless the loader says not to
+        fetch: readers of a study's results never download."""
+        fetch = (info.context or {}).get("fetch", True)
         problems = Problems()
         where = ("search_space", "model") if "model" in self.search_space else ("fixed", "model")
         models = self.search_space["model"].choices if "model" in self.search_space else (self.fixed["model"],)
@@ -223,7 +226,8 @@ class StudySpec:
         if unknown:  # one problem for them all: the catalog is named once, not per model
             problems.add(where, catalog.unknown_models(unknown))
         for model in models:
-            if model not in unknown:
+            local = model in self.models or model in catalog.CATALOG or not catalog.is_hub_id(model)
+            if model not in unknown and (fetch or local):
                 try:
                     catalog.resolve(model, self.models)
                 except SpecError as exc:
@@ -282,8 +286,12 @@ def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
-def load_study(path: str | Path) -> StudySpec:
+def load_study(path: str | Path, *, fetch: bool = True) -> StudySpec:
     """Read and check a study file.
+
+    Args:
+        fetch: check hub-id models against the hub (a download of their configs); readers of a
+            study's results (`locate`) pass False.
 
     Raises:
         SpecError: every problem in the file, one message (``<file>: <field>: <problem>; ...``).
@@ -299,7 +307,7 @@ def load_study(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(raw, Mapping):
         raise SpecError(f"{path}: must be a YAML mapping with at least name, data, search_space")
-    return validate(StudySpec, {**raw, "path": path}, str(path), context=raw)
+    return validate(StudySpec, {**raw, "path": path}, str(path), context={"raw": raw, "fetch": fetch})
 
 
 def locate(ref: str | Path, tracking_uri: str | None = None) -> tuple[str, str]:
@@ -309,7 +317,7 @@ def locate(ref: str | Path, tracking_uri: str | None = None) -> tuple[str, str]:
     """
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        spec = load_study(path)
+        spec = load_study(path, fetch=False)  # a reader never downloads
         return spec.name, tracking_uri or spec.tracking_uri
     name = str(ref)
     if not _NAME.match(name):

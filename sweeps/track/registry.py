@@ -8,16 +8,23 @@ served (``mlflow models serve --env-manager local``), this project must be insta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow.pyfunc
+import pandas as pd
 
+from pricer.errors import SpecError
 from sweeps.track.redact import redact
 
 ARTIFACT = "predictor"
 MODEL_NAME = "pricer"
-TEXT, PRICE = "text", "price"
+TEXT, PRICE, PROBLEM = "text", "price", "problem"
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,255}")
+# logged "from code": MLflow records this file, not a pickle of the class (no CloudPickle warning)
+MODEL_CODE = Path(__file__).with_name("served.py")
+EXAMPLE = "Stainless steel electric kettle\n1.7 litre, auto shut-off, boil-dry protection, 1500 W"
 # the runtime the model needs; given explicitly because MLflow would otherwise load the model in a
 # subprocess to infer it (a minute of 4-bit loading) and still miss this project itself
 REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "pandas"]
@@ -25,29 +32,55 @@ REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "bitsandbytes", "acce
 
 class PricerModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (the title, then a newline and the description),
-    cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where the model wrote
-    no number)."""
+    cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where there is none)
+    and ``problem`` (why not: an empty or unreadable text, or a model that wrote no number; empty
+    when priced). An empty text is never sent to the model: it would price it anyway ($40)."""
 
     def load_context(self, context) -> None:
         from pricer.predict.predictor import load_predictor
 
         self.predictor = load_predictor(context.artifacts[ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pricer.data.curate import clean_text
 
-        texts = [clean_text(str(t)) for t in model_input[TEXT]]
-        prices = self.predictor.predict(texts)
-        return pd.DataFrame({PRICE: [float("nan") if p is None else p for p in prices]})
+        texts, problems = [], []
+        for value in model_input[TEXT]:
+            text = clean_text(value) if isinstance(value, str) else ""
+            texts.append(text)
+            problems.append("" if text.strip() else
+                            "empty text" if isinstance(value, str) or value is None else
+                            f"unreadable text (a {type(value).__name__}, not a string)")
+        readable = [i for i, problem in enumerate(problems) if not problem]
+        prices = [float("nan")] * len(texts)
+        for i, price in zip(readable, self.predictor.predict([texts[i] for i in readable]) if readable else [],
+                            strict=True):
+            if price is None:
+                problems[i] = "the model wrote no number"
+            else:
+                prices[i] = float(price)
+        return pd.DataFrame({PRICE: prices, PROBLEM: problems})
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("string", TEXT)]), outputs=Schema([ColSpec("double", PRICE)]))
+    return ModelSignature(inputs=Schema([ColSpec("string", TEXT)]),
+                          outputs=Schema([ColSpec("double", PRICE), ColSpec("string", PROBLEM)]))
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it can name a registered model and go into a registry search as a quoted literal.
+
+    Raises:
+        SpecError: anything beyond letters, digits, spaces and ``._-`` (MLflow itself refuses ``/``
+            and ``:``; a quote would change the search's meaning).
+    """
+    if not MODEL_NAME_RE.fullmatch(name or ""):
+        raise SpecError(f"--register {name!r}: a model name is 1-256 letters, digits, spaces, '.', '_' or '-', "
+                        "starting with a letter or digit")
+    return name
 
 
 def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str | None = None,
@@ -66,6 +99,8 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
     from mlflow import MlflowClient
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    if register is not None:
+        check_model_name(register)
     metrics = {k: float(v) for k, v in (metrics or {}).items()}
     tags = {k: redact(v) for k, v in (tags or {}).items()}
     # the fluent API is the only door to log_model, and the registry looks a logged model up through
@@ -73,8 +108,10 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
     # MLFLOW_RUN_ID say
     with _use_tracking_uri(tracking_uri):
         with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=PricerModel(),
+            # the input example is priced once here (MLflow checks that serving works): one load
+            info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=str(MODEL_CODE),
                                            artifacts={ARTIFACT: str(folder)}, signature=signature(),
+                                           input_example=pd.DataFrame({TEXT: [EXAMPLE]}),
                                            pip_requirements=REQUIREMENTS, tags=tags)
             if metrics:
                 mlflow.log_metrics(metrics, model_id=info.model_id)

@@ -9,7 +9,9 @@ through `MlflowClient`, never the fluent API, so an exported ``MLFLOW_RUN_ID`` c
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import socket
 import subprocess
 import tempfile
@@ -25,9 +27,20 @@ from sweeps.track.stores import retried, sqlite_path
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
+WORKER = "pricer.worker"  # host:pid of the worker that made the run
 PREDICTIONS = "predictions.json"
 # MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def tracking_errors() -> tuple[type[BaseException], ...]:
+    """What a call to the tracking store raises when the store or the link to it fails (an
+    `MlflowException`, a database error, a connection or a pipe that broke): a function, so that
+    a module naming them (a trial's child imports the objective) does not import MLflow."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return (MlflowException, SQLAlchemyError, OSError)
 
 
 class Tracker(Protocol):
@@ -74,15 +87,23 @@ def schema_lock(tracking_uri: str) -> Iterator[None]:
         yield
 
 
-def run_environment() -> dict[str, str]:
-    """Host and git commit, as MLflow's UI shows them."""
-    tags = {"host": socket.gethostname()}
+@functools.cache
+def source_commit() -> str | None:
+    """The git commit of this project's own source, asked once per process and in the package's
+    folder: the worker's current folder may be another repository (or none)."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        tags["mlflow.source.git.commit"] = commit
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=True, cwd=Path(__file__).resolve().parent).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        pass  # not a git checkout (an installed wheel): nothing to record
+        return None  # not a git checkout (an installed wheel): nothing to record
+    return commit or None
+
+
+def run_environment() -> dict[str, str]:
+    """Host, the worker process and git commit, as MLflow's UI shows them."""
+    tags = {"host": socket.gethostname(), WORKER: f"{socket.gethostname()}:{os.getpid()}"}
+    if (commit := source_commit()) is not None:
+        tags["mlflow.source.git.commit"] = commit
     return tags
 
 
@@ -111,6 +132,10 @@ class MlflowTracker:
                 raise SpecError(f"study {experiment!r}: no such experiment in {redact(tracking_uri)}; launch it "
                                 "first, or pass the --tracking-uri it was launched with")
             if found is not None and found.lifecycle_stage == "deleted":
+                if not create:  # a reader changes nothing: restoring is the user's call
+                    raise SpecError(f"study {experiment!r}: its MLflow experiment {found.experiment_id} is "
+                                    f"deleted in {redact(tracking_uri)}; restore it first (`mlflow experiments "
+                                    f"restore --experiment-id {found.experiment_id}`) or launch the study again")
                 self.client.restore_experiment(found.experiment_id)
             if found is None:
                 try:
@@ -191,7 +216,8 @@ class MlflowTracker:
     def log_json(self, run_id: str, obj: object, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / name
-            path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+            # a traceback or a driver's message may quote a URL with its password
+            path.write_text(redact(json.dumps(obj, indent=2, default=str)) + "\n")
             self.log_artifact(run_id, path)
 
     def study_run(self, study: str, tags: Mapping[str, str]) -> tuple[str, bool]:

@@ -1,0 +1,176 @@
+"""`pricer launch STUDY --workers N [--gpus 0,1]`: N workers of one study on this machine.
+
+Each worker is a plain ``pricer launch STUDY`` process (the loop in `sweeps.run.launch`), so a
+fleet here behaves as workers started by hand, by a SLURM array or by a Kubernetes Job do: they
+share the study's storage and its total (``--n-trials``). What the fleet adds:
+
+- **one device each**: with ``--gpus``, worker i sees only ``gpus[i % len(gpus)]``
+  (``CUDA_VISIBLE_DEVICES``);
+- **a share of the cores each**: torch (OpenMP, MKL) and the tokenizers (Rayon) take every core
+  by default, so two workers on 2 cores ran steps 5-6x slower instead of 2x; each worker (and
+  its trial processes, which inherit the environment) gets ``cores // N`` threads, at least 1;
+- **secrets off the command line**: the storage and tracking URLs reach the workers in
+  ``PRICER_STORAGE`` / ``PRICER_TRACKING_URI``, never in their argv (``ps`` shows argv to all);
+- **one stop for all**: Ctrl-C or SIGTERM sends each worker SIGTERM (`sweeps.run.stop`), which
+  fails its running trial with the reason and ends its MLflow run as FAILED; a worker still
+  running after `STOP_GRACE_S` is killed with its trial process.
+
+SQLite takes one writer at a time: N > 1 workers on a ``sqlite:///`` storage is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pricer.errors import SpecError
+from sweeps.run.launch import WORKER_ENV
+from sweeps.spec.study import StudySpec
+from sweeps.track.redact import redact
+
+STORAGE_ENV, TRACKING_ENV = "PRICER_STORAGE", "PRICER_TRACKING_URI"
+# the thread pools a worker's torch, BLAS and tokenizers size themselves by
+THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
+# how long stopped workers get to fail their trials and end their runs before they are killed
+STOP_GRACE_S = 60.0
+POLL_S = 0.5
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's or a job's share, not the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def parse_gpus(text: str | None) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``.
+
+    Raises:
+        SpecError: an empty entry.
+    """
+    if text is None:
+        return []
+    gpus = [g.strip() for g in text.split(",")]
+    if not all(gpus):
+        raise SpecError(f"--gpus {text!r}: a comma-separated list of device ids, e.g. --gpus 0,1")
+    return gpus
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker: its number, the device it sees, its threads, and the environment that says so."""
+
+    index: int
+    gpu: str | None
+    threads: int
+    env: dict[str, str] = field(repr=False)
+
+
+def plan_fleet(spec: StudySpec, workers: int | None, gpus: list[str], *, n_cores: int | None = None) -> list[WorkerPlan]:
+    """The workers to start: `workers` of them (default: one per GPU).
+
+    Raises:
+        SpecError: no worker, or several on one SQLite storage.
+    """
+    n = workers if workers is not None else len(gpus)
+    if n < 1:
+        raise SpecError(f"--workers {n}: at least 1 (or give --gpus, one worker per GPU)")
+    if n > 1 and spec.storage.startswith("sqlite:"):
+        raise SpecError(f"storage {redact(spec.storage)}: {n} workers can't share a SQLite file (one writer at a "
+                        "time: they would fail on 'database is locked'); use PostgreSQL, e.g. PRICER_STORAGE="
+                        "postgresql://USER@HOST:5432/DB (or --storage), or --workers 1")
+    threads = max(1, (n_cores or cores()) // n)
+    plans = []
+    for i in range(n):
+        gpu = gpus[i % len(gpus)] if gpus else None
+        env = {STORAGE_ENV: spec.storage, TRACKING_ENV: spec.tracking_uri, WORKER_ENV: str(i),
+               **{name: str(threads) for name in THREAD_ENVS}, "TOKENIZERS_PARALLELISM": "false"}
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+        plans.append(WorkerPlan(i, gpu, threads, env))
+    return plans
+
+
+def worker_command(study: Path, n_trials: int | None) -> list[str]:
+    """A worker's argv: no URL in it (they travel in the environment)."""
+    cmd = [sys.executable, "-m", "sweeps.cli", "launch", str(study)]
+    return cmd + (["--n-trials", str(n_trials)] if n_trials is not None else [])
+
+
+def start_worker(plan: WorkerPlan, study: Path, n_trials: int | None, log: Path) -> subprocess.Popen:
+    """Start one worker in its own session (its own process group, which `stop` can kill whole;
+    a terminal's Ctrl-C reaches the fleet alone, which stops the workers one by one)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as output:
+        return subprocess.Popen(worker_command(study, n_trials), env={**os.environ, **plan.env},
+                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM to every live worker, then SIGKILL to the process group of any still running after
+    `grace_s` (its trial process included)."""
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker's group: it and its trial process
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.wait()
+
+
+@dataclass
+class Fleet:
+    """Started workers: their plans, processes and log files."""
+
+    plans: list[WorkerPlan]
+    procs: list[subprocess.Popen]
+    logs: list[Path]
+
+    def wait(self) -> list[int]:
+        """Wait for every worker; on Ctrl-C or SIGTERM stop them all (then re-raise).
+
+        Returns:
+            The workers' exit codes, in order.
+        """
+        try:
+            while any(p.poll() is None for p in self.procs):
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            stop(self.procs)
+            raise
+        return [p.returncode for p in self.procs]
+
+
+def start_fleet(spec: StudySpec, study: Path, plans: list[WorkerPlan], *, n_trials: int | None,
+                log_dir: Path | None = None) -> Fleet:
+    """Start the planned workers of `study` (the file; each worker reads it), logs in
+    ``<workdir>/workers/worker-<i>.log`` unless `log_dir` says otherwise."""
+    log_dir = Path(log_dir or Path(spec.workdir) / "workers")
+    procs, logs = [], []
+    try:
+        for plan in plans:
+            log = log_dir / f"worker-{plan.index}.log"
+            procs.append(start_worker(plan, study, n_trials, log))
+            logs.append(log)
+    except KeyboardInterrupt:
+        stop(procs)
+        raise
+    return Fleet(plans, procs, logs)

@@ -1,0 +1,85 @@
+"""The roll of a study's workers, kept in its Optuna storage: who is still at work, and who leaves last.
+
+Every worker (`sweeps.run.launch.launch`) shares the study's one MLflow parent run. Ending it at
+each worker's exit marked it FINISHED while others still ran trials; now each worker writes its
+own entry (``pricer.worker:<host>:<pid>:<tag>`` in the study's system attributes: one key per
+worker, so writers never overwrite each other), refreshes it every heartbeat from a thread, and
+marks it left on its way out. The worker that finds no other entry alive, and is the latest to
+leave, ends the parent run. A worker killed outright (SIGKILL, a lost machine) stops refreshing;
+after the heartbeat grace period it no longer counts as alive.
+
+Limit: "latest to leave" compares the workers' clocks. Workers leaving together on machines whose
+clocks differ by more than the moment between their exits may both think the other is the last
+(the run is then left RUNNING until the next launch, which reopens it anyway); one machine, or
+NTP-synchronised ones, have no such gap. Likewise a worker killed between trials less than the
+grace period before the last one leaves still counts as alive, and the run is left RUNNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+
+log = logging.getLogger(__name__)
+PREFIX = "pricer.worker:"
+
+
+class Presence:
+    """This worker's entry on the roll, refreshed every `heartbeat_s` until `leave`.
+
+    Args:
+        study: the study whose storage holds the roll.
+        heartbeat_s: how often the entry is refreshed.
+        grace_s: an entry not refreshed for this long belongs to a dead worker.
+    """
+
+    def __init__(self, study: optuna.Study, heartbeat_s: float, grace_s: float) -> None:
+        self.storage, self.study_id = study._storage, study._study_id
+        self.key = f"{PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.heartbeat_s, self.grace_s = heartbeat_s, grace_s
+        self._stop = threading.Event()
+        self._write(left=None)
+        self._thread = threading.Thread(target=self._beat, name="pricer-presence", daemon=True)
+        self._thread.start()
+
+    def _write(self, left: float | None) -> None:
+        self.storage.set_study_system_attr(self.study_id, self.key, {"seen": time.time(), "left": left})
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self._write(left=None)
+            except Exception as exc:  # noqa: BLE001 -- a missed beat is retried at the next one
+                log.warning("worker roll: could not refresh %s (%s)", self.key, exc)
+
+    def alive(self) -> list[str]:
+        """The other workers whose entries are fresh and not marked left."""
+        now = time.time()
+        return [k for k, v in self._roll().items()
+                if k != self.key and v.get("left") is None and now - float(v.get("seen", 0)) < self.grace_s]
+
+    def _roll(self) -> dict[str, dict]:
+        attrs = self.storage.get_study_system_attrs(self.study_id)
+        return {k: v for k, v in attrs.items() if k.startswith(PREFIX) and isinstance(v, dict)}
+
+    def leave(self) -> bool:
+        """Mark this worker left; True when it is the last one out (it should end the parent run)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        left = time.time()
+        self._write(left=left)
+        if self.alive():
+            return False
+        # every other entry has left or gone stale: the latest to leave ends the run (two workers
+        # leaving together each see the other gone; exactly one of them is the latest)
+        mine = (left, self.key)
+        return all((float(v.get("left") or v.get("seen", 0)), k) < mine
+                   for k, v in self._roll().items() if k != self.key)
