@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pricer.data.fraction import train_subset
 from pricer.errors import SpecError, TrialFailed
 from pricer.items import Item
 from pricer.metrics import Metrics
@@ -55,6 +56,10 @@ class TrainConfig:
         eval_every: validation every N steps (0: only at the end); feeds ``report``/``should_stop``.
         eval_items: validation items per evaluation (the same first N each time).
         train_items / test_items: optional limits on the train and test splits.
+        train_fraction: train on this fraction of the (limited) train split, in (0, 1]: the same
+            nested subset for every trial of a study (`pricer.data.fraction`); validation and test
+            are unchanged.
+        fraction_seed: which subset a fraction draws.
         checkpoint_every: with a checkpoint folder (`train`'s ``checkpoint_dir``), save the
             trainable state every N steps and after the last one (0: never).
         decode: how validation, test and the exported folder read a price: ``greedy`` digits or
@@ -82,6 +87,8 @@ class TrainConfig:
     eval_batch_size: int = EVAL_BATCH_SIZE
     train_items: int | None = None
     test_items: int | None = None
+    train_fraction: float = 1.0
+    fraction_seed: int = 0
     checkpoint_every: int = 50
     decode: str = DEFAULT_DECODE
 
@@ -98,6 +105,8 @@ class TrainConfig:
             problems.append(f"lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
         if not 0 < self.learning_rate < 1:
             problems.append(f"learning_rate: must be in (0, 1) (got {self.learning_rate})")
+        if not 0 < self.train_fraction <= 1:
+            problems.append(f"train_fraction: must be in (0, 1] (got {self.train_fraction})")
         if self.epochs <= 0:
             problems.append(f"epochs: must be > 0 (got {self.epochs})")
         if self.warmup_steps < 0 or self.eval_every < 0 or self.checkpoint_every < 0:
@@ -140,7 +149,7 @@ class TrainConfig:
 _FIELD_TYPES = {"lora_r": int, "lora_alpha": int, "warmup_steps": int, "max_steps": int, "batch_size": int,
                 "grad_accum": int, "micro_batch_size": int, "seed": int, "max_tokens": int, "eval_every": int,
                 "eval_items": int, "eval_batch_size": int, "train_items": int, "test_items": int,
-                "checkpoint_every": int, "lora_dropout": float,
+                "checkpoint_every": int, "fraction_seed": int, "lora_dropout": float, "train_fraction": float,
                 "learning_rate": float, "epochs": float}
 
 
@@ -212,7 +221,8 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     from pricer.train.dropout import use_cpu_dropout
 
     splits = _splits(data)
-    train_items = as_items(splits["train"])[:config.train_items]
+    train_items = train_subset(as_items(splits["train"])[:config.train_items], config.train_fraction,
+                               config.fraction_seed)
     val_items = as_items(splits["validation"])[:config.eval_items]
     test_items = as_items(splits["test"])[:config.test_items]
     if not train_items or not val_items:

@@ -34,8 +34,9 @@ def suggest(trial: optuna.Trial, space: Mapping[str, ParamSpec]) -> dict[str, An
 
 
 def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
-    """The trial's `TrainConfig`: the study's fixed values, the evaluation interval its pruner
-    needs, then the suggested parameters (``lora_alpha_ratio`` becomes ``lora_alpha``).
+    """The trial's `TrainConfig`: the study's fixed values, its share of the train split
+    (``fidelity``), the evaluation interval its pruner needs, then the suggested parameters
+    (``lora_alpha_ratio`` becomes ``lora_alpha``).
 
     Raises:
         SpecError: a combination TrainConfig rejects, naming the field.
@@ -43,6 +44,9 @@ def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
     from pricer.train.loop import TrainConfig
 
     values: dict[str, Any] = dict(spec.fixed)
+    if spec.fidelity.train_fraction < 1:
+        values["train_fraction"] = spec.fidelity.train_fraction
+        values["fraction_seed"] = spec.fidelity.seed
     if spec.pruner.type != "none" or spec.pruner.eval_every:
         values["eval_every"] = spec.pruner.eval_every
     ratio = None

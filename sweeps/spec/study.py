@@ -243,6 +243,55 @@ class ObjectiveSpec:
 
 
 @dataclass(frozen=True)
+class FidelitySpec:
+    """Search on part of the data: every trial trains on the same `train_fraction` of the train
+    split, a nested seeded subset (`pricer.data.fraction`); validation and test are unchanged.
+
+    Args:
+        train_fraction: in (0, 1]; 1 is the whole train split.
+        seed: which subset (the 0.1 subset of a seed lies inside its 0.25 subset).
+    """
+
+    train_fraction: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from pricer.data.fraction import check_fraction
+
+        check_fraction(self.train_fraction)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise SpecError(f"seed: must be a whole number (got {self.seed!r})")
+
+
+@dataclass(frozen=True)
+class RefitSpec:
+    """Once the search is done, retrain its `top_k` finished configurations on `train_fraction`
+    of the train split (`sweeps.run.refit`).
+
+    Args:
+        top_k: how many of the best finished trials (by the objective) to refit.
+        train_fraction: in (0, 1]; the refit's share of the train split (1: all of it).
+        overrides: training fields that differ from ``fixed`` for the refits (e.g. ``epochs``,
+            ``eval_every``); written beside top_k in YAML: ``refit: {top_k: 2, epochs: 1}``.
+    """
+
+    top_k: int = 1
+    train_fraction: float = 1.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from pricer.data.fraction import check_fraction
+
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            raise SpecError(f"top_k: must be a whole number >= 1 (got {self.top_k!r})")
+        check_fraction(self.train_fraction)
+        for key in ("train_fraction", "fraction_seed", "model"):
+            if key in self.overrides:
+                raise SpecError(f"{key}: can't be overridden by a refit" if key != "train_fraction"
+                                else "train_fraction: set it once, beside top_k")
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A whole study: what to search, how, and where its results live.
 
@@ -254,6 +303,8 @@ class StudySpec:
         enqueue: parameter sets (by search_space name) that run first, once per study.
         timeout: seconds after which a worker starts no new trial (each worker counts its own).
         trial_timeout: seconds after which a trial still running is failed (a hung trial).
+        fidelity: the share of the train split every trial trains on.
+        refit: the best trials retrained on all the data once the search is done (None: no refit).
     """
 
     name: str
@@ -268,6 +319,8 @@ class StudySpec:
     timeout: float | None = None
     trial_timeout: float | None = None
     objective: ObjectiveSpec = ObjectiveSpec()
+    fidelity: FidelitySpec = FidelitySpec()
+    refit: RefitSpec | None = None
     workdir: Path = Path("runs")
     storage: str = ""
     tracking_uri: str = ""
@@ -283,6 +336,11 @@ class StudySpec:
                             "with objective.gpu_hours")
         if self.sampler.type == "gp" and self.objective.gpu_hours:
             raise SpecError("sampler: gp is single-objective here; use tpe with objective.gpu_hours")
+        if self.refit is not None and self.objective.gpu_hours:
+            raise SpecError("refit: ranks trials by one objective; not with objective.gpu_hours")
+        if self.refit is not None and self.n_trials is not None and self.refit.top_k > self.n_trials:
+            raise SpecError(f"refit.top_k: {self.refit.top_k} is more than n_trials ({self.n_trials}); "
+                            "lower top_k or raise n_trials")
 
     def with_overrides(self, *, storage: str | None = None, tracking_uri: str | None = None,
                        n_trials: int | None = None) -> StudySpec:
@@ -424,7 +482,8 @@ def load_study(path: str | Path) -> StudySpec:
         raise SpecError(f"{path}: must be a YAML mapping with at least name, data, search_space")
     problems = _Problems()
     known = {"name", "data", "search_space", "fixed", "models", "enqueue", "sampler", "pruner",
-             "n_trials", "timeout", "trial_timeout", "objective", "storage", "tracking_uri", "workdir"}
+             "n_trials", "timeout", "trial_timeout", "objective", "storage", "tracking_uri", "workdir",
+             "fidelity", "refit"}
     for key in sorted(set(raw) - known):
         problems.items.append(f"{key}: unknown section; expected one of {', '.join(sorted(known))}")
 
@@ -474,6 +533,11 @@ def load_study(path: str | Path) -> StudySpec:
     if sampler is not None and sampler.type == "grid":
         for param in space.values():
             problems.run(f"search_space.{param.name}", param.grid_values)
+    fidelity = problems.run("fidelity", _section, FidelitySpec, raw.get("fidelity") or {}, "train_fraction")
+    refit = problems.run("refit", _refit, raw["refit"], fields, space) if raw.get("refit") is not None else None
+    if "train_fraction" in fixed or "fraction_seed" in fixed:
+        problems.items.append("fixed.train_fraction: set the search's share of the data as "
+                              "fidelity: {train_fraction: ...}")
     timeout = problems.run("timeout", _duration, raw.get("timeout"))
     trial_timeout = problems.run("trial_timeout", _duration, raw.get("trial_timeout"))
     n_trials = raw.get("n_trials")
@@ -486,7 +550,8 @@ def load_study(path: str | Path) -> StudySpec:
     workdir = Path(raw.get("workdir") or Path("runs") / str(name))
     spec = problems.run("", StudySpec, name=name, data=data, search_space=space, fixed=fixed, models=models,
                         enqueue=tuple(dict(e) for e in enqueue), sampler=sampler, pruner=pruner,
-                        n_trials=n_trials, timeout=timeout, trial_timeout=trial_timeout, objective=objective, workdir=workdir,
+                        n_trials=n_trials, timeout=timeout, trial_timeout=trial_timeout, objective=objective,
+                        fidelity=fidelity or FidelitySpec(), refit=refit, workdir=workdir,
                         storage=raw.get("storage") or f"sqlite:///{workdir / 'optuna.db'}",
                         tracking_uri=raw.get("tracking_uri") or f"sqlite:///{workdir / 'mlflow.db'}",
                         path=path)
@@ -495,6 +560,23 @@ def load_study(path: str | Path) -> StudySpec:
     if problems.items:
         raise SpecError(f"{path}: " + "; ".join(problems.items))
     return spec
+
+
+def _refit(raw: object, fields: set[str], space: Mapping[str, ParamSpec]) -> RefitSpec:
+    """``refit: {top_k: 2, train_fraction: 1.0, <training field>: value, ...}``."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = {"top_k": raw}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"must be a mapping such as {{top_k: 2, train_fraction: 1.0}} (got {raw!r})")
+    own = {k: raw[k] for k in ("top_k", "train_fraction") if k in raw}
+    overrides = {k: v for k, v in raw.items() if k not in own}
+    for key in overrides:
+        if key not in fields:
+            raise SpecError(f"{key}: neither top_k, train_fraction nor a training parameter; one of "
+                            f"{', '.join(sorted(fields))}")
+        if key in {p.target for p in space.values()}:
+            raise SpecError(f"{key}: is searched; a refit keeps each winner's own value")
+    return RefitSpec(**own, overrides=overrides)
 
 
 def _model_spec(name: str, entry: object):
