@@ -16,6 +16,7 @@ from pricer.errors import PricerError, SpecError
 from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
 from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.refit import add_refit_parser
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -417,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--n-trials", type=int, default=None, help="the study's total, shared by all workers")
     p.set_defaults(func=cmd_launch)
+
+    add_refit_parser(sub)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
     p.add_argument("study", help="study YAML or study name")

@@ -1,4 +1,5 @@
-"""Launch or continue a study: data once, baselines once, then trials until the study's total.
+"""Launch or continue a study: data once, baselines once, then trials until the study's total,
+then the refits of the best trials on all the data when the study asks for them (`sweeps.run.refit`).
 
 Every worker (this process, or others on one shared storage) runs the same loop; the total in
 ``n_trials`` is counted over the shared storage, so N workers together run N trials, not N each.
@@ -232,15 +233,17 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
-    waiting = False
+    waiting = done = False
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
+                done = True
                 break
             if total is None or counted(study) < total:
                 study.optimize(objective, n_trials=1, catch=(TrialFailed,))
                 continue
             if not (running := _running(study)):
+                done = True
                 break
             # Total reached, but a RUNNING trial may belong to a dead worker: leaving now would
             # leave it RUNNING for good. Wait until it finishes, or its heartbeat goes stale and
@@ -251,6 +254,10 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                             ", ".join(map(str, running)))
                 waiting = True
             time.sleep(WAIT_POLL_S)
+        if done and spec.refit is not None:  # a worker stopped by its timeout starts no refit either
+            from sweeps.run.refit import run_refits
+
+            run_refits(spec, study, str(data), tracker, parent_id, progress=progress)
     finally:
         log_study_plots(tracker, parent_id, study)
         tracker.end_run(parent_id, "FINISHED")

@@ -191,9 +191,7 @@ class Objective:
         from pricer.model import catalog
 
         params = suggest(trial, self.spec.search_space)
-        run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
-                                        tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
-                                              "pricer.optuna_trial_id": str(trial._trial_id)})
+        run_id = self._start_run(trial)
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         work, earlier = self._work(trial.number), self._earlier_tries(trial)
         try:
@@ -240,6 +238,12 @@ class Objective:
         self.tracker.end_run(run_id, "FINISHED")
         value = self._value(result.val_metrics)
         return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _start_run(self, trial: optuna.Trial) -> str:
+        """The trial's MLflow run, nested under the study's parent run."""
+        return self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
+                                      tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
+                                            "pricer.optuna_trial_id": str(trial._trial_id)})
 
     def _work(self, number: int) -> Path:
         """A trial's folder: ``adapter/`` (until MLflow has it) and ``checkpoint/``."""

@@ -1,0 +1,32 @@
+"""`pricer refit STUDY.yaml`: retrain the study's best trials on all the data (`sweeps.run.refit`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweeps.cli.output import wide_console
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from sweeps.results.leaderboard import leaderboard, render
+    from sweeps.run.refit import REFIT_ATTR, refit
+    from sweeps.spec.study import load_study
+
+    spec = load_study(args.study).with_overrides(storage=args.storage, tracking_uri=args.tracking_uri)
+    study = refit(spec)
+    done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) is not None]
+    print(f"study {spec.name}: {len(done)} refit(s): " + ", ".join(
+        f"trial {t.user_attrs[REFIT_ATTR]} {t.state.name.lower()}" for t in done))
+    rows = leaderboard(spec.tracking_uri, spec.name)
+    wide_console().print(render(rows, title=f"{spec.name}: trials, refits and baselines on the validation "
+                                            "items, best first"))
+    return 0
+
+
+def add_refit_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("refit", help="retrain a study's top K trials on all the train data (its refit section)")
+    p.add_argument("study", type=Path)
+    p.add_argument("--storage", default=None)
+    p.add_argument("--tracking-uri", default=None)
+    p.set_defaults(func=cmd_refit)
