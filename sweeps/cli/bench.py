@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
+from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.output import print_json
 
 EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
@@ -86,9 +87,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.target:
         if args.target[0] == "decode":
             return cmd_bench_decode(args)
+        if args.target[0] == "fidelity":
+            return cmd_bench_fidelity(args)
         if args.target[0] != "sweep":
-            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml` "
-                            "or `pricer bench decode FOLDER --items FILE`?")
+            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
+                            "`pricer bench fidelity STUDY.yaml` or `pricer bench decode FOLDER --items FILE`?")
         return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
@@ -152,7 +155,8 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
-                                     "`bench decode FOLDER --items F`: greedy vs median decoding")
+                                     "`bench decode FOLDER --items F`: greedy vs median decoding; "
+                                     "`bench fidelity STUDY.yaml`: does a fraction of the data rank like all of it")
     p.add_argument("target", nargs="*", help="sweep STUDY.yaml, or decode FOLDER")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (default: the study's)")
@@ -170,6 +174,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="validation items each path predicts (48); bench sweep: per report (the study's)")
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (default: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
+    add_fidelity_flags(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)
 

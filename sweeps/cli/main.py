@@ -16,6 +16,7 @@ from pricer.errors import PricerError, SpecError
 from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
 from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.plan import add_plan_parser
 from sweeps.cli.refit import add_refit_parser
 
 # --- data and baselines (pricer) --------------------------------------------------------------
@@ -420,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_launch)
 
     add_refit_parser(sub)
+    add_plan_parser(sub)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
     p.add_argument("study", help="study YAML or study name")
