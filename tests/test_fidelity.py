@@ -82,3 +82,33 @@ def test_train_config_rejects_a_fraction_outside_zero_one() -> None:
 
     with pytest.raises(SpecError, match=r"train_fraction: must be in \(0, 1\] \(got 0.0\)"):
         TrainConfig(train_fraction=0.0)
+
+
+def test_fidelity_bench_summary_correlates_and_measures_regret() -> None:
+    from sweeps.results.fidelity import FidelityRun, summarise
+
+    full = [10.0, 20.0, 30.0, 40.0]
+    tenth = [22.0, 12.0, 31.0, 45.0]  # ranks configs 0 and 1 the wrong way round
+    runs = [FidelityRun(i, "m", f, 10, 1, 0.0, e, 1.0, s) for f, errors, s in ((0.1, tenth, 1.0), (1.0, full, 10.0))
+            for i, e in enumerate(errors)]
+    summary = summarise(runs, [0.1, 1.0], [{}] * 4)
+    at_tenth, at_full = summary["fractions"]
+    assert at_full["across_models"]["spearman"] == pytest.approx(1.0) and at_full["across_models"]["regret"] == 0
+    assert at_tenth["across_models"]["spearman"] == pytest.approx(0.8)
+    assert at_tenth["across_models"]["winner"] == 1 and at_tenth["across_models"]["regret"] == pytest.approx(10.0)
+    assert at_tenth["within_model"]["m"]["spearman"] == pytest.approx(0.8)
+    assert at_tenth["train_s_vs_full"] == pytest.approx(0.1)
+
+
+def test_fidelity_bench_draws_the_default_first_and_needs_the_full_fraction() -> None:
+    from sweeps.results.fidelity import draw_configs, parse_fractions
+
+    spec = load_study(Path(__file__).resolve().parents[1] / "studies/cpu-search.yaml")
+    configs = draw_configs(spec, 4, seed=0)
+    assert configs[0] == spec.enqueue[0] and len({repr(c) for c in configs}) == 4
+    assert configs == draw_configs(spec, 4, seed=0)
+    assert parse_fractions("1.0,0.1,0.25") == [0.1, 0.25, 1.0]
+    with pytest.raises(SpecError, match="include 1.0"):
+        parse_fractions("0.1,0.25")
+    with pytest.raises(SpecError, match=r"--fractions: must be a number in \(0, 1\] \(got 0.0\)"):
+        parse_fractions("0,1")
