@@ -44,13 +44,17 @@ READY = "refits_enqueued"  # the refit study's user attr, set once its trials ar
 
 def refit_spec(spec: StudySpec) -> StudySpec:
     """The sibling study's spec: the refit's share of the data and overrides, no pruning, no
-    sampling of its own (every trial is enqueued), its folders under ``<workdir>/refit``."""
+    sampling of its own (every trial is enqueued), its folders under ``<workdir>/refit``, and
+    `trial_timeout` scaled by the data it trains on."""
     if spec.refit is None:
         raise SpecError(f"{spec.path or spec.name}: refit: the study has no refit section; add e.g. "
                         "refit: {top_k: 2, train_fraction: 1.0}")
     r = spec.refit
+    # a refit trains on train_fraction / fidelity as many items: a hung-trial limit scales with it
+    scale = r.train_fraction / spec.fidelity.train_fraction
     return dataclasses.replace(
         spec, name=f"{spec.name}-refit", fixed={**spec.fixed, **r.overrides},
+        trial_timeout=spec.trial_timeout * max(1.0, scale) if spec.trial_timeout else None,
         fidelity=FidelitySpec(train_fraction=r.train_fraction, seed=spec.fidelity.seed),
         pruner=PrunerSpec(type="none"), sampler=SamplerSpec(type="random"), enqueue=(), n_trials=r.top_k,
         timeout=None, refit=None, workdir=Path(spec.workdir) / "refit")
