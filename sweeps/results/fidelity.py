@@ -115,9 +115,10 @@ def parse_fractions(text: str) -> list[float]:
 
 def run_fidelity_bench(spec: StudySpec, fractions: list[float], configs: list[dict], out: Path, *,
                        progress: bool = False) -> dict:
-    """Train every configuration at every fraction (smallest first), one process each
+    """Train every configuration at every fraction (the full data first: a bench stopped early
+    still compares what it measured against it), one process each
     (`sweeps.run.objective.run_in_child`), and summarise. ``out/fidelity.json`` is rewritten after
-    each run, so a stopped bench keeps what it measured."""
+    each run."""
     from pricer.model import catalog
     from sweeps.run.launch import prepare_data
     from sweeps.run.objective import run_in_child
@@ -128,7 +129,7 @@ def run_fidelity_bench(spec: StudySpec, fractions: list[float], configs: list[di
     data = prepare_data(dataclasses.replace(spec, workdir=out), progress=progress)
     runs: list[FidelityRun] = []
     started = time.monotonic()
-    for fraction in fractions:
+    for fraction in sorted(fractions, reverse=True):
         at = dataclasses.replace(spec, fidelity=FidelitySpec(train_fraction=fraction, seed=spec.fidelity.seed))
         for index, params in enumerate(configs):
             config = to_config(at, params)
