@@ -246,8 +246,9 @@ def plan_study(spec: StudySpec, *, gpu_gib: float = 80.0, gpu: str = "h100",
                               [b])[2] for b in sorted(set(_values(spec, "batch_size", model)))}
         refit_hours = 0.0
         if spec.refit is not None:
+            # a refit is not pruned: validated at the end only, unless its overrides say otherwise
             _, _, refit_hours = _trial(spec, model, n_train, tokens_item, spec.refit.train_fraction,
-                                       spec.refit.overrides, tp, load_s)
+                                       {"eval_every": 0, **spec.refit.overrides}, tp, load_s)
         plan.models.append(ModelPlan(model, params / 1e9 if params else None, weights, peaks, tokens, items,
                                      hours, by_batch, refit_hours, tp))
     return plan
