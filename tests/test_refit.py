@@ -109,3 +109,70 @@ def test_refit_of_a_study_without_a_refit_section_says_how_to_add_one(searched) 
     plain = dataclasses.replace(searched.spec, refit=None)
     with pytest.raises(SpecError, match=r"refit: the study has no refit section; add e.g. refit: \{top_k: 2"):
         refit(plain, progress=False)
+
+
+KILLED = """\
+name: refit-killed
+workdir: {workdir}
+data: {{source: {sample}, limit: 300}}
+search_space:
+  model: {{choices: [toy-llama-3.1]}}
+  learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
+fixed: {{max_steps: 1, batch_size: 2, max_tokens: 32, eval_items: 2, test_items: 2, warmup_steps: 0}}
+fidelity: {{train_fraction: 0.5}}
+refit: {{top_k: 1, max_steps: 300, checkpoint_every: 1}}
+sampler: {{type: random, seed: 0}}
+n_trials: 1
+"""
+
+
+def test_a_refit_whose_worker_dies_is_retried_and_resumes_from_its_checkpoint(
+        tmp_path: Path, sample_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pricer launch` is killed (-9) during its refit; `pricer refit` then finds the refit stale,
+    fails its MLflow run with the reason, re-queues it and runs the retry from the dead try's
+    checkpoint, not from step 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from optuna.trial import TrialState
+
+    from sweeps.run.objective import RESUMED
+    from sweeps.track.tracking import REASON
+
+    path = tmp_path / "refit-killed.yaml"
+    path.write_text(KILLED.format(workdir=tmp_path / "runs", sample=sample_path))
+    spec = load_study(path)
+    fast = {"PRICER_HEARTBEAT_S": "1", "PRICER_GRACE_S": "3"}
+    worker = subprocess.Popen([str(Path(sys.executable).with_name("pricer")), "launch", str(path)],
+                              env={**os.environ, **fast}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    checkpoint = Path(spec.workdir).resolve() / "refit" / "trials" / "00000" / "checkpoint" / "checkpoint.pt"
+    try:
+        deadline = time.monotonic() + 600
+        while not checkpoint.is_file():
+            assert worker.poll() is None, worker.communicate()[0]
+            assert time.monotonic() < deadline, "the refit never checkpointed a step"
+            time.sleep(0.1)
+        os.kill(worker.pid, signal.SIGKILL)  # the worker alone: its refit process dies with it
+        worker.wait()
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+    for name, value in fast.items():
+        monkeypatch.setenv(name, value)
+    study = refit(spec, progress=False)
+    tries = study.get_trials(deepcopy=False)
+    assert [t.state for t in tries] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert tries[1].user_attrs["refit_of"] == 0 and tries[1].params == tries[0].params
+    tracker = MlflowTracker(spec.tracking_uri, spec.name, create=False)
+    dead = tracker.client.get_run(tries[0].user_attrs["mlflow_run_id"])
+    assert dead.info.status == "FAILED" and "heartbeat" in dead.data.tags[REASON]
+    retry = tracker.client.get_run(tries[1].user_attrs["mlflow_run_id"])
+    assert retry.info.status == "FINISHED" and retry.data.tags[REFIT_OF] == "0"
+    assert retry.data.tags[RESUMED] == "00000" and retry.data.metrics["resumed_from_step"] >= 1
+    assert [r.data.tags["pricer.refit_trial"] for r in tracker.runs("refit")] != []

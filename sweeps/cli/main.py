@@ -72,7 +72,8 @@ _TRAIN_FLAGS = {"max_steps": "max_steps", "epochs": "epochs", "lora_r": "lora_r"
                 "lr_scheduler": "lr_scheduler", "batch_size": "batch_size", "grad_accum": "grad_accum",
                 "warmup_steps": "warmup_steps", "max_tokens": "max_tokens", "quantization": "quantization",
                 "seed": "seed", "eval_every": "eval_every", "eval_items": "eval_items",
-                "train_items": "train_items", "test_items": "test_items", "decode": "decode"}
+                "train_items": "train_items", "test_items": "test_items", "decode": "decode",
+                "train_fraction": "train_fraction"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -379,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=None, help="validation every N steps (0: at the end)")
     p.add_argument("--eval-items", type=int, default=None, help="validation items per evaluation")
     p.add_argument("--train-items", type=int, default=None, help="use at most N train items")
+    p.add_argument("--train-fraction", type=float, default=None,
+                   help="train on this seeded, nested fraction of the (limited) train split, in (0, 1]")
     p.add_argument("--test-items", type=int, default=None, help="score at most N test items")
     p.add_argument("--decode", default=None, choices=DECODES,
                    help="how prices are read at validation/test and by the folder (median: of the "
