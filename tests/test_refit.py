@@ -120,7 +120,7 @@ search_space:
   learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
 fixed: {{max_steps: 1, batch_size: 2, max_tokens: 32, eval_items: 2, test_items: 2, warmup_steps: 0}}
 fidelity: {{train_fraction: 0.5}}
-refit: {{top_k: 1, max_steps: 300, checkpoint_every: 1}}
+refit: {{top_k: 1, max_steps: 40, checkpoint_every: 1}}
 sampler: {{type: random, seed: 0}}
 n_trials: 1
 """

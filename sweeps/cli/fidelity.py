@@ -53,7 +53,7 @@ def print_fidelity(result: dict, title: str) -> None:
     for row in result["fractions"]:
         a = row["across_models"]
         within = "; ".join(f"{m} {num(c['spearman'], '.2f')}, ${num(c['regret'], ',.2f')}"
-                           for m, c in row["within_model"].items()) or "n/a (< 3 configs per model)"
+                           for m, c in row["within_model"].items()) or "n/a (< 2 configs per model)"
         table.add_row(f"{row['fraction']:g}", str(items.get(row["fraction"], "")), num(a["spearman"], ".2f"),
                       num(a["regret"], ",.2f"), num(a["winner"], "d"), within, f"{row['train_s']:,.0f}",
                       f"{num(row['train_s_vs_full'], '.2f')}x")
