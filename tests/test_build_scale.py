@@ -55,7 +55,7 @@ def test_the_splits_do_not_depend_on_the_worker_count(raw_files: list[Path], tmp
 
 
 def test_a_study_rebuilds_when_a_source_or_a_setting_changes(raw_files: list[Path], tmp_path: Path) -> None:
-    from sweeps.run.launch import prepare_data
+    from sweeps.run.opening import prepare_data
     from sweeps.spec.study import load_study
 
     sources = [tmp_path / p.name for p in raw_files]

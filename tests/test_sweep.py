@@ -19,7 +19,8 @@ from pricer.errors import SpecError, TrialFailed
 from pricer.predict.predictor import load_predictor
 from sweeps.results.export import export
 from sweeps.results.leaderboard import leaderboard
-from sweeps.run.launch import launch, open_study
+from sweeps.run.launch import launch
+from sweeps.run.opening import open_study
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import PARENT, MlflowTracker
 

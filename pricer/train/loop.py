@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.dataclasses import dataclass as declared
 
 from pricer.data.dataset import as_items
+from pricer.data.fraction import train_subset
 from pricer.declared import DECLARED, one_line, validate
 from pricer.errors import SpecError, TrialFailed
 from pricer.items import Item
@@ -80,6 +81,10 @@ class TrainConfig:
     eval_batch_size: int = Field(EVAL_BATCH_SIZE, ge=1, description="prompts per batch when predicting prices")
     train_items: int | None = Field(None, ge=1, description="use at most N train items (unset: all)")
     test_items: int | None = Field(None, ge=1, description="score at most N test items (unset: all)")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="train on this fraction of the (limited) train "
+                                  "split, in (0, 1]: the same nested subset for every trial of a study; "
+                                  "validation and test unchanged")
+    fraction_seed: int = Field(0, description="which nested subset a train fraction draws")
     checkpoint_every: int = Field(50, ge=0, description="with a checkpoint folder, save the trainable state "
                                   "every N steps and after the last one (0: never)")
     decode: Literal[DECODES] = Field(
@@ -173,7 +178,8 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     from pricer.train.dropout import use_cpu_dropout
 
     splits = _splits(data)
-    train_items = as_items(splits["train"])[:config.train_items]
+    train_items = train_subset(as_items(splits["train"])[:config.train_items], config.train_fraction,
+                               config.fraction_seed)
     val_items = as_items(splits["validation"])[:config.eval_items]
     test_items = as_items(splits["test"])[:config.test_items]
     if not train_items or not val_items:

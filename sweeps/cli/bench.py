@@ -9,6 +9,7 @@ from pathlib import Path
 from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
+from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.output import print_json, print_table
 
 EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
@@ -80,13 +81,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return cmd_bench_decode(args)
         if args.target[0] == "data":
             return cmd_bench_data(args)
+        if args.target[0] == "fidelity":
+            return cmd_bench_fidelity(args)
         if args.target == ["fleet"]:
             from sweeps.cli.benchfleet import cmd_bench_fleet
 
             return cmd_bench_fleet(args)
         if args.target[0] != "sweep":
             raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
-                            "`pricer bench decode FOLDER --items FILE` or `pricer bench data --lines N`?")
+                            "`pricer bench fidelity STUDY.yaml`, `pricer bench decode FOLDER --items FILE`, "
+                            "`pricer bench data --lines N` or `pricer bench fleet`?")
         return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
@@ -140,8 +144,9 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
                                      "`bench decode FOLDER --items F`: greedy vs median decoding; "
                                      "`bench data --lines N`: curation, 1 worker vs all; "
-                                     "`bench fleet`: N workers, two killed, on one PostgreSQL study")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, or fleet")
+                                     "`bench fleet`: N workers, two killed, on one PostgreSQL study; "
+                                     "`bench fidelity STUDY.yaml`: does a fraction of the data rank like all of it")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, fleet, or fidelity STUDY.yaml")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
                    "(unset: the study's workdir/bench-sweep)")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
@@ -167,6 +172,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                    "databases (unset: PRICER_STORAGE, else the local test server)")
     p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
     add_bench_data_args(p)
+    add_fidelity_flags(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")

@@ -12,7 +12,8 @@ from sweeps.spec.study import StudySpec
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet
-    from sweeps.run.launch import SURPLUS, close_storage, open_run, open_storage
+    from sweeps.run.launch import open_run
+    from sweeps.run.opening import SURPLUS, close_storage, open_storage
 
     plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus))
     # stores checked (one error line, not N), data built, baselines fitted: once here, not N times at once

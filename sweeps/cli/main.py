@@ -18,6 +18,8 @@ from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
 from sweeps.cli.flags import Parser, add_config_flags, config_from_flags
 from sweeps.cli.output import print_json, print_table, wide_console
+from sweeps.cli.plan import add_plan_parser
+from sweeps.cli.refit import add_refit_parser
 
 DESCRIPTION = """\
 Fine-tune small open LLMs with QLoRA (4-bit base + LoRA) to predict a product's price from its
@@ -458,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", default=None, metavar="0,1,...", help="one worker per device, each with its own "
                    "CUDA_VISIBLE_DEVICES (unset: no GPU pinning)")
     p.set_defaults(func=cmd_launch)
+
+    add_refit_parser(sub)
+    add_plan_parser(sub)
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
     p.add_argument("study", help="study YAML or study name")

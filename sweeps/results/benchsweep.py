@@ -39,6 +39,8 @@ class Arm:
 
 
 def _arm_spec(spec: StudySpec, root: Path, name: str, **changes) -> StudySpec:
+    """An arm of the bench: its own stores and folder; no refit (the arms compare searches)."""
+    changes.setdefault("refit", None)
     workdir = root / name.replace(" ", "-")
     return dataclasses.replace(spec, name=f"{spec.name}-{name.replace(' ', '-')}", workdir=workdir,
                                storage=sqlite_url(workdir / "optuna.db"),

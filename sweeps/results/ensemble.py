@@ -63,7 +63,9 @@ def _predictions(tracker: MlflowTracker, row: Row, tmp: Path) -> dict:
 
 
 def _name(row: Row) -> str:
-    return row.model if row.baseline else f"trial-{row.trial}"
+    if row.baseline:
+        return row.model
+    return f"refit-of-{row.trial}" if row.refit_of is not None else f"trial-{row.trial}"
 
 
 def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, baselines: int = 1) -> EnsembleExport:

@@ -32,7 +32,7 @@ def _chosen(rows: list[Row], trial: int | None) -> Row:
     if trial is None:
         return best_trial_row(rows)
     for row in rows:
-        if not row.baseline and row.trial == trial:
+        if not row.baseline and row.trial == trial and row.refit_of is None:
             if row.state != "COMPLETE":
                 raise SpecError(f"trial {trial} is {row.state}, it has no final adapter; pick a COMPLETE trial")
             return row
@@ -54,7 +54,8 @@ def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None
     """Download a trial's adapter into `out` and write its model card.
 
     Args:
-        trial: the Optuna trial number; None takes the leaderboard's best finished trial.
+        trial: the Optuna trial number; None takes the leaderboard's best finished refit (the
+            winner retrained on all the data), else its best finished trial.
         merge: also write ``out/merged``: the LoRA merged into the base dequantized to bf16.
 
     Returns:
@@ -81,6 +82,8 @@ def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None
     metric, _ = objective_of(tracker, study)
     trials = [r for r in rows if not r.baseline and r.rank is not None]
     standing = f"#{trials.index(row) + 1} of {len(trials)} finished trials by validation {metric}"
+    if row.refit_of is not None:
+        standing += f"; the refit of trial {row.refit_of} on all the data"
     (out / CARD).write_text(model_card(study, row, run, entry, data, tracking_uri, standing))
     if merge:
         merge_into_base(out, entry, out / MERGED)
@@ -108,8 +111,9 @@ def register(tracking_uri: str, study: str, folder: Path, name: str, *, trial: i
     run = MlflowTracker(tracking_uri, study, create=False).client.get_run(row.run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k in VERSION_METRICS}
     tags = {"pricer.study": study, "pricer.trial": str(row.trial), "pricer.model": row.model,
+            **({"pricer.refit_of": str(row.refit_of)} if row.refit_of is not None else {}),
             "pricer.kind": read_meta(folder).get("kind", "adapter")}
-    description = (f"{study}, trial {row.trial}: {row.model} price predictor; validation $ error "
+    description = (f"{study}, {_what(row)}: {row.model} price predictor; validation $ error "
                    f"{metrics.get('val_mae', float('nan')):.2f}, RMSLE {metrics.get('val_rmsle', float('nan')):.3f}")
     uri, version = log_predictor(tracking_uri, row.run_id, Path(folder), register=name, metrics=metrics,
                                  tags=tags, description=description)
@@ -137,6 +141,10 @@ def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
     return out
 
 
+def _what(row: Row) -> str:
+    return f"refit of trial {row.trial}" if row.refit_of is not None else f"trial {row.trial}"
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
@@ -157,7 +165,7 @@ def model_card(study: str, row: Row, run, entry: dict, data: str, tracking_uri: 
     parameters = [(k, f"`{v}`") for k, v in sorted(params.items()) if not k.startswith("optuna.")]
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""{_MARKER}
-# {study}, trial {row.trial}: {row.model} LoRA price predictor
+# {study}, {_what(row)}: {row.model} LoRA price predictor
 
 A 4-bit QLoRA adapter that predicts a product's price from its description (the prompt ends in
 "Price is $"). Exported {when} from MLflow run `{row.run_id}` in `{redact(tracking_uri)}`:

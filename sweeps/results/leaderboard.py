@@ -20,7 +20,8 @@ _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
 class Row:
     """One leaderboard line. Metrics are on the validation items (``test_*`` on the test items);
     None where a run has none (a failed trial). ``mae_low`` / ``mae_high``: the 95 % bootstrap
-    interval of the validation dollar error."""
+    interval of the validation dollar error. A refit (the trial `refit_of` retrained on all the
+    data, `sweeps.run.refit`) carries that trial's number in `trial` too."""
 
     rank: int | None
     trial: int | None
@@ -40,6 +41,7 @@ class Row:
     minutes: float | None
     baseline: bool
     run_id: str
+    refit_of: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,13 +56,15 @@ def _number(value: str | None, kind: type) -> int | float | None:
 
 def _row(run, baseline: bool) -> Row:
     m, p, t = run.data.metrics, run.data.params, run.data.tags
+    refit_of = _number(t.get("pricer.refit_of"), int)
     state = t.get(STATE) or ("RUNNING" if run.info.status == "RUNNING" else "FAIL")
     return Row(rank=None, trial=_number(t.get("pricer.trial"), int), model=t.get("pricer.model", p.get("model", "?")),
                variant=t.get("pricer.variant", ""), lora_r=_number(p.get("lora_r"), int),
                learning_rate=_number(p.get("learning_rate"), float), mae=m.get("val_mae"),
                mae_low=m.get("val_mae_low"), mae_high=m.get("val_mae_high"), rmsle=m.get("val_rmsle"),
                hit_rate=m.get("val_hit_rate"), test_mae=m.get("test_mae"), test_rmsle=m.get("test_rmsle"),
-               test_hit_rate=m.get("test_hit_rate"), state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id)
+               test_hit_rate=m.get("test_hit_rate"), state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id,
+               refit_of=refit_of)
 
 
 def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
@@ -74,17 +78,19 @@ def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
 
 
 def leaderboard(tracking_uri: str, study: str) -> list[Row]:
-    """Trials and baselines of `study`, ranked by its objective on validation items."""
+    """Trials, refits and baselines of `study`, ranked by its objective on validation items."""
     tracker = MlflowTracker(tracking_uri, study, create=False)
     metric, maximize = objective_of(tracker, study)
-    rows = [_row(r, False) for r in tracker.runs("trial") if r.data.tags.get(STUDY, study) == study]
+    rows = [_row(r, False) for role in ("trial", "refit") for r in tracker.runs(role)
+            if r.data.tags.get(STUDY, study) == study]
     rows += [_row(r, True) for r in tracker.runs("baseline")]
 
     def key(row: Row) -> tuple:
         value = getattr(row, metric)
         finished = row.state == "COMPLETE" and value is not None and math.isfinite(value)
         score = (-value if maximize else value) if finished else math.inf
-        return (not finished, _STATE_ORDER.get(row.state, 9), score, row.trial if row.trial is not None else -1)
+        return (not finished, _STATE_ORDER.get(row.state, 9), score, row.trial if row.trial is not None else -1,
+                row.refit_of is None)
 
     rows.sort(key=key)
     ranked, rank = [], 0
@@ -97,8 +103,9 @@ def leaderboard(tracking_uri: str, study: str) -> list[Row]:
 
 
 def best_trial_row(rows: list[Row]) -> Row:
-    """The top finished trial (never a baseline)."""
-    for row in rows:
+    """The top finished refit if the study has one (trained on all the data), else the top
+    finished trial; never a baseline."""
+    for row in [r for r in rows if r.refit_of is not None] + rows:
         if not row.baseline and row.rank is not None:
             return row
     raise SpecError("no finished trial yet: launch the study (or wait for a trial to complete)")
@@ -128,7 +135,8 @@ def render(rows: list[Row], title: str = ""):
         if row.mae is not None and row.mae_low is not None:
             val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
         model = f"{row.model} ({row.variant})" if row.variant else row.model
-        table.add_row(fmt(row.rank, "d"), "baseline" if row.baseline else fmt(row.trial, "d"), model,
+        trial = "baseline" if row.baseline else fmt(row.trial, "d") + (" refit" if row.refit_of is not None else "")
+        table.add_row(fmt(row.rank, "d"), trial, model,
                       fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
                       fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
                       fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), row.state, fmt(row.minutes, ".1f"),

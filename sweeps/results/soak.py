@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.run.fleet import plan_fleet, start_fleet, stop
-from sweeps.run.launch import SURPLUS
 from sweeps.run.objective import RESUMED, RUN_ID_ATTR
+from sweeps.run.opening import SURPLUS
 from sweeps.spec.study import load_study
 from sweeps.track.redact import redact
 from sweeps.track.tracking import WORKER, MlflowTracker
@@ -121,7 +121,8 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
     import optuna
     from optuna.trial import TrialState
 
-    from sweeps.run.launch import close_storage, open_run
+    from sweeps.run.launch import open_run
+    from sweeps.run.opening import close_storage
 
     close_storage(open_run(spec, progress=False)[2])
     plans = plan_fleet(spec, workers, [])

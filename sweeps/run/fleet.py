@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.run.launch import WORKER_ENV
+from sweeps.run.opening import WORKER_ENV
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
 

@@ -1,4 +1,5 @@
-"""Launch or continue a study: data once, baselines once, then trials until the study's total.
+"""Launch or continue a study: data once, baselines once, then trials until the study's total,
+then the refits of the best trials on all the data when the study asks for them (`sweeps.run.refit`).
 
 Every worker (this process, or others on one shared storage) runs the same loop; the total in
 ``n_trials`` is counted over the shared storage, so N workers together run N trials, not N each.
@@ -6,170 +7,32 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.errors import DataError, SpecError, TrialFailed
-from sweeps.run.objective import RUN_ID_ATTR, Objective
+from pricer.errors import TrialFailed
+from sweeps.run.objective import Objective
+from sweeps.run.opening import (
+    SURPLUS,
+    WAIT_POLL_S,
+    close_storage,
+    heartbeat_settings,
+    open_study,
+    optuna_experimental,
+    prepare_data,
+)
 from sweeps.run.presence import Presence
-from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
-from sweeps.track.stores import retried, sqlite_path
-from sweeps.track.tracking import REASON, STATE, MlflowTracker, log_baselines, log_study_plots
+from sweeps.track.tracking import MlflowTracker, log_baselines, log_study_plots
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
-
-# A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
-# PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
-HEARTBEAT_S, GRACE_S = 30, 120
-# A worker's number in a fleet (`sweeps.run.fleet`, a SLURM array task, a Kubernetes Job index):
-# it shifts a fixed sampler seed so that workers started together don't propose the same trials.
-WORKER_ENV = "PRICER_WORKER"
-SURPLUS = "pricer.surplus"  # a trial created past the total by a race between workers
-# How often a worker that reached the total looks again at trials other workers still run.
-WAIT_POLL_S = 5.0
-
-
-def heartbeat_settings() -> tuple[int, int]:
-    """(heartbeat interval, grace period) in seconds, from the environment or the defaults.
-
-    Raises:
-        SpecError: a value that is not a whole number of seconds >= 1, or a grace period not
-            longer than the interval (every trial would look stale between two beats).
-    """
-    values = {}
-    for name, default in (("PRICER_HEARTBEAT_S", HEARTBEAT_S), ("PRICER_GRACE_S", GRACE_S)):
-        raw = os.environ.get(name, "").strip() or str(default)
-        if not raw.isdigit() or int(raw) < 1:
-            raise SpecError(f"{name}={os.environ.get(name)!r}: must be a whole number of seconds >= 1 "
-                            f"(default {default})")
-        values[name] = int(raw)
-    heartbeat, grace = values["PRICER_HEARTBEAT_S"], values["PRICER_GRACE_S"]
-    if grace <= heartbeat:
-        raise SpecError(f"PRICER_GRACE_S={grace} must be longer than PRICER_HEARTBEAT_S={heartbeat}")
-    return heartbeat, grace
-
-
-@contextlib.contextmanager
-def optuna_experimental() -> Iterator[None]:
-    """Heartbeats, their retry callback, ``fail_stale_trials`` and TPE's ``group`` are what this
-    module is built on; Optuna still calls them experimental, which tells a user nothing."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
-
-
-def prepare_data(spec: StudySpec, *, progress: bool = True) -> Path:
-    """The study's curated dataset folder, built once per content of its sources and data settings
-    (workers share it; a source that changed, or a changed setting, builds a new one)."""
-    from pricer.data.dataset import cached_build
-
-    sources = spec.data.resolve_all(spec.path)
-    d = spec.data
-    try:
-        return cached_build(sources, Path(spec.workdir), limit=d.limit, seed=d.seed, balance=d.balance,
-                            sampling=d.sampling, workers=d.workers, progress=progress)
-    except DataError as exc:
-        if d.sources or sources[0] != d.fallback or sources[0] == d.source:
-            raise
-        # the fallback's own error (e.g. hub offline) alone would hide the cause: the source is missing
-        raise DataError(f"data.source {d.source}: no such file, and its fallback failed: {exc}") from exc
-
-
-def make_sampler(spec: StudySpec, offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study file's sampler; ``offset`` shifts a fixed seed so that a worker joining a study
-    that already holds trials does not replay the first worker's proposals."""
-    import optuna
-
-    s = spec.sampler
-    seed = None if s.seed is None else s.seed + offset
-    startup = {} if s.n_startup_trials is None else {"n_startup_trials": s.n_startup_trials}
-    if s.type == "tpe":
-        # multivariate + group: model-dependent (conditional) parameters are modelled jointly
-        with optuna_experimental():
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, **startup)
-    if s.type == "gp":
-        return optuna.samplers.GPSampler(seed=seed, **startup)
-    if s.type == "grid":
-        return optuna.samplers.GridSampler(grid(spec.search_space), seed=seed)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-class FailStaleRun:
-    """Heartbeat-stale trial (its worker was killed or lost): Optuna has marked it FAIL; end its
-    MLflow run as failed with the reason, then re-queue it (`RetryHeartbeatStaleTrialCallback`)."""
-
-    def __init__(self, tracker: MlflowTracker, max_retry: int = 2) -> None:
-        import optuna
-
-        self.tracker = tracker
-        self.grace_s = heartbeat_settings()[1]
-        with optuna_experimental():
-            self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if run_id:
-            self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: f"worker stopped sending heartbeats for "
-                                                                 f"{self.grace_s} s (killed or lost); re-queued"})
-            self.tracker.end_run(run_id, "FAILED")
-        self.retry(study, trial)
-
-
-def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats, so a trial whose worker died is failed and re-queued."""
-    import optuna
-    from sqlalchemy.exc import SQLAlchemyError
-
-    heartbeat, grace = heartbeat_settings()
-    if (db := sqlite_path(url)) is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-
-    def connect() -> optuna.storages.BaseStorage:
-        with optuna_experimental():
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                              heartbeat_stale_trial_callback=on_stale)
-
-    try:
-        # workers started together on a fresh database race to create its tables: the loser
-        # gets a UniqueViolation on CREATE TYPE and finds the schema there a moment later
-        return retried(connect, attempts=3, errors=(SQLAlchemyError,))
-    except SQLAlchemyError as exc:
-        raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: "
-                        f"{redact(str(exc).splitlines()[0])})") from exc
-    except (ValueError, ImportError) as exc:
-        raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: {redact(exc)})") from exc
-
-
-def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
-    """The study in its storage, created on first use (same sampler, pruner and directions)."""
-    import optuna
-
-    from sweeps.run.pruning import make_pruner
-
-    storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)
-    study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
-                                pruner=make_pruner(spec), directions=spec.objective.directions,
-                                load_if_exists=True)
-    # a fleet's workers start together on an empty study: without their index in the offset,
-    # a seeded sampler proposed the same trials in every worker
-    worker = int(raw) if (raw := os.environ.get(WORKER_ENV, "").strip()).isdigit() else 0
-    if spec.sampler.seed is not None and (offset := len(study.get_trials(deepcopy=False)) + 1000 * worker):
-        study.sampler = make_sampler(spec, offset=offset)
-    return study
-
 
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
@@ -268,16 +131,18 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
-    waiting = False
+    waiting = done = False
     presence = Presence(study, *heartbeat_settings())
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
+                done = True
                 break
             if total is None or counted(study) < total:
                 study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,))
                 continue
             if not (running := _running(study)):
+                done = True
                 break
             # Total reached, but a RUNNING trial may belong to a dead worker: leaving now would
             # leave it RUNNING for good. Wait until it finishes, or its heartbeat goes stale and
@@ -288,6 +153,10 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                             ", ".join(map(str, running)))
                 waiting = True
             time.sleep(WAIT_POLL_S)
+        if done and spec.refit is not None:  # a worker stopped by its timeout starts no refit either
+            from sweeps.run.refit import run_refits
+
+            run_refits(spec, study, str(data), tracker, parent_id, progress=progress)
     finally:
         _leave(presence, tracker, parent_id, study)
     return study
@@ -304,17 +173,6 @@ def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: op
             tracker.log_metrics(parent_id, {"parent_run_ends": 1}, step=os.getpid())
     finally:
         close_storage(study)
-
-
-def close_storage(study: optuna.Study) -> None:
-    """Dispose of the study's database engine (its pooled connections), as a worker ends: a
-    process that launches several studies would otherwise keep every pool open."""
-    from optuna.storages import RDBStorage
-
-    storage = getattr(study._storage, "_backend", study._storage)
-    if isinstance(storage, RDBStorage):
-        storage.remove_session()
-        storage.engine.dispose()
 
 
 def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Path) -> None:

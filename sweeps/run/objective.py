@@ -197,9 +197,7 @@ class Objective:
         params = suggest(trial, self.spec.search_space)
         work, earlier = self._work(trial.number), self._earlier_tries(trial)
         try:
-            run_id = self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
-                                            tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
-                                                  "pricer.optuna_trial_id": str(trial._trial_id)})
+            run_id = self._start_run(trial)
         except tracking_errors() as exc:
             reason = _tracking_reason(exc)
             trial.set_user_attr(REASON_ATTR, reason)
@@ -267,6 +265,12 @@ class Objective:
         self.tracker.end_run(run_id, "FINISHED")
         value = self._value(result.val_metrics)
         return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _start_run(self, trial: optuna.Trial) -> str:
+        """The trial's MLflow run, nested under the study's parent run."""
+        return self.tracker.start_run(f"trial-{trial.number}", parent_id=self.parent_id,
+                                      tags={ROLE: "trial", TRIAL: str(trial.number), STATE: "RUNNING",
+                                            "pricer.optuna_trial_id": str(trial._trial_id)})
 
     def _work(self, number: int) -> Path:
         """A trial's folder: ``adapter/`` (until MLflow has it) and ``checkpoint/``."""

@@ -8,6 +8,7 @@ A new section is one class here (frozen, ``config=DECLARED``) and one field on `
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -320,3 +321,64 @@ class ObjectiveSpec:
     @property
     def maximize(self) -> bool:
         return METRICS[self.metric] == "maximize"
+
+
+@dataclass(frozen=True, config=DECLARED)
+class FidelitySpec:
+    """Search on part of the data: every trial trains on the same `train_fraction` of the train
+    split, a nested seeded subset (`pricer.data.fraction`); validation and test are unchanged.
+
+    Args:
+        train_fraction: in (0, 1]; 1 is the whole train split.
+        seed: which subset (the 0.1 subset of a seed lies inside its 0.25 subset).
+    """
+
+    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    seed: int = 0
+
+    _from_number = model_validator(mode="before")(classmethod(
+        lambda cls, data: {"train_fraction": data} if isinstance(data, (int, float)) and not isinstance(data, bool)
+        else data))
+
+
+@dataclass(frozen=True, config=DECLARED)
+class RefitSpec:
+    """Once the search is done, retrain its `top_k` finished configurations on `train_fraction`
+    of the train split (`sweeps.run.refit`).
+
+    Args:
+        top_k: how many of the best finished trials (by the objective) to refit.
+        train_fraction: in (0, 1]; the refit's share of the train split (1: all of it).
+        overrides: training fields that differ from ``fixed`` for the refits (e.g. ``epochs``,
+            ``eval_every``); written beside top_k in YAML: ``refit: {top_k: 2, epochs: 1}``.
+    """
+
+    top_k: Annotated[int, Field(ge=1)] = 1
+    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_overrides(cls, data: object) -> object:
+        """``refit: 2`` is ``{top_k: 2}``; keys beside top_k and train_fraction are overrides."""
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"top_k": data}
+        if not isinstance(data, Mapping) or "overrides" in data:
+            return data
+        own = {k: data[k] for k in ("top_k", "train_fraction") if k in data}
+        return {**own, "overrides": {k: v for k, v in data.items() if k not in own}}
+
+    @model_validator(mode="after")
+    def _training_fields(self) -> RefitSpec:
+        # named beside top_k, as the file writes them (refit.epochs, not refit.overrides.epochs)
+        problems = Problems()
+        fields = sorted(TrainConfig.__pydantic_fields__)
+        for key in self.overrides:
+            if key in ("train_fraction", "fraction_seed", "model"):
+                problems.add((key,), "set it once, beside top_k" if key == "train_fraction"
+                             else "can't be overridden by a refit")
+            elif key not in fields:
+                problems.add((key,), f"neither top_k, train_fraction nor a training parameter; one of "
+                                     f"{', '.join(fields)}")
+        problems.check()
+        return self

@@ -40,14 +40,16 @@ from sweeps.spec.sections import (
     SAMPLERS,
     STEP_PRUNERS,
     DataSpec,
+    FidelitySpec,
     ObjectiveSpec,
     ParamSpec,
     PrunerSpec,
+    RefitSpec,
     SamplerSpec,
 )
 
-__all__ = ["ALPHA_RATIO", "METRICS", "PRUNERS", "SAMPLERS", "STEP_PRUNERS", "DataSpec", "ObjectiveSpec",
-           "ParamSpec", "PrunerSpec", "SamplerSpec", "StudySpec", "load_study", "locate", "to_config"]
+__all__ = ["ALPHA_RATIO", "METRICS", "PRUNERS", "SAMPLERS", "STEP_PRUNERS", "DataSpec", "FidelitySpec",
+           "ObjectiveSpec", "ParamSpec", "PrunerSpec", "RefitSpec", "SamplerSpec", "StudySpec", "load_study", "locate", "to_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -107,6 +109,8 @@ class StudySpec:
         enqueue: parameter sets (by search_space name) that run first, once per study.
         timeout: seconds after which a worker starts no new trial (each worker counts its own).
         trial_timeout: seconds after which a trial still running is failed (a hung trial).
+        fidelity: the share of the train split every trial trains on.
+        refit: the best trials retrained on all the data once the search is done (None: no refit).
         path: the study file (set by `load_study`).
     """
 
@@ -125,6 +129,8 @@ class StudySpec:
     timeout: Seconds = None
     trial_timeout: Seconds = None
     n_trials: Annotated[int | None, Field(ge=1, validate_default=True)] = None
+    fidelity: FidelitySpec = FidelitySpec()
+    refit: RefitSpec | None = None
     workdir: Path | None = None
     storage: str = ""
     tracking_uri: str = ""
@@ -185,6 +191,9 @@ class StudySpec:
                 problems.add((key,), "also in search_space; keep it in one place")
         if "eval_every" in fixed and pruner is not None and (pruner.type != "none" or pruner.eval_every):
             problems.add(("eval_every",), "also set as pruner.eval_every; keep it in one place")
+        for key in ("train_fraction", "fraction_seed"):
+            if key in fixed:
+                problems.add((key,), "set the search's share of the data as fidelity.train_fraction (and fidelity.seed)")
         if space is not None and "model" not in space and "model" not in fixed:
             problems.add(("model",), "the model must be searched (search_space.model) or fixed")
         problems.check()
@@ -212,6 +221,24 @@ class StudySpec:
         if n_trials is None and info.data.get("timeout") is None:
             raise ValueError("set n_trials and/or timeout, or the study never ends")
         return n_trials
+
+    @field_validator("refit")
+    @classmethod
+    def _refit_fits_study(cls, refit: RefitSpec | None, info: ValidationInfo) -> RefitSpec | None:
+        if refit is None:
+            return refit
+        problems = Problems()
+        objective, n_trials, space = info.data.get("objective"), info.data.get("n_trials"), info.data.get("search_space")
+        if objective is not None and objective.gpu_hours:
+            problems.add((), "ranks trials by one objective; not with objective.gpu_hours")
+        if n_trials is not None and refit.top_k > n_trials:
+            problems.add(("top_k",), f"{refit.top_k} is more than n_trials ({n_trials}); lower top_k or raise n_trials")
+        searched = {p.target for p in space.values()} if space else set()
+        for key in refit.overrides:
+            if key in searched:
+                problems.add((key,), "is searched; a refit keeps each winner's own value")
+        problems.check()
+        return refit
 
     @model_validator(mode="after")
     def _models_and_configs(self, info: ValidationInfo) -> StudySpec:
@@ -264,13 +291,17 @@ class StudySpec:
 
 
 def to_config(spec: StudySpec, params: Mapping[str, Any]) -> TrainConfig:
-    """The trial's `TrainConfig`: the study's fixed values, the evaluation interval its pruner
-    needs, then the suggested parameters (``lora_alpha_ratio`` becomes ``lora_alpha``).
+    """The trial's `TrainConfig`: the study's fixed values, its share of the train split
+    (``fidelity``), the evaluation interval its pruner needs, then the suggested parameters
+    (``lora_alpha_ratio`` becomes ``lora_alpha``).
 
     Raises:
         SpecError: a combination TrainConfig rejects, naming the field.
     """
     values: dict[str, Any] = dict(spec.fixed)
+    if spec.fidelity.train_fraction < 1:
+        values["train_fraction"] = spec.fidelity.train_fraction
+        values["fraction_seed"] = spec.fidelity.seed
     if spec.pruner.type != "none" or spec.pruner.eval_every:
         values["eval_every"] = spec.pruner.eval_every
     ratio = None

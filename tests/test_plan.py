@@ -1,0 +1,80 @@
+"""`pricer plan`: memory, tokens and hours of a study before it is launched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sweeps.cli.main import main
+from sweeps.run.plan import plan_study
+from sweeps.spec.study import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+# the pricer-8b study's models and budget, written here so this test does not wait on the shipped
+# file's data section (its many sources)
+STUDY_8B = """\
+name: plan-8b
+workdir: {workdir}
+data: {{source: hf://datasets/McAuley-Lab/Amazon-Reviews-2023/raw/meta_categories/meta_Appliances.jsonl}}
+search_space:
+  model: {{choices: [llama-3.1-8b, gemma-2-2b]}}
+  lora_r: {{choices: [16, 32]}}
+  batch_size: {{choices: [4, 16]}}
+  epochs: {{choices: [1, 2]}}
+fixed: {{max_steps: null, max_tokens: 160, eval_items: 200, test_items: 1000}}
+fidelity: {{train_fraction: 0.1}}
+refit: {{top_k: 2, train_fraction: 1.0}}
+pruner: {{type: median, eval_every: 250}}
+n_trials: 40
+"""
+
+
+@pytest.fixture
+def study_8b(tmp_path: Path) -> Path:
+    path = tmp_path / "plan-8b.yaml"
+    path.write_text(STUDY_8B.format(workdir=tmp_path / "runs"))
+    return path
+
+
+def test_8b_weights_memory_by_batch_and_hours_are_plausible(study_8b: Path) -> None:
+    plan = plan_study(load_study(study_8b), gpu_gib=80, gpu="h100", train_items=320_000)
+    llama, gemma = plan.models
+    assert 4 < llama.weights_gib < 7 and gemma.weights_gib < llama.weights_gib
+    assert llama.peaks[4][0] < llama.peaks[16][0] < 80 and llama.peaks[16][1] == "fits"
+    # a 10 % search trial is about a tenth of an epoch-based refit on all of the data: between
+    # 1/20 and 1/3 once loading and evaluation are added
+    assert 1 / 20 < llama.hours_per_trial / llama.refit_hours < 1 / 3
+    # the 2B model trains ~3x the tokens per second of the 8B one, on the same tokens
+    assert llama.tokens_per_trial == gemma.tokens_per_trial
+    assert 2 < llama.hours_per_trial / gemma.hours_per_trial < 4
+    assert plan.search_hours == pytest.approx(40 * (llama.hours_per_trial + gemma.hours_per_trial) / 2)
+    assert plan.refit_trials == 2 and plan.refit_hours > 0
+    assert llama.throughput.source.startswith("FLOPs estimate: h100")
+
+
+def test_a_smaller_gpu_splits_or_refuses_the_big_batch(study_8b: Path) -> None:
+    plan = plan_study(load_study(study_8b), gpu_gib=24, train_items=1000)
+    llama = plan.models[0]
+    assert llama.peaks[16][1] != "fits" and llama.peaks[4][1] in ("fits", "micro-batch 2")
+
+
+def test_plan_of_cpu_search_with_measured_throughput_prints_minutes_per_trial(capsys) -> None:
+    code = main(["plan", str(REPO / "studies/cpu-search.yaml"), "--gpu", "cpu", "--gpu-gib", "20",
+                 "--train-items", "3972", "--tokens-per-s", "smollm2-135m-instruct=394.9,gemma-3-270m=430.4",
+                 "--items-per-s", "smollm2-135m-instruct=5.38,gemma-3-270m=5.85", "--json"])
+    assert code == 0
+    plan = json.loads(capsys.readouterr().out)
+    minutes = {m["model"]: {int(b): 60 * h for b, h in m["hours_by_batch"].items()} for m in plan["models"]}
+    # README: 14.9 min (SmolLM2, batch 8), 16.7 (Gemma, batch 8), 16.9 (Gemma, batch 16), measured
+    for model, batch, measured in (("smollm2-135m-instruct", 8, 14.9), ("gemma-3-270m", 8, 16.7),
+                                   ("gemma-3-270m", 16, 16.9)):
+        assert abs(minutes[model][batch] / measured - 1) <= 0.3, (model, batch, minutes[model][batch])
+
+
+def test_bad_plan_input_is_one_line(study_8b: Path, capsys) -> None:
+    assert main(["plan", str(study_8b), "--tokens-per-s", "llama-3.1-8b=fast"]) == 2
+    assert "--tokens-per-s: a number, or model=number pairs" in capsys.readouterr().err
+    assert main(["plan", str(study_8b)]) == 2
+    assert "pass --train-items N" in capsys.readouterr().err
