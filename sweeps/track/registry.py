@@ -18,6 +18,7 @@ from sweeps.track.redact import redact
 ARTIFACT = "predictor"
 MODEL_NAME = "pricer"
 TEXT, PRICE = "text", "price"
+LOW, HIGH = "price_low", "price_high"
 # the runtime the model needs; given explicitly because MLflow would otherwise load the model in a
 # subprocess to infer it (a minute of 4-bit loading) and still miss this project itself
 REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "pandas"]
@@ -26,7 +27,8 @@ REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "bitsandbytes", "acce
 class PricerModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (the title, then a newline and the description),
     cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where the model wrote
-    no number)."""
+    no number) and the range around it, ``price_low`` and ``price_high`` (NaN when the folder gives
+    no range: an ensemble, or a folder that reads greedily)."""
 
     def load_context(self, context) -> None:
         from pricer.predict.predictor import load_predictor
@@ -37,17 +39,23 @@ class PricerModel(mlflow.pyfunc.PythonModel):
         import pandas as pd
 
         from pricer.data.curate import clean_text
+        from pricer.predict.pricing import price_texts
 
         texts = [clean_text(str(t)) for t in model_input[TEXT]]
-        prices = self.predictor.predict(texts)
-        return pd.DataFrame({PRICE: [float("nan") if p is None else p for p in prices]})
+        prices, ranges = price_texts(self.predictor, texts)
+        ranges = ranges or [None] * len(prices)
+        nan = float("nan")
+        return pd.DataFrame({PRICE: [nan if p is None else p for p in prices],
+                             LOW: [nan if r is None else r.low for r in ranges],
+                             HIGH: [nan if r is None else r.high for r in ranges]})
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec("string", TEXT)]), outputs=Schema([ColSpec("double", PRICE)]))
+    return ModelSignature(inputs=Schema([ColSpec("string", TEXT)]),
+                          outputs=Schema([ColSpec("double", PRICE), ColSpec("double", LOW), ColSpec("double", HIGH)]))
 
 
 def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str | None = None,
