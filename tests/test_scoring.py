@@ -78,3 +78,25 @@ def test_cli_evaluate_scores_a_short_catalog_and_shows_the_rows_outside_the_rang
     assert scores["mae"] == pytest.approx(sum(p["mae"] * p["n"] for p in parts) / 6)
     # median decoding prices with a range, scored as coverage on these rows
     assert 0 <= scores["coverage"] <= 1 and scores["interval_width"] >= 0
+
+
+def test_a_trained_folder_prices_with_a_range_around_its_median(tiny_trial, tmp_path: Path, capsys) -> None:
+    from sweeps.cli.main import main
+
+    result, _ = tiny_trial
+    if result.config.model != "smollm2-135m-instruct":
+        pytest.skip("one model is enough for the CLI")
+    # the trial's test pass scored the range on real items, and the folder records its calibration
+    assert result.test_metrics.coverage is not None and 0 <= result.test_metrics.coverage <= 1
+    meta = json.loads((result.adapter_dir / "pricer.json").read_text())
+    assert meta["interval"]["levels"] == [0.1, 0.9] and meta["interval"]["scale"] > 0
+    rows = result.predictions
+    assert all(r["price_low"] <= r["predicted"] <= r["price_high"] for r in rows if r["predicted"] is not None)
+
+    texts = [r["title"] for r in rows[:3]]
+    assert main(["predict", "--adapter", str(result.adapter_dir), *texts, "--json"]) == 0
+    for priced in json.loads(capsys.readouterr().out):
+        if priced["price"] is not None:
+            assert priced["price_low"] <= priced["price"] <= priced["price_high"]
+    assert main(["predict", "--adapter", str(result.adapter_dir), texts[0], "--levels", "0.9,0.1"]) == 2
+    assert "0 < low < high < 1" in capsys.readouterr().err

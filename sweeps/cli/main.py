@@ -16,6 +16,7 @@ from pricer.errors import PricerError, SpecError
 from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
 from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.verdict import add_verdict_parsers
 
 # --- data and baselines (pricer) --------------------------------------------------------------
 
@@ -447,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     add_bench_parsers(sub)
+    add_verdict_parsers(sub)
 
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
     p.add_argument("study", type=Path)
