@@ -158,7 +158,8 @@ def score(truths: Sequence[float], preds: Sequence[float | None],
     per_category = {}
     for category in sorted(groups):
         part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
-        per_category[category] = {k: v for k, v in part.to_dict().items() if k != "per_category"}
+        per_category[category] = {k: v for k, v in part.to_dict().items()
+                                  if k not in ("per_category", "coverage", "interval_width")}
     return Metrics(**{**overall.to_dict(), "per_category": per_category, "errors": overall.errors})
 
 

@@ -320,6 +320,9 @@ def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, sample_path: P
     assert [r["sku"] for r in rows] == ["S0", "S1", "S2", "S3", "S-bad"]
     assert rows[4]["predicted_price"] is None and rows[4]["predict_problem"].startswith("bad_row")
     assert all(r["Cost"] for r in rows[:4])  # the user's own columns, kept as they were
+    # a median-decoding folder adds the range around each price
+    assert all(r["price_low"] <= r["predicted_price"] <= r["price_high"] for r in rows[:4]
+               if r["predicted_price"] is not None) and rows[4]["price_low"] is None
 
     # the same file, with its price column, scored by `pricer evaluate`
     assert main(["evaluate", "--adapter", str(out), "--items", str(catalog), "--text-columns", "Name,Blurb",
