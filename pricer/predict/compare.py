@@ -49,18 +49,18 @@ class Paired:
         low, high = self.difference_interval
         if not self.told_apart:
             return (f"{self.a} and {self.b} are not told apart on {self.n:,} items "
-                    f"(A - B ${self.difference:+,.2f} [{low:+,.2f}, {high:+,.2f}], p = {_p(self.p_value)})")
+                    f"(A - B ${self.difference:+,.2f} [{low:+,.2f}, {high:+,.2f}], p {_p(self.p_value)})")
         winner, loser = (self.a, self.b) if self.difference < 0 else (self.b, self.a)
         gap, (g_low, g_high) = abs(self.difference), sorted((abs(low), abs(high)))
         return (f"{winner} beats {loser} by ${gap:,.2f} [{g_low:,.2f}, {g_high:,.2f}] on {self.n:,} items, "
-                f"p = {_p(self.p_value)}")
+                f"p {_p(self.p_value)}")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "told_apart": self.told_apart, "sentence": self.sentence()}
 
 
 def _p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def wilcoxon_p(a_errors: Sequence[float], b_errors: Sequence[float]) -> float:

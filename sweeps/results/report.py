@@ -48,7 +48,7 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     results.tracker.log_artifact(parent, out, ARTIFACT_DIR)
-    sentences = [e.versus.sentence() for e in found.entries if e.versus is not None]
+    sentences = found.sentences()
     return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", sentences)
 
 
@@ -83,7 +83,7 @@ def render(found: Verdict, results: StudyResults, optuna_study) -> str:
             parts.append(figure.to_html(full_html=False, include_plotlyjs=first,
                                         div_id=div_id, config={"displaylogo": False}))
             first = False
-    sentences = "".join(f"<li>{html.escape(e.versus.sentence())}</li>" for e in found.entries if e.versus)
+    sentences = "".join(f"<li>{html.escape(sentence)}</li>" for sentence in found.sentences())
     notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in found.notes)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(found.study)}: the verdict</title>

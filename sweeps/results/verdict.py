@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
 from pricer.errors import SpecError
 from pricer.predict.compare import Paired, compare
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
@@ -47,6 +49,16 @@ class Verdict:
     entries: list[Entry]
     truth: list[float]
     notes: list[str]
+
+    def sentences(self) -> list[str]:
+        """One plain sentence per run compared with the winner (a run that is both its model's
+        and its family's best is said once)."""
+        seen, out = set(), []
+        for e in self.entries:
+            if e.versus is not None and e.row.run_id not in seen:
+                seen.add(e.row.run_id)
+                out.append(e.versus.sentence())
+        return out
 
 
 class StudyResults:
@@ -87,7 +99,7 @@ class StudyResults:
             try:
                 path = self.tracker.client.download_artifacts(row.run_id, PREDICTIONS,
                                                               str(Path(self._tmp.name) / row.run_id))
-            except OSError as exc:
+            except (OSError, MlflowException) as exc:
                 raise SpecError(f"{name_of(row)}: no {PREDICTIONS} in its MLflow run (logged before per-item "
                                 "predictions existed?); launch the study again in a fresh workdir") from exc
             self._json[row.run_id] = json.loads(Path(path).read_text())
@@ -99,7 +111,7 @@ class StudyResults:
             try:
                 path = self.tracker.client.download_artifacts(row.run_id, "predictions.csv",
                                                               str(Path(self._tmp.name) / f"{row.run_id}-csv"))
-            except OSError:
+            except (OSError, MlflowException):  # a baseline logs no predictions.csv
                 self._csv[row.run_id] = []
                 return []
             with open(path, newline="") as handle:
@@ -214,7 +226,7 @@ def verdict(results: StudyResults) -> Verdict:
                      peak_mem_gib=metrics.get("peak_mem_gib"), hours=None if minutes is None else minutes / 60,
                      items=results.test_rows(shown), metrics=metrics)
 
-    winner = entry(finished[0], "winner", f"winner: {name_of(finished[0])}")
+    winner = entry(finished[0], "winner", name_of(finished[0]))
     entries: list[Entry] = []
     best_by: dict[tuple[str, str], Row] = {}
     for row in finished:  # best first
@@ -231,7 +243,7 @@ def verdict(results: StudyResults) -> Verdict:
     entries += [entry(r, "baseline", name_of(r)) for r in results.rows if r.baseline and r.mae is not None]
     for e in entries:
         if e.row.run_id != winner.row.run_id:
-            e.versus = compare(e.label, e.errors, winner.label, winner.errors)
+            e.versus = compare(name_of(e.row), e.errors, winner.label, winner.errors)
     variants = {key: row for (group, key), row in best_by.items() if group == "variant"}
     if len(variants) == 2 and len({r.model for r in variants.values()}) == 2:
         names = " and ".join(f"{r.model} ({k})" for k, r in sorted(variants.items()))
