@@ -171,8 +171,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for price, r in zip(prices, ranges, strict=True):
         print("-" if price is None else f"{price:.2f}" + (f"  [{r.low:.2f}, {r.high:.2f}]" if r else ""))
     if not gives_ranges(predictor):
-        print(f"note: a {predictor.kind} folder that does not read prices by median decoding gives no price "
-              "range", file=sys.stderr)
+        print(f"note: no price range from this {predictor.kind} folder (ranges come from median decoding; "
+              "an ensemble's random forest has no price distribution)", file=sys.stderr)
     return 0
 
 
