@@ -61,6 +61,9 @@ class Metrics:
         errors: the absolute error of each item, in the items' order (misses as $0); what the
             bootstrap interval and the paired tests between trials are computed from. Not in
             `to_dict`: JSON summaries stay small.
+        coverage: the share of true prices inside the predicted price ranges, when the
+            predictions came with ranges (`pricer.predict.intervals`), else None.
+        interval_width: the ranges' mean ``(high - low) / true price``, else None.
     """
 
     mae: float
@@ -71,8 +74,12 @@ class Metrics:
     misses: int = 0
     per_category: dict[str, dict] = field(default_factory=dict)
     errors: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    coverage: float | None = None
+    interval_width: float | None = None
 
     def __post_init__(self) -> None:
+        if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:
+            raise ValueError(f"Metrics: coverage must be in [0, 1] (got {self.coverage})")
         if self.n < 1:
             raise ValueError(f"Metrics: n must be >= 1 (got {self.n})")
         if not 0 <= self.misses <= self.n:
@@ -152,7 +159,8 @@ def score(truths: Sequence[float], preds: Sequence[float | None],
     per_category = {}
     for category in sorted(groups):
         part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
-        per_category[category] = {k: v for k, v in part.to_dict().items() if k != "per_category"}
+        per_category[category] = {k: v for k, v in part.to_dict().items()
+                                  if k not in ("per_category", "coverage", "interval_width")}
     return Metrics(**{**overall.to_dict(), "per_category": per_category, "errors": overall.errors})
 
 

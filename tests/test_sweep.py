@@ -327,6 +327,9 @@ def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, sample_path: P
     assert [r["sku"] for r in rows] == ["S0", "S1", "S2", "S3", "S-bad"]
     assert rows[4]["predicted_price"] is None and rows[4]["predict_problem"].startswith("bad_row")
     assert all(r["Cost"] for r in rows[:4])  # the user's own columns, kept as they were
+    # a median-decoding folder adds the range around each price
+    assert all(r["price_low"] <= r["predicted_price"] <= r["price_high"] for r in rows[:4]
+               if r["predicted_price"] is not None) and rows[4]["price_low"] is None
 
     # the same file, with its price column, scored by `pricer evaluate`
     assert main(["evaluate", "--adapter", str(out), "--items", str(catalog), "--text-columns", "Name,Blurb",
@@ -398,3 +401,94 @@ def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path:
 
         stop(serve)  # the whole group: serve, uvicorn and its worker
         log.close()
+
+
+# --- the verdict: ranges logged per trial, `pricer compare`, `pricer report` ---------------------
+
+def _test_errors(sweep, trial: int) -> list[float]:
+    """A trial's per-item test errors, read straight from its predictions.csv."""
+    import csv
+
+    run_id = open_study(sweep.spec).trials[trial].user_attrs["mlflow_run_id"]
+    path = sweep.tracker.client.download_artifacts(run_id, "predictions.csv", str(sweep.root / f"csv-{trial}"))
+    with open(path, newline="") as handle:
+        return [abs(float(r["predicted"] or 0) - float(r["price"])) for r in csv.DictReader(handle)]
+
+
+def test_every_finished_trial_logs_its_price_ranges_coverage_and_width(sweep) -> None:
+    rows = [r for r in leaderboard(sweep.spec.tracking_uri, sweep.spec.name) if not r.baseline and r.rank]
+    for row in rows:
+        metrics = sweep.tracker.client.get_run(row.run_id).data.metrics
+        assert 0 <= row.test_coverage <= 1 and row.test_interval_width >= 0
+        # 8 validation items are too few to calibrate on: the factor stays 1, raw and final agree
+        assert metrics["interval_scale"] == 1.0
+        assert metrics["interval_test_coverage_raw"] == row.test_coverage
+
+
+def test_compare_pairs_two_trials_and_agrees_with_scipy(sweep, capsys) -> None:
+    from scipy.stats import wilcoxon
+
+    from sweeps.cli.main import main
+
+    assert main(["compare", str(sweep.path), "0", "1", "--json"]) == 0
+    paired = json.loads(capsys.readouterr().out)
+    a, b = _test_errors(sweep, 0), _test_errors(sweep, 1)
+    assert paired["n"] == 4
+    assert paired["a_mae"] == pytest.approx(sum(a) / 4, abs=1e-6) and paired["b_mae"] == pytest.approx(sum(b) / 4, abs=1e-6)
+    expected = 1.0 if a == b else wilcoxon(a, b).pvalue
+    assert paired["p_value"] == pytest.approx(expected)
+    low, high = paired["difference_interval"]
+    assert low <= paired["difference"] <= high
+    assert "not told apart on 4 items" in paired["sentence"] or " beats " in paired["sentence"]
+
+    assert main(["compare", str(sweep.path), "0", "random_forest"]) == 0
+    assert "Wilcoxon" in capsys.readouterr().out
+    assert main(["compare", str(sweep.path), "0", "17"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no trial, run id or baseline '17'" in err
+    assert main(["compare", str(sweep.path), "0", "2"]) == 2  # the pruned trial
+    assert "pruned, not finished" in capsys.readouterr().err
+
+
+def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chromium(sweep, tmp_path: Path,
+                                                                                     capsys) -> None:
+    import re
+    import shutil
+    import subprocess
+
+    from sweeps.cli.main import main
+
+    out = tmp_path / "report.html"
+    assert main(["report", str(sweep.path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    page = out.read_text()
+    assert "<table id='verdict'>" in page and "scatter-winner" in page
+    # plotly.js inlined (3 MB+), no script fetched from anywhere: readable offline
+    assert "<script charset=\"utf-8\" src=" not in page and len(page) > 3_000_000
+    assert "random_forest (baseline)" in page and "Wilcoxon" in page
+    assert ("not told apart on 4 items" in printed) or (" beats " in printed)
+    parent = sweep.tracker.study_runs(sweep.spec.name)[0]
+    assert {a.path for a in sweep.tracker.client.list_artifacts(parent, "report")} == {"report/report.html"}
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`)")
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                          "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert re.search(r"<table id=\"verdict\">.*\(the winner\)", dom, flags=re.S)
+    # plotly drew the winner's scatter: its div holds the rendered SVG with the points
+    scatter = dom[dom.index('id="scatter-winner"'):]
+    assert 'class="main-svg"' in scatter[:20000] and "scatterlayer" in scatter[:200000]
+
+
+def test_a_study_with_no_finished_trial_gets_one_line(tmp_path: Path, capsys) -> None:
+    from sweeps.cli.main import main
+    from sweeps.track.tracking import ROLE, STUDY
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(uri, "empty")
+    tracker.start_run("empty", tags={ROLE: "study", STUDY: "empty"})
+    assert main(["report", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no finished trial" in err

@@ -142,7 +142,7 @@ def test_registering_logs_a_signature_and_an_input_example_without_warnings(ense
     try:
         info = mlflow.models.get_model_info(model_uri)
         assert [c.name for c in info.signature.inputs] == ["text"]
-        assert [c.name for c in info.signature.outputs] == ["price", "problem"]
+        assert [c.name for c in info.signature.outputs] == ["price", "price_low", "price_high", "problem"]
         assert info.saved_input_example_info is not None and str(version) == "1"
         served = mlflow.pyfunc.load_model(f"models:/shop-pricer/{version}")
     finally:

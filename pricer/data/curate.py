@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 from collections import Counter
@@ -68,6 +69,7 @@ NO_PRICE = "no_price"
 BAD_PRICE = "bad_price"
 PRICE_OUT_OF_RANGE = "price_out_of_range"
 TOO_SHORT = "too_short"
+NO_TEXT = "no_text"
 DUPLICATE = "duplicate"
 OVER_BUCKET_CAP = "over_bucket_cap"
 
@@ -80,28 +82,50 @@ class Dropped(ValueError):
         self.reason = reason
 
 
-def parse_source_price(value: object) -> float:
-    """A source record's price: a number, or a string like ``"$1,234.50"``.
-
-    Raises:
-        Dropped: ``no_price`` for null / "" / "None", ``bad_price`` for anything else unparsable,
-            ``price_out_of_range`` outside [MIN_PRICE, MAX_PRICE].
-    """
+def _amount(value: object) -> float:
+    """A number, or a string like ``"$1,234.50"``; Dropped ``no_price`` / ``bad_price`` otherwise."""
     if value is None or (isinstance(value, str) and value.strip() in ("", "None", "null")):
         raise Dropped(NO_PRICE)
     if isinstance(value, bool):
         raise Dropped(BAD_PRICE, repr(value))
     if isinstance(value, (int, float)):
-        price = float(value)
-    elif isinstance(value, str):
+        return float(value)
+    if isinstance(value, str):
         number = value.strip().removeprefix("$").strip()
         if not _SOURCE_PRICE.fullmatch(number):
             raise Dropped(BAD_PRICE, repr(value))
-        price = float(number.replace(",", ""))
-    else:
-        raise Dropped(BAD_PRICE, repr(value))
-    if not MIN_PRICE <= price <= MAX_PRICE:  # also False for NaN
+        return float(number.replace(",", ""))
+    raise Dropped(BAD_PRICE, repr(value))
+
+
+def in_training_range(price: float) -> bool:
+    """Whether curation keeps this price for training ([MIN_PRICE, MAX_PRICE]; False for NaN)."""
+    return MIN_PRICE <= price <= MAX_PRICE
+
+
+def parse_source_price(value: object) -> float:
+    """A source record's price for training data: a number, or a string like ``"$1,234.50"``.
+
+    Raises:
+        Dropped: ``no_price`` for null / "" / "None", ``bad_price`` for anything else unparsable,
+            ``price_out_of_range`` outside [MIN_PRICE, MAX_PRICE].
+    """
+    price = _amount(value)
+    if not in_training_range(price):
         raise Dropped(PRICE_OUT_OF_RANGE, str(price))
+    return price
+
+
+def read_source_price(value: object) -> float:
+    """A price to score against: any positive finite amount, in the training range or not
+    (evaluation scores every priced row; the range is for building training data).
+
+    Raises:
+        Dropped: ``no_price``, or ``bad_price`` for anything unparsable, zero, negative or NaN.
+    """
+    price = _amount(value)
+    if not (price > 0 and math.isfinite(price)):
+        raise Dropped(BAD_PRICE, f"{value!r} is not a positive amount")
     return price
 
 
@@ -198,10 +222,19 @@ def item_from_raw(record: dict, category: str | None = None) -> Item:
     if len(contents) < MIN_CHARS:
         raise Dropped(TOO_SHORT, f"{len(contents)} characters")
     text = product_text(title, contents)
-    if category is None:
-        main = record.get("main_category")
-        category = category_name(main) if isinstance(main, str) and main.strip() else "Unknown"
-    return Item(title=title, category=category, price=price, text=text, details=details)
+    return Item(title=title, category=_raw_category(record, category), price=price, text=text, details=details)
+
+
+def _raw_category(record: dict, category: str | None) -> str:
+    if category is not None:
+        return category
+    main = record.get("main_category")
+    return category_name(main) if isinstance(main, str) and main.strip() else "Unknown"
+
+
+def _curated_category(record: dict) -> str:
+    category = record.get("category")
+    return category.strip() if isinstance(category, str) and category.strip() else "Unknown"
 
 
 def item_from_curated(record: dict) -> Item:
@@ -211,10 +244,28 @@ def item_from_curated(record: dict) -> Item:
     text = record.get("text")
     if not isinstance(text, str) or len(text.strip()) < MIN_CURATED_CHARS:
         raise Dropped(TOO_SHORT, f"{len(text) if isinstance(text, str) else 0} characters")
-    category = record.get("category")
-    category = category.strip() if isinstance(category, str) and category.strip() else "Unknown"
-    return Item(title=title, category=category, price=price, text=text,
+    return Item(title=title, category=_curated_category(record), price=price, text=text,
                 details=_details_json(record.get("details")))
+
+
+def item_to_score(record: dict, category: str | None = None) -> Item:
+    """One raw or curated record as an item to score a model on, not to train it: any positive
+    price and any text length. Curation's filters build training data; a retailer's short
+    descriptions and its $2,000 items are what its model will be asked to price.
+
+    Raises:
+        Dropped: ``no_title``, ``no_price``, ``bad_price`` (not a positive amount), ``no_text``.
+    """
+    title = _title(record)
+    price = read_source_price(record.get("price"))
+    details = _details_json(record.get("details"))
+    if is_curated(record):
+        text = record.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise Dropped(NO_TEXT)
+        return Item(title=title, category=_curated_category(record), price=price, text=text, details=details)
+    return Item(title=title, category=_raw_category(record, category), price=price,
+                text=product_text(title, raw_contents(record)), details=details)
 
 
 def is_curated(record: dict) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ SUFFIXES = (".jsonl", ".csv", ".parquet")
 # the Amazon metadata's own text fields, in the order curation reads them
 DEFAULT_TEXT = ("title", "description", "features", "details")
 PREDICTED = "predicted_price"
+# the range around it, when the folder reads prices by median decoding (`pricer.predict.intervals`)
+LOW, HIGH = "price_low", "price_high"
 PROBLEM = "predict_problem"
 BAD_ROW = "bad_row"
 NO_ANSWER = "the model wrote no price"
@@ -116,23 +118,28 @@ def read_table(path: str | Path) -> Table:
 
 
 def _read_jsonl(path: Path) -> Table:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return jsonl_table(handle)
+
+
+def jsonl_table(lines: Iterable[str]) -> Table:
+    """The rows of jsonl lines (a file, or `pricer.data.readers.iter_lines` of a URL)."""
     header: dict[str, None] = {}
     rows = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            number = len(rows) + 1
-            try:
-                values = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rows.append(Row(number, {}, f"{BAD_ROW}: not JSON ({exc.msg})"))
-                continue
-            if not isinstance(values, dict):
-                rows.append(Row(number, {}, f"{BAD_ROW}: not a JSON object"))
-                continue
-            header.update(dict.fromkeys(values))
-            rows.append(Row(number, values))
+    for line in lines:
+        if not line.strip():
+            continue
+        number = len(rows) + 1
+        try:
+            values = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rows.append(Row(number, {}, f"{BAD_ROW}: not JSON ({exc.msg})"))
+            continue
+        if not isinstance(values, dict):
+            rows.append(Row(number, {}, f"{BAD_ROW}: not a JSON object"))
+            continue
+        header.update(dict.fromkeys(values))
+        rows.append(Row(number, values))
     return Table(list(header), rows)
 
 
@@ -210,16 +217,21 @@ def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
 
 
 def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
-                 prices: Sequence[float | None]) -> Path:
+                 prices: Sequence[float | None], ranges: Sequence[tuple[float, float] | None] | None = None) -> Path:
     """The table again, every row in its order with the user's columns, plus `PREDICTED` (empty
-    where there is no price) and `PROBLEM` (why). ``.csv``, ``.jsonl`` or ``.parquet`` by suffix."""
+    where there is no price), with `ranges` `LOW` and `HIGH`, and `PROBLEM` (why). ``.csv``,
+    ``.jsonl`` or ``.parquet`` by suffix."""
     path = Path(path)
     suffix = out_format(path)
-    columns = [c for c in header if c not in (PREDICTED, PROBLEM)] + [PREDICTED, PROBLEM]
+    added = [PREDICTED, *([LOW, HIGH] if ranges is not None else []), PROBLEM]
+    columns = [c for c in header if c not in added] + added
     records = []
-    for row, price in zip(rows, prices, strict=True):
+    for i, (row, price) in enumerate(zip(rows, prices, strict=True)):
         problem = row.problem or ("" if price is not None else NO_ANSWER)
-        records.append({**{c: row.values.get(c) for c in header}, PREDICTED: price, PROBLEM: problem})
+        record = {**{c: row.values.get(c) for c in header}, PREDICTED: price}
+        if ranges is not None:
+            record[LOW], record[HIGH] = ranges[i] or (None, None)
+        records.append({**record, PROBLEM: problem})
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".parquet":
         import pyarrow as pa

@@ -29,8 +29,14 @@ ADAPTER, MERGED = "adapter", "merged"
 
 
 def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, *, spec: ModelSpec,
-                 config: Mapping, max_tokens: int, metrics: Mapping[str, Mapping | None]) -> Path:
-    """Write the folder and return it."""
+                 config: Mapping, max_tokens: int, metrics: Mapping[str, Mapping | None],
+                 interval: Mapping | None = None) -> Path:
+    """Write the folder and return it.
+
+    Args:
+        interval: the price range median decoding gives: its quantile ``levels`` and the
+            calibration ``scale`` (`pricer.predict.intervals`); None when prices are read greedily.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -45,6 +51,8 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         "train": dict(config),
         "metrics": dict(metrics),
     }
+    if interval:
+        meta["interval"] = dict(interval)
     write_meta(out, meta)
     return out
 

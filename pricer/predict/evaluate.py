@@ -8,8 +8,8 @@ one prompt forward plus a handful of one-token steps.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from pricer.data.curate import MAX_PRICE
@@ -18,7 +18,8 @@ from pricer.items import Item
 from pricer.metrics import Metrics, parse_price, score
 from pricer.model.batches import pad_batch
 from pricer.model.prompts import DEFAULT_MAX_TOKENS, Example, encode
-from pricer.predict.pricetree import DECODES, DEFAULT_DECODE, median_prices
+from pricer.predict.intervals import DEFAULT_LEVELS, PriceRange, interval_scores
+from pricer.predict.pricetree import DECODES, DEFAULT_DECODE, median_prices, price_ranges
 
 if TYPE_CHECKING:
     import torch
@@ -43,31 +44,59 @@ class Evaluation:
     metrics: Metrics
     outputs: list[str]
     predictions: list[float | None]
+    # median decoding's range per item (None for a miss); empty when read greedily
+    ranges: list[PriceRange | None] = field(default_factory=list)
 
     def rows(self, items: Sequence[Item]) -> list[dict]:
-        """title, category, price, predicted (None for a miss), output per item."""
-        return [{"title": i.title, "category": i.category, "price": i.price, "predicted": p, "output": o}
-                for i, p, o in zip(items, self.predictions, self.outputs, strict=True)]
+        """title, category, price, predicted (None for a miss), output per item; with ranges also
+        price_low and price_high."""
+        out = [{"title": i.title, "category": i.category, "price": i.price, "predicted": p, "output": o}
+               for i, p, o in zip(items, self.predictions, self.outputs, strict=True)]
+        for row, r in zip(out, self.ranges, strict=False):
+            row["price_low"], row["price_high"] = (None, None) if r is None else (r.low, r.high)
+        return out
+
+    def rescaled(self, factor: float, items: Sequence[Item]) -> Evaluation:
+        """The same predictions with every range `PriceRange.scaled` by `factor`, coverage rescored."""
+        ranges = [None if r is None else r.scaled(factor) for r in self.ranges]
+        return Evaluation(with_intervals(self.metrics, ranges, [i.price for i in items]), self.outputs,
+                          self.predictions, ranges)
+
+
+def with_intervals(metrics: Metrics, ranges: Sequence[PriceRange | None], truths: Sequence[float]) -> Metrics:
+    """`metrics` with the ranges' coverage and mean relative width (`interval_scores`)."""
+    coverage, width = interval_scores(ranges, truths)
+    return replace(metrics, coverage=coverage, interval_width=width)
 
 
 def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                    items: Sequence[Item | Mapping], *, chat: bool, max_tokens: int = DEFAULT_MAX_TOKENS,
                    batch_size: int = EVAL_BATCH_SIZE, progress: bool = False,
-                   decode: str = DEFAULT_DECODE) -> Evaluation:
+                   decode: str = DEFAULT_DECODE, levels: tuple[float, float] = DEFAULT_LEVELS) -> Evaluation:
     """Predict each item's price and score it against the true price.
 
     Args:
         chat: the prompt goes through the chat template (instruct models).
         max_tokens: the token budget of the product text in the prompt.
-        decode: ``greedy`` or ``median`` (see `pricer.predict.pricetree`).
+        decode: ``greedy`` or ``median`` (see `pricer.predict.pricetree`); the median comes with
+            a range (the `levels` quantiles of the same walk), scored as coverage and width.
     """
     items = as_items(items)
     examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens) for i in items]
-    outputs = generate_prices(model, tokenizer, examples, batch_size=batch_size, progress=progress,
-                              decode=decode)
+    truths = [i.price for i in items]
+    ranges: list[PriceRange | None] = []
+    if decode == "median":
+        ranges = generate_ranges(model, tokenizer, examples, levels=levels, batch_size=batch_size,
+                                 progress=progress)
+        outputs = ["" if r is None else str(int(r.price)) for r in ranges]
+    else:
+        outputs = generate_prices(model, tokenizer, examples, batch_size=batch_size, progress=progress,
+                                  decode=decode)
     predictions = [parse_price(o) for o in outputs]
-    metrics = score([i.price for i in items], predictions, [i.category for i in items])
-    return Evaluation(metrics, outputs, predictions)
+    metrics = score(truths, predictions, [i.category for i in items])
+    if ranges:
+        metrics = with_intervals(metrics, ranges, truths)
+    return Evaluation(metrics, outputs, predictions, ranges)
 
 
 def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
@@ -78,12 +107,32 @@ def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     distribution as text."""
     if decode not in DECODES:
         raise ValueError(f"decode: {decode!r} is not one of {', '.join(DECODES)}")
+    if decode == "median":
+        return _each_batch(model, examples, batch_size, progress,
+                           lambda prompts: median_prices(model, tokenizer, prompts, max_digits=MAX_DIGITS))
+    return _each_batch(model, examples, batch_size, progress,
+                       lambda prompts: _generate_batch(model, tokenizer, prompts, max_new_tokens))
+
+
+def generate_ranges(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],
+                    *, levels: tuple[float, float] = DEFAULT_LEVELS, batch_size: int = EVAL_BATCH_SIZE,
+                    progress: bool = False) -> list[PriceRange | None]:
+    """Each prompt's median price and its `levels` quantiles from one walk of the digit tree
+    (`pricer.predict.pricetree.price_ranges`); None where the model writes no number."""
+    return _each_batch(model, examples, batch_size, progress,
+                       lambda prompts: price_ranges(model, tokenizer, prompts, max_digits=MAX_DIGITS,
+                                                    levels=levels))
+
+
+def _each_batch(model: PreTrainedModel, examples: Sequence[Example], batch_size: int, progress: bool,
+                read: Callable[[list[list[int]]], list]) -> list:
+    """`read` over length-sorted batches of prompts in eval mode, results in the examples' order."""
     import torch
     from tqdm.auto import tqdm
 
     # similar lengths share a batch, so little compute goes to padding
     order = sorted(range(len(examples)), key=lambda i: len(examples[i].prompt_ids))
-    outputs: list[str] = [""] * len(examples)
+    outputs: list = [None] * len(examples)
     was_training = model.training
     model.eval()
     try:
@@ -91,13 +140,8 @@ def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                                    disable=not progress, leave=False) as bar:
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                prompts = [examples[i].prompt_ids for i in chunk]
-                if decode == "median":
-                    texts = median_prices(model, tokenizer, prompts, max_digits=MAX_DIGITS)
-                else:
-                    texts = _generate_batch(model, tokenizer, prompts, max_new_tokens)
-                for i, text in zip(chunk, texts, strict=True):
-                    outputs[i] = text
+                for i, value in zip(chunk, read([examples[i].prompt_ids for i in chunk]), strict=True):
+                    outputs[i] = value
                 bar.update(len(chunk))
     finally:
         model.train(was_training)

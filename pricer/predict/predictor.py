@@ -17,6 +17,7 @@ from pricer.errors import SpecError
 from pricer.model.adapter import ADAPTER, MERGED, META_FILE, read_meta
 from pricer.model.catalog import ModelSpec
 from pricer.predict.ensemble import Ensemble
+from pricer.predict.intervals import DEFAULT_LEVELS, PriceRange, check_levels
 
 if TYPE_CHECKING:
     import torch
@@ -62,6 +63,37 @@ class ModelPredictor:
         outputs = generate_prices(self.model, self.tokenizer, examples, batch_size=batch_size, progress=progress,
                                   decode=self.decode)
         return [parse_price(o) for o in outputs]
+
+    def predict_ranges(self, texts: Sequence[str], *, levels: tuple[float, float] | None = None,
+                       batch_size: int = BATCH_SIZE, progress: bool = False) -> list[PriceRange | None]:
+        """Each text's median price with its range (`pricer.predict.intervals`): the folder's
+        levels, widened by its calibration factor; other `levels` are the raw quantiles.
+
+        Raises:
+            SpecError: the folder reads prices greedily (a range needs median decoding).
+        """
+        from pricer.model.prompts import encode
+        from pricer.predict.evaluate import generate_ranges
+
+        if self.decode != "median":
+            raise SpecError("this folder reads prices greedily: price ranges come from median decoding "
+                            "(retrain with decode: median)")
+        own, scale = self.interval
+        levels = own if levels is None else check_levels(levels)
+        examples = [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens) for t in texts]
+        ranges = generate_ranges(self.model, self.tokenizer, examples, levels=levels, batch_size=batch_size,
+                                 progress=progress)
+        if levels != own:
+            return ranges
+        return [None if r is None else r.scaled(scale) for r in ranges]
+
+    @property
+    def interval(self) -> tuple[tuple[float, float], float]:
+        """The levels the folder's trial used and its calibration factor (folders from before
+        ranges: the default levels, uncalibrated)."""
+        recorded = self.meta.get("interval") or {}
+        levels = check_levels(recorded.get("levels", DEFAULT_LEVELS), "pricer.json: interval.levels")
+        return levels, float(recorded.get("scale", 1.0))
 
 
 def _spec(folder: Path, meta: dict) -> ModelSpec:
@@ -152,8 +184,13 @@ def evaluate(predictor: Predictor, items: Sequence, *, batch_size: int = BATCH_S
     from pricer.metrics import score
 
     items = as_items(items)
-    if hasattr(predictor, "predict_items"):  # an ensemble's baselines also read details and category
-        predictions = predictor.predict_items(items, batch_size=batch_size, progress=progress)
-    else:
-        predictions = predictor.predict([i.text for i in items], batch_size=batch_size, progress=progress)
+    predictions = predict_items(predictor, items, batch_size=batch_size, progress=progress)
     return score([i.price for i in items], predictions, [i.category for i in items])
+
+
+def predict_items(predictor: Predictor, items: Sequence, *, batch_size: int = BATCH_SIZE,
+                  progress: bool = False) -> list[float | None]:
+    """A predictor's prices for `Item`s (an ensemble's baselines also read details and category)."""
+    if hasattr(predictor, "predict_items"):
+        return predictor.predict_items(items, batch_size=batch_size, progress=progress)
+    return predictor.predict([i.text for i in items], batch_size=batch_size, progress=progress)

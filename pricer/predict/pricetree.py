@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pricer.model.batches import pad_batch
+from pricer.predict.intervals import PriceRange, range_of, weighted_quantile
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,15 +47,7 @@ def digit_tokens(tokenizer: PreTrainedTokenizerBase, max_digits: int) -> tuple[l
 
 def weighted_median(mass: dict[int, float]) -> float | None:
     """The smallest value at which the cumulative share of ``mass`` reaches one half."""
-    total = sum(mass.values())
-    if total <= 0:
-        return None
-    seen = 0.0
-    for value in sorted(mass):
-        seen += mass[value]
-        if seen >= total / 2:
-            return float(value)
-    return float(max(mass))
+    return weighted_quantile(mass, 0.5)
 
 
 def price_masses(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[list[int]], *,
@@ -189,3 +182,11 @@ def median_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     masses = price_masses(model, tokenizer, list(prompts), max_digits=max_digits, beam=beam)
     medians = [weighted_median(m) for m in masses]
     return ["" if m is None else str(int(m)) for m in medians]
+
+
+def price_ranges(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[list[int]], *,
+                 max_digits: int, levels: tuple[float, float], beam: int = DEFAULT_BEAM) -> list[PriceRange | None]:
+    """Each prompt's median price with the `levels` quantiles of the same walk (`range_of`), or
+    None when the model writes no number. The median is `median_prices`' to the dollar."""
+    masses = price_masses(model, tokenizer, list(prompts), max_digits=max_digits, beam=beam)
+    return [range_of(m, levels) for m in masses]

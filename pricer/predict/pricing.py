@@ -1,13 +1,18 @@
-"""Pricing a retailer's product table: every row kept, the price added, unreadable rows written
-without one (`pricer predict --input`)."""
+"""A retailer's product table: priced (`pricer predict --input`: every row kept, the price and its
+range added, unreadable rows written without one) or scored against its own prices (`pricer
+evaluate`: every priced row, those outside the training range reported on their own)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.data.scoring import ScoringSet
 from pricer.data.tables import NO_ANSWER, Columns, Table, texts_of, write_priced
-from pricer.predict.predictor import Predictor
+from pricer.metrics import Metrics, score
+from pricer.predict.intervals import PriceRange
+from pricer.predict.predictor import Predictor, predict_items
 
 
 @dataclass(frozen=True)
@@ -16,26 +21,105 @@ class PricingReport:
 
     Args:
         problems: (row number, why) of every row written without a price.
+        ranges: whether the table got ``price_low`` / ``price_high`` (median decoding only).
     """
 
     out: Path
     rows: int
     priced: int
     problems: list[tuple[int, str]]
+    ranges: bool = False
+
+
+def gives_ranges(predictor: Predictor) -> bool:
+    """Whether a predictor prices with a range: a folder read by median decoding. An ensemble
+    does not (its random forest member has no price distribution to take quantiles of), nor a
+    folder that reads greedily."""
+    return hasattr(predictor, "predict_ranges") and getattr(predictor, "decode", None) == "median"
+
+
+def price_texts(predictor: Predictor, texts: Sequence[str], *, levels: tuple[float, float] | None = None,
+                batch_size: int = 32, progress: bool = False) -> tuple[list[float | None], list[PriceRange | None] | None]:
+    """Prices of prompt-ready texts, and their ranges when the predictor gives them (else None)."""
+    if not gives_ranges(predictor):
+        return predictor.predict(texts, batch_size=batch_size, progress=progress), None
+    ranges = predictor.predict_ranges(texts, levels=levels, batch_size=batch_size, progress=progress)
+    return [None if r is None else r.price for r in ranges], ranges
 
 
 def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns: Columns | None = None,
-                batch_size: int = 32, progress: bool = True) -> PricingReport:
+                levels: tuple[float, float] | None = None, batch_size: int = 32,
+                progress: bool = True) -> PricingReport:
     """Price every row of a product table (`read_table`) with one loaded predictor and write the
-    table with the price added (`write_priced`); unreadable rows are written too, with no price."""
+    table with the price (and its range, `gives_ranges`) added (`write_priced`); unreadable rows
+    are written too, with no price."""
     pairs = texts_of(table, columns or Columns())
     readable = [i for i, (row, _) in enumerate(pairs) if not row.problem]
     prices: list[float | None] = [None] * len(pairs)
-    predicted = predictor.predict([pairs[i][1] for i in readable], batch_size=batch_size, progress=progress)
-    for i, price in zip(readable, predicted, strict=True):
+    bounds: list[tuple[float, float] | None] = [None] * len(pairs)
+    predicted, ranges = price_texts(predictor, [pairs[i][1] for i in readable], levels=levels,
+                                    batch_size=batch_size, progress=progress)
+    for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
         prices[i] = price
+        if ranges is not None and ranges[k] is not None:
+            bounds[i] = (ranges[k].low, ranges[k].high)
     rows = [row for row, _ in pairs]
-    path = write_priced(out, table.header, rows, prices)
+    path = write_priced(out, table.header, rows, prices, bounds if ranges is not None else None)
     problems = [(row.number, row.problem or NO_ANSWER)
                 for row, price in zip(rows, prices, strict=True) if price is None]
-    return PricingReport(path, len(rows), len(rows) - len(problems), problems)
+    return PricingReport(path, len(rows), len(rows) - len(problems), problems, ranges is not None)
+
+
+@dataclass(frozen=True)
+class CatalogScore:
+    """`score_catalog`'s answer.
+
+    Args:
+        metrics: every scored row (with the ranges' coverage when the predictor gives ranges).
+        in_range / out_of_range: the rows whose true price is inside / outside the range training
+            data is curated to (None when there are none).
+        outside: each out-of-range row: its row number, title, price, predicted price and error.
+        unreadable: (row number, why) of each row that could not be scored.
+    """
+
+    metrics: Metrics
+    in_range: Metrics | None
+    out_of_range: Metrics | None
+    outside: list[dict]
+    unreadable: list[tuple[int, str]]
+
+    def to_dict(self) -> dict:
+        return {**self.metrics.to_dict(),
+                "in_training_range": self.in_range.to_dict() if self.in_range else None,
+                "out_of_training_range": ({**self.out_of_range.to_dict(), "rows": self.outside}
+                                          if self.out_of_range else None),
+                "unreadable": [{"row": n, "problem": why} for n, why in self.unreadable]}
+
+
+def score_catalog(predictor: Predictor, scoring: ScoringSet, *, levels: tuple[float, float] | None = None,
+                  batch_size: int = 32, progress: bool = False) -> CatalogScore:
+    """Price every scorable row (`pricer.data.scoring.scoring_items`) and score it against the
+    row's own price: all rows together, then those inside and outside the training price range."""
+    from pricer.predict.evaluate import with_intervals
+
+    items = scoring.items
+    if gives_ranges(predictor):
+        predictions, ranges = price_texts(predictor, [i.text for i in items], levels=levels,
+                                          batch_size=batch_size, progress=progress)
+    else:  # an ensemble's baselines also read details and category
+        predictions, ranges = predict_items(predictor, items, batch_size=batch_size, progress=progress), None
+    truths = [i.price for i in items]
+
+    def part(keep: list[int]) -> Metrics | None:
+        if not keep:
+            return None
+        metrics = score([truths[k] for k in keep], [predictions[k] for k in keep], [items[k].category for k in keep])
+        return with_intervals(metrics, [ranges[k] for k in keep], [truths[k] for k in keep]) if ranges else metrics
+
+    inside = scoring.in_range
+    everything = part(list(range(len(items))))
+    outside_idx = [k for k, ok in enumerate(inside) if not ok]
+    outside = [{"row": scoring.rows[k], "title": items[k].title, "price": truths[k], "predicted": predictions[k],
+                "error": abs((predictions[k] or 0.0) - truths[k])} for k in outside_idx]
+    return CatalogScore(everything, part([k for k, ok in enumerate(inside) if ok]), part(outside_idx), outside,
+                        list(scoring.unreadable))

@@ -90,6 +90,8 @@ class TrainConfig:
     decode: Literal[DECODES] = Field(
         DEFAULT_DECODE, description="how validation, test and the saved folder read a price: greedy digits, "
         "or the median of the model's price distribution")
+    interval: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the price range median decoding "
+                            "gives (0.8: the 10th to the 90th percentile), calibrated on the validation items")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -103,6 +105,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        """The range's two quantile levels, symmetric around the median: 0.8 -> (0.1, 0.9)."""
+        tail = round((1 - self.interval) / 2, 10)
+        return tail, round(1 - tail, 10)
 
     @classmethod
     def from_dict(cls, d: Mapping) -> TrainConfig:
@@ -130,6 +138,8 @@ class Result:
     val_predictions: list[float | None] = field(default_factory=list)
     resumed_from: int | None = None
     train_s: float = 0.0  # the optimizer steps alone, without loading, validation or test
+    # the range's calibration (`calibrate`): levels, scale, raw coverages; empty when read greedily
+    interval: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "adapter_dir": str(self.adapter_dir),
@@ -140,7 +150,7 @@ class Result:
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
                 "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions,
                 "val_predictions": self.val_predictions, "resumed_from": self.resumed_from,
-                "train_s": self.train_s}
+                "train_s": self.train_s, "interval": self.interval}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -396,16 +406,36 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
 def evaluate_split(run: Run, items: Sequence[Item], *, progress: bool = False) -> Evaluation:
     return evaluate_items(run.model, run.tokenizer, items, chat=run.spec.chat,
                           max_tokens=run.config.max_tokens, batch_size=run.config.eval_batch_size,
-                          progress=progress, decode=run.config.decode)
+                          progress=progress, decode=run.config.decode, levels=run.config.levels)
 
 
-def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None]) -> Path:
-    """The adapter folder: peft adapter, tokenizer, pricer.json (entry, prompt, config, metrics)."""
+def calibrate(run: Run, val: Evaluation, test: Evaluation | None) -> tuple[Evaluation, Evaluation | None, dict]:
+    """Split-conformal calibration of the price ranges on the validation items: one factor
+    (`pricer.predict.intervals.conformal_scale`) applied to validation and test alike. Returns
+    the rescaled evaluations and what ``pricer.json`` records (the raw coverages too)."""
+    from pricer.predict.intervals import conformal_scale
+
+    if not val.ranges:
+        return val, test, {}
+    factor = conformal_scale(val.ranges, [i.price for i in run.val_items], run.config.interval)
+    record = {"levels": list(run.config.levels), "scale": factor or 1.0,
+              "val_coverage_raw": val.metrics.coverage,
+              "test_coverage_raw": test.metrics.coverage if test else None}
+    if factor is None:
+        return val, test, record
+    return (val.rescaled(factor, run.val_items),
+            test.rescaled(factor, run.test_items) if test else None, record)
+
+
+def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None], interval: Mapping | None = None) -> Path:
+    """The adapter folder: peft adapter, tokenizer, pricer.json (entry, prompt, config, metrics,
+    the price range's levels and calibration)."""
     from pricer.model.adapter import save_adapter
 
     return save_adapter(run.model, run.tokenizer, out, spec=run.spec, config=run.config.to_dict(),
                         max_tokens=run.config.max_tokens,
-                        metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()})
+                        metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()},
+                        interval=interval)
 
 
 def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spec: ModelSpec | None = None,
@@ -433,7 +463,7 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
     run = setup(config, data, spec=spec)
     trained = fit(run, report=report, should_stop=should_stop, on_loss=on_loss, checkpoint_dir=checkpoint_dir,
                   resume=resume, progress=progress)
-    test = None
+    test, interval = None, {}
     if trained.stopped_early:
         val = trained.last_val
     else:
@@ -443,7 +473,9 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
             report(trained.steps, val.metrics)
         if run.test_items:
             test = evaluate_split(run, run.test_items, progress=progress)
-    adapter_dir = save(run, Path(out), {"validation": val.metrics, "test": test.metrics if test else None})
+        val, test, interval = calibrate(run, val, test)
+    adapter_dir = save(run, Path(out), {"validation": val.metrics, "test": test.metrics if test else None},
+                       interval)
     return Result(
         config=config, adapter_dir=adapter_dir, val_metrics=val.metrics,
         test_metrics=test.metrics if test else None, train_losses=trained.losses,
@@ -451,8 +483,8 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         wall_s=time.perf_counter() - started,
         train_tokens_per_s=trained.tokens / trained.seconds if trained.seconds else 0.0,
         peak_mem_gib=peak_memory_gib(), plan=run.plan,
-        predictions=[{k: r[k] for k in ("title", "category", "price", "predicted")}
-                     for r in test.rows(run.test_items)] if test else [],
+        predictions=[{k: r[k] for k in ("title", "category", "price", "predicted", "price_low", "price_high")
+                      if k in r} for r in test.rows(run.test_items)] if test else [],
         val_predictions=list(val.predictions) if val is not None else [],
-        resumed_from=resume.step if resume else None, train_s=trained.seconds)
+        resumed_from=resume.step if resume else None, train_s=trained.seconds, interval=interval)
 

@@ -20,6 +20,7 @@ from sweeps.cli.flags import Parser, add_config_flags, config_from_flags
 from sweeps.cli.output import print_json, print_table, wide_console
 from sweeps.cli.plan import add_plan_parser
 from sweeps.cli.refit import add_refit_parser
+from sweeps.cli.verdict import add_verdict_parsers
 
 DESCRIPTION = """\
 Fine-tune small open LLMs with QLoRA (4-bit base + LoRA) to predict a product's price from its
@@ -119,41 +120,63 @@ def _columns(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pricer.data.dataset import load_items
-    from pricer.predict.evaluate import EVAL_BATCH_SIZE, evaluate_items
+    from pricer.data.scoring import scoring_items
+    from pricer.predict.evaluate import EVAL_BATCH_SIZE
+    from pricer.predict.pricing import score_catalog
 
-    items = load_items(args.items, _columns(args))[:args.limit]
+    levels = _levels(args)
+    scoring = scoring_items(args.items, _columns(args), limit=args.limit)
     batch_size = args.batch_size or EVAL_BATCH_SIZE
     if args.adapter:
-        from pricer.predict.predictor import evaluate, load_predictor
+        from pricer.predict.predictor import load_predictor
 
         predictor = load_predictor(args.adapter)
         if args.decode and hasattr(predictor, "decode"):
             predictor = dataclasses.replace(predictor, decode=args.decode)
         name = predictor.spec.name if hasattr(predictor, "spec") else predictor.kind
-        metrics = evaluate(predictor, items, batch_size=batch_size, progress=True)
     else:
         from pricer.model.catalog import resolve
         from pricer.model.loading import load_model
+        from pricer.model.prompts import DEFAULT_MAX_TOKENS
+        from pricer.predict.predictor import ModelPredictor
 
         spec = resolve(args.model)
         model, tokenizer = load_model(spec, "nf4")
         name = spec.name
-        metrics = evaluate_items(model, tokenizer, items, chat=spec.chat, batch_size=batch_size,
-                                 progress=True, decode=args.decode or "greedy").metrics
+        predictor = ModelPredictor("untrained", model, tokenizer, spec, DEFAULT_MAX_TOKENS, {},
+                                   args.decode or "greedy")
+    result = score_catalog(predictor, scoring, levels=levels, batch_size=batch_size, progress=True)
     if args.json:
-        print_json({**metrics.to_dict(), "model": name,
+        print_json({**result.to_dict(), "model": name,
                      "adapter": str(args.adapter) if args.adapter else None, "items": str(args.items)})
         return 0
-    _print_metrics_table(f"{args.adapter or name} on {args.items}", {"items": metrics})
+    _print_metrics_table(f"{args.adapter or name} on {args.items}",
+                         {"all rows": result.metrics, "in training range": result.in_range,
+                          "outside it": result.out_of_range})
+    for row in result.outside[:10]:
+        predicted = "-" if row["predicted"] is None else f"{row['predicted']:,.2f}"
+        print(f"  row {row['row']}: ${row['price']:,.2f} is outside the training range; predicted {predicted}, "
+              f"error ${row['error']:,.2f}")
+    for number, why in result.unreadable[:10]:
+        print(f"  row {number}: not scored ({why})", file=sys.stderr)
+    if len(result.unreadable) > 10:
+        print(f"  ... and {len(result.unreadable) - 10:,} more rows not scored", file=sys.stderr)
     return 0
+
+
+def _levels(args: argparse.Namespace) -> tuple[float, float] | None:
+    from pricer.predict.intervals import parse_levels
+
+    return parse_levels(args.levels) if args.levels else None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pricer.predict.predictor import load_predictor
+    from pricer.predict.pricing import gives_ranges, price_texts
 
+    levels = _levels(args)
     if args.input is not None:
-        return _predict_table(args)
+        return _predict_table(args, levels)
     if args.text_columns or args.out:
         raise SpecError("--text-columns and --out go with --input FILE")
     from pricer.data.curate import clean_text
@@ -163,16 +186,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise SpecError("nothing to price: give product texts, pipe them one per line, or --input FILE")
     # a literal "\n" on the command line separates the title from the description
     cleaned = [clean_text(t.replace("\\n", "\n")) for t in texts]
-    prices = load_predictor(args.adapter).predict(cleaned, batch_size=args.batch_size)
+    predictor = load_predictor(args.adapter)
+    prices, ranges = price_texts(predictor, cleaned, levels=levels, batch_size=args.batch_size)
+    ranges = ranges or [None] * len(prices)
     if args.json:
-        print_json([{"text": t, "price": p} for t, p in zip(texts, prices, strict=True)])
+        print_json([{"text": t, "price": p, "price_low": r.low if r else None, "price_high": r.high if r else None}
+                    for t, p, r in zip(texts, prices, ranges, strict=True)])
         return 0
-    for price in prices:
-        print("-" if price is None else f"{price:.2f}")
+    for price, r in zip(prices, ranges, strict=True):
+        print("-" if price is None else f"{price:.2f}" + (f"  [{r.low:.2f}, {r.high:.2f}]" if r else ""))
+    if not gives_ranges(predictor):
+        print(f"note: no price range from this {predictor.kind} folder (ranges come from median decoding; "
+              "an ensemble's random forest has no price distribution)", file=sys.stderr)
     return 0
 
 
-def _predict_table(args: argparse.Namespace) -> int:
+def _predict_table(args: argparse.Namespace, levels: tuple[float, float] | None) -> int:
     from pricer.data.tables import Columns, out_format, read_table, texts_of
     from pricer.predict.predictor import load_predictor
     from pricer.predict.pricing import price_table
@@ -184,9 +213,10 @@ def _predict_table(args: argparse.Namespace) -> int:
     columns = Columns.parse(args.text_columns, args.price_column)
     table = read_table(args.input)
     texts_of(table, columns)  # a wrong column name fails here, before the model loads
-    report = price_table(load_predictor(args.adapter), table, out, columns=columns, batch_size=args.batch_size)
+    report = price_table(load_predictor(args.adapter), table, out, columns=columns, levels=levels,
+                         batch_size=args.batch_size)
     if args.json:
-        print_json({"out": str(report.out), "rows": report.rows, "priced": report.priced,
+        print_json({"out": str(report.out), "rows": report.rows, "priced": report.priced, "ranges": report.ranges,
                      "problems": [{"row": n, "problem": why} for n, why in report.problems]})
         return 0
     print(f"{report.priced:,} of {report.rows:,} rows priced -> {report.out}")
@@ -401,6 +431,12 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, TrainConfig, skip=("model",))
 
 
+def _add_levels(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--levels", default=None, metavar="LOW,HIGH",
+                   help="the price range's quantile levels (unset: the folder's, 0.1,0.9, calibrated); "
+                        "other levels give the model's raw quantiles")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pricer", description=DESCRIPTION,
                     epilog="`pricer COMMAND --help` lists a command's flags. README.md has the whole tour.")
@@ -428,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", default=None, choices=DECODES,
                    help="--model: how prices are read (unset: greedy); --adapter: unset keeps the folder's own")
     _add_columns(p)
+    _add_levels(p)
     _add_json(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -441,10 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(unset: INPUT.priced.csv)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per batch")
     _add_columns(p)
+    _add_levels(p)
     _add_json(p)
     p.set_defaults(func=cmd_predict)
 
     add_bench_parsers(sub)
+    add_verdict_parsers(sub)
 
     p = sub.add_parser("launch", help="run (or continue) an Optuna study from a YAML file")
     p.add_argument("study", type=Path, help="the study file, e.g. studies/quickstart.yaml")

@@ -42,6 +42,9 @@ class Row:
     baseline: bool
     run_id: str
     refit_of: int | None = None
+    # the price range's share of test prices covered, and its mean (high - low) / true price
+    test_coverage: float | None = None
+    test_interval_width: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,7 +67,8 @@ def _row(run, baseline: bool) -> Row:
                mae_low=m.get("val_mae_low"), mae_high=m.get("val_mae_high"), rmsle=m.get("val_rmsle"),
                hit_rate=m.get("val_hit_rate"), test_mae=m.get("test_mae"), test_rmsle=m.get("test_rmsle"),
                test_hit_rate=m.get("test_hit_rate"), state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id,
-               refit_of=refit_of)
+               refit_of=refit_of, test_coverage=m.get("test_coverage"),
+               test_interval_width=m.get("test_interval_width"))
 
 
 def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
@@ -118,7 +122,7 @@ def render(rows: list[Row], title: str = ""):
 
     table = Table(title=title or None)
     columns = ("rank", "trial", "model", "r", "lr", "val $ error [95% CI]", "val RMSLE", "val hits %",
-               "test $ error", "test RMSLE", "test hits %", "state", "min")
+               "test $ error", "test RMSLE", "test hits %", "range cover %", "range width", "state", "min")
     for name in columns:
         table.add_column(name, justify="left" if name in ("model", "state") else "right",
                          no_wrap=name in ("model", "state", "val $ error [95% CI]"))
@@ -139,6 +143,7 @@ def render(rows: list[Row], title: str = ""):
         table.add_row(fmt(row.rank, "d"), trial, model,
                       fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
                       fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
-                      fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), row.state, fmt(row.minutes, ".1f"),
+                      fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), pct(row.test_coverage),
+                      fmt(row.test_interval_width, ".2f"), row.state, fmt(row.minutes, ".1f"),
                       style=style)
     return table

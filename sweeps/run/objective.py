@@ -226,7 +226,8 @@ class Objective:
         try:
             config = to_config(self.spec, params)
             model_spec = catalog.resolve(config.model, self.spec.models)
-            self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant})
+            self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant,
+                                           "pricer.family": model_spec.family})
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
             self._guard(trial, run_id, config, model_spec)

@@ -21,6 +21,7 @@ from sweeps.track.redact import redact
 ARTIFACT = "predictor"
 MODEL_NAME = "pricer"
 TEXT, PRICE, PROBLEM = "text", "price", "problem"
+LOW, HIGH = "price_low", "price_high"
 MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,255}")
 # logged "from code": MLflow records this file, not a pickle of the class (no CloudPickle warning)
 MODEL_CODE = Path(__file__).with_name("served.py")
@@ -32,9 +33,11 @@ REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "bitsandbytes", "acce
 
 class PricerModel(mlflow.pyfunc.PythonModel):
     """Input: a DataFrame with a ``text`` column (the title, then a newline and the description),
-    cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where there is none)
-    and ``problem`` (why not: an empty or unreadable text, or a model that wrote no number; empty
-    when priced). An empty text is never sent to the model: it would price it anyway ($40)."""
+    cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where there is none),
+    the range around it, ``price_low`` and ``price_high`` (NaN when the folder gives no range: an
+    ensemble, or a folder that reads greedily), and ``problem`` (why no price: an empty or
+    unreadable text, or a model that wrote no number; empty when priced). An empty text is never
+    sent to the model: it would price it anyway ($40)."""
 
     def load_context(self, context) -> None:
         from pricer.predict.predictor import load_predictor
@@ -43,6 +46,7 @@ class PricerModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pricer.data.curate import clean_text
+        from pricer.predict.pricing import price_texts
 
         texts, problems = [], []
         for value in model_input[TEXT]:
@@ -52,14 +56,17 @@ class PricerModel(mlflow.pyfunc.PythonModel):
                             "empty text" if isinstance(value, str) or value is None else
                             f"unreadable text (a {type(value).__name__}, not a string)")
         readable = [i for i, problem in enumerate(problems) if not problem]
-        prices = [float("nan")] * len(texts)
-        for i, price in zip(readable, self.predictor.predict([texts[i] for i in readable]) if readable else [],
-                            strict=True):
+        nan = float("nan")
+        prices, lows, highs = [nan] * len(texts), [nan] * len(texts), [nan] * len(texts)
+        predicted, ranges = price_texts(self.predictor, [texts[i] for i in readable]) if readable else ([], None)
+        for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
             if price is None:
                 problems[i] = "the model wrote no number"
-            else:
-                prices[i] = float(price)
-        return pd.DataFrame({PRICE: prices, PROBLEM: problems})
+                continue
+            prices[i] = float(price)
+            if ranges is not None and ranges[k] is not None:
+                lows[i], highs[i] = ranges[k].low, ranges[k].high
+        return pd.DataFrame({PRICE: prices, LOW: lows, HIGH: highs, PROBLEM: problems})
 
 
 def signature():
@@ -67,7 +74,8 @@ def signature():
     from mlflow.types import ColSpec, Schema
 
     return ModelSignature(inputs=Schema([ColSpec("string", TEXT)]),
-                          outputs=Schema([ColSpec("double", PRICE), ColSpec("string", PROBLEM)]))
+                          outputs=Schema([ColSpec("double", PRICE), ColSpec("double", LOW), ColSpec("double", HIGH),
+                                           ColSpec("string", PROBLEM)]))
 
 
 def check_model_name(name: str) -> str:

@@ -270,7 +270,8 @@ def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
     """``val_mae``, ``val_rmsle``... and the dollar error's 95 % bootstrap interval
     (``val_mae_low`` / ``val_mae_high``) when the per-item errors are known."""
     values = metrics.to_dict()
-    out = {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n")}
+    out = {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n",
+                                                        "coverage", "interval_width") if values.get(k) is not None}
     interval = metrics.mae_interval()
     if interval is not None:
         out[f"{prefix}_mae_low"], out[f"{prefix}_mae_high"] = interval
@@ -307,6 +308,8 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
              "steps": result.steps, "train_s": result.train_s, "gpu_hours": gpu_hours}
     if result.test_metrics is not None:
         final.update(_metrics("test", result.test_metrics))
+    if result.interval:  # the range's calibration factor and the coverages before it
+        final.update({f"interval_{k}": v for k, v in result.interval.items() if isinstance(v, (int, float))})
     if result.plan is not None:  # how the step ran in the memory budget
         final.update(micro_batch_size=result.plan.micro_batch_size,
                      gradient_checkpointing=int(result.plan.gradient_checkpointing))

@@ -1,0 +1,74 @@
+"""`pricer compare STUDY A B` and `pricer report STUDY`: the paired comparison of two runs on the
+study's test items, and the whole study's verdict as one HTML page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sweeps.cli.output import print_json, wide_console
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from sweeps.results.verdict import compare_runs
+    from sweeps.spec.study import locate
+
+    name, tracking_uri = locate(args.study, args.tracking_uri)
+    paired = compare_runs(tracking_uri, name, args.a, args.b)
+    if args.json:
+        print_json(paired.to_dict())
+        return 0
+    table = Table(title=f"{name}: {paired.n:,} test items, paired")
+    for column in ("", "test $ error", "95% CI"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row(f"A  {paired.a}", f"{paired.a_mae:,.2f}", _ci(paired.a_interval))
+    table.add_row(f"B  {paired.b}", f"{paired.b_mae:,.2f}", _ci(paired.b_interval))
+    table.add_row("A - B (paired)", f"{paired.difference:+,.2f}", _ci(paired.difference_interval, signed=True))
+    console = wide_console()
+    console.print(table)
+    console.print(f"Wilcoxon signed-rank p = {paired.p_value:.4g}")
+    console.print(paired.sentence())
+    return 0
+
+
+def _ci(interval: tuple[float, float], signed: bool = False) -> str:
+    spec = "+,.2f" if signed else ",.2f"
+    return f"[{interval[0]:{spec}}, {interval[1]:{spec}}]"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sweeps.results.report import write_report
+    from sweeps.spec.study import locate
+
+    name, tracking_uri = locate(args.study, args.tracking_uri)
+    storage = None
+    if Path(args.study).suffix in (".yaml", ".yml"):
+        from sweeps.spec.study import load_study
+
+        storage = load_study(args.study).storage
+    out = args.out or Path(f"{name}-report.html")
+    report = write_report(tracking_uri, name, out, storage=storage)
+    print(f"{out} ({report.size_kb:,.0f} KB; logged to the study's MLflow run as {report.artifact})")
+    for sentence in report.sentences:
+        print(f"  {sentence}")
+    return 0
+
+
+def add_verdict_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="two runs of a study, paired on its test items")
+    p.add_argument("study", help="study YAML or study name")
+    p.add_argument("a", help="a trial number, a run id, or a baseline name (random_forest)")
+    p.add_argument("b", help="the other run")
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
+    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="the study's verdict as one self-contained HTML page")
+    p.add_argument("study", help="study YAML or study name")
+    p.add_argument("--out", type=Path, default=None, help="the page (unset: STUDY-report.html)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
+    p.set_defaults(func=cmd_report)
