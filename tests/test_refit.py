@@ -176,3 +176,23 @@ def test_a_refit_whose_worker_dies_is_retried_and_resumes_from_its_checkpoint(
     assert retry.info.status == "FINISHED" and retry.data.tags[REFIT_OF] == "0"
     assert retry.data.tags[RESUMED] == "00000" and retry.data.metrics["resumed_from_step"] >= 1
     assert [r.data.tags["pricer.refit_trial"] for r in tracker.runs("refit")] != []
+
+
+def test_the_refit_study_trains_on_the_refit_fraction_unpruned_with_a_scaled_trial_timeout(tmp_path: Path,
+                                                                                          sample_path: Path) -> None:
+    from sweeps.run.refit import refit_spec
+    from sweeps.spec.space import to_config
+
+    path = tmp_path / "refit-test.yaml"
+    path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path).replace(
+        "n_trials: 2\n", "n_trials: 2\ntrial_timeout: 10m\npruner: {type: median, eval_every: 1}\n"))
+    spec = load_study(path)
+    sibling = refit_spec(spec)
+    assert sibling.name == "refit-test-refit" and sibling.workdir == Path(spec.workdir) / "refit"
+    assert sibling.trial_timeout == pytest.approx(600 * 10)  # 1.0 / 0.1 of the data
+    assert sibling.pruner.type == "none" and sibling.refit is None and sibling.enqueue == ()
+    winner = {"model": "toy-llama-3.1", "lora_r": 4, "learning_rate": 2e-3}
+    searched, refitted = to_config(spec, winner), to_config(sibling, winner)
+    assert (searched.train_fraction, searched.max_steps, searched.eval_every) == (0.1, 2, 1)
+    assert (refitted.train_fraction, refitted.max_steps, refitted.eval_every) == (1.0, 3, 0)
+    assert (refitted.lora_r, refitted.learning_rate) == (4, 2e-3)

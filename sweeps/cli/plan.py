@@ -32,13 +32,13 @@ def _per_model(text: str | None, flag: str, models: list[str]) -> dict[str, floa
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sweeps.run.plan import _models, plan_study
+    from sweeps.run.plan import models_of, plan_study
     from sweeps.spec.study import load_study
 
     spec = load_study(args.study)
     if args.gpu_gib <= 0:
         raise SpecError(f"--gpu-gib: must be > 0 (got {args.gpu_gib})")
-    models = _models(spec)
+    models = models_of(spec)
     tokens = _per_model(args.tokens_per_s, "--tokens-per-s", models)
     items = _per_model(args.items_per_s, "--items-per-s", models)
     if set(items) - set(tokens):

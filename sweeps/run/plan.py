@@ -107,7 +107,8 @@ def _applies(param: ParamSpec, model: str) -> bool:
     return allowed is None or model in allowed
 
 
-def _models(spec: StudySpec) -> list[str]:
+def models_of(spec: StudySpec) -> list[str]:
+    """The models a study trains: the searched choices, or the fixed one."""
     return list(spec.search_space["model"].choices) if "model" in spec.search_space else [spec.fixed["model"]]
 
 
@@ -204,7 +205,7 @@ def plan_study(spec: StudySpec, *, gpu_gib: float = 80.0, gpu: str = "h100",
     decode = str(_values(spec, "decode", "")[0])
     plan = StudyPlan(spec.name, gpu_gib, n_train, source, tokens_item, search_trials=spec.n_trials or 0,
                      refit_trials=spec.refit.top_k if spec.refit else 0)
-    for model in _models(spec):
+    for model in models_of(spec):
         entry = catalog.resolve(model, spec.models)
         shape = shape_of(entry)
         params = shape.linear_params + shape.embedding_params if shape else None
