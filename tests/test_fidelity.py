@@ -31,8 +31,7 @@ def _study(tmp_path: Path, extra: str) -> Path:
 
 
 def test_smaller_fractions_are_inside_larger_ones_and_the_same_every_time(built_data: Path) -> None:
-    from pricer.data.dataset import load_splits
-    from pricer.data.dataset import as_items
+    from pricer.data.dataset import as_items, load_splits
 
     items = as_items(load_splits(built_data)["train"])
     texts = [i.text for i in items]

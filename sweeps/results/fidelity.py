@@ -147,9 +147,8 @@ def run_fidelity_bench(spec: StudySpec, fractions: list[float], configs: list[di
 
 
 def _train_size(data: Path, config) -> int:
-    from pricer.data.dataset import load_splits
+    from pricer.data.dataset import as_items, load_splits
     from pricer.data.fraction import fraction_indices
-    from pricer.data.dataset import as_items
 
     texts = [item.text for item in as_items(load_splits(data)["train"])[:config.train_items]]
     return len(fraction_indices(texts, config.train_fraction, config.fraction_seed))

@@ -139,8 +139,7 @@ def tokens_per_item(spec: StudySpec, max_tokens: int) -> float:
     the prompt's frame."""
     for folder in sorted(Path(spec.workdir).glob("data-*")):
         if (folder / "dataset_dict.json").is_file():
-            from pricer.data.dataset import load_splits
-            from pricer.data.dataset import as_items
+            from pricer.data.dataset import as_items, load_splits
 
             texts = [item.text for item in as_items(load_splits(folder)["train"])[:2000]]
             text = mean(min(max_tokens, len(t) / CHARS_PER_TOKEN) for t in texts) if texts else max_tokens
