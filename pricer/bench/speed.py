@@ -23,7 +23,7 @@ from pricer.errors import SpecError
 
 # The real sample beside the checkout (as the tests find it), unless PRICER_SAMPLE says otherwise.
 DEFAULT_SAMPLE = Path(os.environ.get(
-    "PRICER_SAMPLE", Path(__file__).resolve().parents[2] / "shared/data/amazon2023-sample/items.jsonl"))
+    "PRICER_SAMPLE", Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"))
 # The model whose tokenizer random-weight shapes use: its 49k ids fit every real vocabulary.
 SHAPE_TOKENIZER = "smollm2-135m-instruct"
 JSON_KEYS = ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
