@@ -489,6 +489,7 @@ def test_a_study_with_no_finished_trial_gets_one_line(tmp_path: Path, capsys) ->
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = MlflowTracker(uri, "empty")
     tracker.start_run("empty", tags={ROLE: "study", STUDY: "empty"})
+    capsys.readouterr()  # MLflow's own log lines from creating the store
     assert main(["report", "empty", "--tracking-uri", uri, "--out", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no finished trial" in err
