@@ -83,7 +83,8 @@ def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, buil
 
     assert main(["predict", "--adapter", str(result.adapter_dir), items[0].text, items[1].text]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all(line == "-" or float(line) >= 0 for line in lines)
+    # "price  [low, high]": the range of median decoding beside each price
+    assert len(lines) == 2 and all(line == "-" or float(line.split()[0]) >= 0 for line in lines)
 
     # the folder says how training read prices; bench decode compares both ways on it
     assert json.loads((result.adapter_dir / "pricer.json").read_text())["prompt"]["decode"] == "median"

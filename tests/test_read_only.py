@@ -48,9 +48,17 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list:
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    # huggingface_hub reads these once, at import: a suite that imported it earlier (offline, with
+    # the real endpoint) would otherwise never reach the stand-in
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "ENDPOINT", endpoint)
+    monkeypatch.setattr(hf, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", False)
     yield seen
     stop.set()
     thread.join()

@@ -20,7 +20,8 @@ def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial
     assert result.val_metrics == reports[-1][1] and result.val_metrics.n == 4
     assert result.steps == 6 and not result.stopped_early
     assert result.test_metrics is not None and result.test_metrics.n == 8
-    assert [set(p) for p in result.predictions] == [{"title", "category", "price", "predicted"}] * 8
+    assert [set(p) for p in result.predictions] == [{"title", "category", "price", "predicted", "price_low",
+                                                     "price_high"}] * 8
     assert result.train_tokens_per_s > 0 and result.peak_mem_gib > 0
     json.dumps(result.to_dict())
 

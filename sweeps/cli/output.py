@@ -20,7 +20,7 @@ def wide_console() -> Console:
     from rich.console import Console
 
     console = Console()
-    return console if console.is_terminal else Console(width=170)
+    return console if console.is_terminal else Console(width=220)
 
 
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], *,
