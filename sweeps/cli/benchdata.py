@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.cli.output import print_json
+from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
@@ -19,20 +19,15 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"curating {result['lines']:,} raw lines ({result['bytes'] / 2**20:,.0f} MiB in "
-                        f"{len(result['files'])} files) on {result['cores']} cores")
-    for column in ("workers", "seconds", "lines/s", "CPU s", "lines/CPU s", "peak RSS GiB", "less shared",
-                   "speed vs first", "memory vs first", "kept"):
-        table.add_column(column, justify="right")
-    for run in result["runs"]:
-        table.add_row(str(run["workers"]), f"{run['seconds']:,.1f}", f"{run['lines_per_s']:,.0f}",
-                      f"{run['cpu_seconds']:,.1f}", f"{run['lines_per_cpu_s']:,.0f}", f"{run['peak_rss_gib']:.2f}",
-                      f"{run['peak_anonymous_gib']:.2f}", f"{run['speed_vs_first']:.2f}x",
-                      f"{run['memory_vs_first']:.2f}x" if run["memory_vs_first"] else "n/a", f"{run['kept']:,}")
-    Console().print(table)
+    print_table(f"curating {result['lines']:,} raw lines ({result['bytes'] / 2**20:,.0f} MiB in "
+                f"{len(result['files'])} files) on {result['cores']} cores",
+                ("workers", "seconds", "lines/s", "CPU s", "lines/CPU s", "peak RSS GiB", "less shared",
+                 "speed vs first", "memory vs first", "kept"),
+                [(str(run["workers"]), f"{run['seconds']:,.1f}", f"{run['lines_per_s']:,.0f}",
+                  f"{run['cpu_seconds']:,.1f}", f"{run['lines_per_cpu_s']:,.0f}", f"{run['peak_rss_gib']:.2f}",
+                  f"{run['peak_anonymous_gib']:.2f}", f"{run['speed_vs_first']:.2f}x",
+                  f"{run['memory_vs_first']:.2f}x" if run["memory_vs_first"] else "n/a", f"{run['kept']:,}")
+                 for run in result["runs"]], console=wide_console())
     print("peak RSS: the build's whole process tree (parent + workers), sampled every 50 ms; less shared: without "
           "file-backed pages (the memory-mapped split being saved); CPU s: user + system seconds of the tree "
           "(a loaded machine stretches wall time, not these)")
