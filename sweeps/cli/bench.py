@@ -10,6 +10,7 @@ from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
 from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
+from sweeps.cli.flags import add_json_flag
 from sweeps.cli.output import print_json, print_table
 
 EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
@@ -170,7 +171,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
     p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
                    "databases (unset: PRICER_STORAGE, else the local test server)")
-    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+    add_json_flag(p)
     add_bench_data_args(p)
     add_fidelity_flags(p)
     p.set_defaults(func=cmd_bench)

@@ -102,3 +102,12 @@ def _flag_type(annotation: Any) -> tuple[type, tuple | None]:
         values = typing.get_args(annotation)
         return type(values[0]), values
     return annotation, None
+
+
+def add_json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+
+
+def add_tracking_uri_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from pricer.errors import PricerError, SpecError
 from pricer.predict.pricetree import DECODES
 from sweeps.cli.bench import add_bench_parsers
-from sweeps.cli.flags import Parser, add_config_flags, config_from_flags
+from sweeps.cli.flags import Parser, add_config_flags, add_json_flag, add_tracking_uri_flag, config_from_flags
 from sweeps.cli.output import print_json, print_table, wide_console
 from sweeps.cli.plan import add_plan_parser
 from sweeps.cli.refit import add_refit_parser
@@ -412,15 +412,6 @@ def _add_columns(p: argparse.ArgumentParser) -> None:
                    help="a product table's price column (unset: price)")
 
 
-def _add_json(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
-
-
-def _add_tracking_uri(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
-
-
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """``pricer train``'s flags: every field of `TrainConfig`, with its type, default and help."""
     from pricer.train.loop import TrainConfig
@@ -446,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("baselines", help="score classical baselines")
     p.add_argument("--data", required=True, help="built dataset DIR or a jsonl")
     p.add_argument("--test", default=None, help="score on this items file instead of the test split")
-    _add_json(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_baselines)
 
     p = sub.add_parser("train", help="one 4-bit LoRA fine-tune", later=_add_train_flags)
@@ -465,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--model: how prices are read (unset: greedy); --adapter: unset keeps the folder's own")
     _add_columns(p)
     _add_levels(p)
-    _add_json(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="price product texts or a catalog file with an exported folder")
@@ -479,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="prompts per batch")
     _add_columns(p)
     _add_levels(p)
-    _add_json(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_predict)
 
     add_bench_parsers(sub)
@@ -505,8 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="a study's trials and baselines, best first")
     p.add_argument("study", help="study YAML or study name")
-    _add_tracking_uri(p)
-    _add_json(p)
+    add_tracking_uri_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("export", help="the best (or a chosen) trial's adapter, or an ensemble, to a folder")
@@ -520,14 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --ensemble: how many classical baselines join (best first)")
     p.add_argument("--register", default=None, metavar="NAME",
                    help="log it as an MLflow model and register a version of NAME (the merged one with --merge)")
-    _add_tracking_uri(p)
+    add_tracking_uri_flag(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("ui", help="serve the MLflow UI on a study's store")
     p.add_argument("study", help="study YAML or study name")
     p.add_argument("--host", default="127.0.0.1", help="the address to serve on (the UI has no login)")
     p.add_argument("--port", type=int, default=5000, help="the port to serve on")
-    _add_tracking_uri(p)
+    add_tracking_uri_flag(p)
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("demo", help="the quick start: launch, leaderboard, export")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sweeps.cli.flags import add_json_flag, add_tracking_uri_flag
 from sweeps.cli.output import print_json, wide_console
 
 
@@ -61,14 +62,12 @@ def add_verdict_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study", help="study YAML or study name")
     p.add_argument("a", help="a trial number, a run id, or a baseline name (random_forest)")
     p.add_argument("b", help="the other run")
-    p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
-    p.add_argument("--json", action="store_true", help="print JSON on one line instead of a table")
+    add_tracking_uri_flag(p)
+    add_json_flag(p)
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="the study's verdict as one self-contained HTML page")
     p.add_argument("study", help="study YAML or study name")
     p.add_argument("--out", type=Path, default=None, help="the page (unset: STUDY-report.html)")
-    p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
+    add_tracking_uri_flag(p)
     p.set_defaults(func=cmd_report)
