@@ -340,7 +340,10 @@ def _print_ensemble(result) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    import time
+
     from sweeps.results import ui
+    from sweeps.run.stop import raise_if_stopped
     from sweeps.spec.study import locate
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
@@ -353,7 +356,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         url = f"http://{args.host}:{args.port}"
         ui.wait_ready(proc, url)
         print(f"MLflow UI for {name} at {url}/{view} (Ctrl-C stops it)", flush=True)
-        proc.wait()
+        while proc.poll() is None:  # not wait(): a stop whose exception was lost is seen here
+            raise_if_stopped()
+            time.sleep(0.5)
     finally:
         ui.stop(proc)
     return 0

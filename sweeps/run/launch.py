@@ -25,6 +25,7 @@ from sweeps.run.opening import (
     prepare_data,
 )
 from sweeps.run.presence import Presence
+from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
 from sweeps.track.tracking import MlflowTracker, log_baselines, log_study_plots
@@ -135,6 +136,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     presence = Presence(study, *heartbeat_settings())
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
+            raise_if_stopped()
             if isinstance(study.sampler, optuna.samplers.GridSampler) and study.sampler.is_exhausted(study):
                 done = True
                 break

@@ -20,14 +20,38 @@ class Terminated(KeyboardInterrupt):
         super().__init__(message)
 
 
+# the stop signals received so far, as the exception each raises (`raise_if_stopped` reads it)
+_received: list[type[KeyboardInterrupt]] = []
+
+
 def _on_sigterm(signum: int, frame: object) -> None:
-    # one stop is enough: a second SIGTERM during the clean-up (a fleet forwarding it, a
-    # scheduler repeating it) must not break the clean-up itself
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _received and _received[0] is Terminated:
+        # one stop is enough: a second SIGTERM during the clean-up (a fleet forwarding it, a
+        # scheduler repeating it) must not break the clean-up itself
+        return
+    _received.append(Terminated)
     raise Terminated()
 
 
+def _on_sigint(signum: int, frame: object) -> None:
+    _received.append(KeyboardInterrupt)
+    raise KeyboardInterrupt()
+
+
 def sigterm_interrupts() -> None:
-    """From now on SIGTERM raises `Terminated` in the main thread (once; later ones are ignored)."""
+    """From now on SIGTERM raises `Terminated` in the main thread (once; later ones are ignored),
+    and both it and Ctrl-C are remembered for `raise_if_stopped`."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)
+
+
+def raise_if_stopped() -> None:
+    """Raise the stop here if a signal came and its exception was lost. Python only prints an
+    exception that a signal handler raises while a weakref callback or a ``__del__`` runs
+    ("Exception ignored in ..."): a worker stopped at that moment went on training, and was
+    killed later with its trial left RUNNING. The loops that wait (on a trial process, between
+    trials, on the UI's server) call this every second or so."""
+    if _received:
+        raise _received[0]()

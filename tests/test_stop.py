@@ -1,0 +1,37 @@
+"""How a process stops: a stop signal whose exception Python dropped is not lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+DROPPED = """
+import os, signal, sys
+from sweeps.run.stop import Terminated, raise_if_stopped, sigterm_interrupts
+
+sigterm_interrupts()
+
+
+class Dropper:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in here, where Python drops its exception
+
+
+Dropper()
+print("went on", flush=True)
+try:
+    raise_if_stopped()
+except Terminated as exc:
+    print(f"stopped: {exc}", flush=True)
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_a_sigterm_whose_exception_python_dropped_is_raised_at_the_next_check() -> None:
+    """A worker stopped while a weakref callback or __del__ ran went on training and was killed
+    later with its trial left RUNNING (seen in the fleet's SIGTERM test)."""
+    done = subprocess.run([sys.executable, "-c", DROPPED], capture_output=True, text=True, timeout=120)
+    assert "Exception ignored" in done.stderr, done.stderr  # Python did drop it
+    assert done.stdout.splitlines() == ["went on", "stopped: stopped by SIGTERM"], (done.stdout, done.stderr)
+    assert done.returncode == 0
