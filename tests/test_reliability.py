@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeps.run.objective import RESUMED
+from sweeps.run.objective import PROCESS_NAME, RESUMED
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
@@ -180,8 +180,8 @@ def test_trial_past_its_trial_timeout_fails_with_the_reason(tmp_path: Path, buil
 
 
 def _trial_processes(worker: psutil.Process) -> list[psutil.Process]:
-    """A worker's spawned trial processes (not multiprocessing's resource tracker)."""
-    return [p for p in worker.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    """A worker's trial processes (not multiprocessing's resource tracker or forkserver)."""
+    return [p for p in worker.children(recursive=True) if p.name() == PROCESS_NAME.decode()]
 
 
 def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
@@ -224,8 +224,13 @@ def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data:
     trial fails with that reason and the worker goes on (launch catches TrialFailed)."""
     from pricer.errors import TrialFailed
     from pricer.train.loop import TrainConfig
-    from sweeps.run.objective import run_in_child
+    from sweeps.run.objective import run_in_child, trial_context
 
+    if trial_context().get_start_method() == "forkserver":
+        # started before the variable is set: the cap must still reach the trial process
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
     monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
                          eval_items=4, test_items=4)

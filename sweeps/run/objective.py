@@ -1,11 +1,12 @@
 """The trial loop: an Optuna trial -> a `TrainConfig` -> `pricer.train.loop.train` in its own process.
 
-Each fine-tune runs in a fresh ``spawn`` process so its memory (model, optimizer, CUDA context)
-is returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of
-the study. The child's ``report(step, metrics)`` / ``should_stop()`` callbacks cross a Pipe: the
-parent calls ``trial.report`` on the validation price error (never the eval loss) and answers
-with ``trial.should_prune()``; each step's train loss crosses it too, one way, so MLflow shows the
-curve while the trial runs. The child dies with its worker, and a retried trial resumes from the
+Each fine-tune runs in a fresh process so its memory (model, optimizer, CUDA context) is
+returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of the
+study (spawned on a GPU machine; elsewhere forked from a forkserver that imported torch,
+transformers and peft once: `trial_context`). The child's ``report(step, metrics)`` /
+``should_stop()`` callbacks cross a Pipe: the parent calls ``trial.report`` on the validation
+price error (never the eval loss) and answers with ``trial.should_prune()``; each step's train
+loss crosses it too, one way, so MLflow shows the curve while the trial runs. The child dies with its worker, and a retried trial resumes from the
 checkpoint its failed try left in the study's ``trials/`` folder.
 """
 
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from pricer.errors import PricerError, TrialFailed
 from sweeps.run import guard
 from sweeps.run.pruning import record_errors
+from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
@@ -45,32 +47,76 @@ RESUMED = "pricer.resumed_from_trial"
 POLL_S = 1.0
 # Live train losses reach MLflow in batches this far apart (a step of a tiny model takes ~0.3 s).
 LOSS_FLUSH_S = 5.0
+# What a CPU trial process finds imported: ~12 s of CPU each trial paid again under ``spawn``;
+# this module too, so a trial runs the worker's code, not a file edited since the worker started.
+PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.objective")
+# A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
+PROCESS_NAME = b"pricer-trial"
 
 
-def _die_with(parent_pid: int) -> None:
+def trial_context():
+    """The multiprocessing context trial processes start from.
+
+    On Linux with no NVIDIA device: a forkserver that has imported `PRELOAD` once per worker, so a
+    trial starts in a second instead of re-importing torch, transformers and peft. Elsewhere
+    ``spawn``: a CUDA process can't be forked (bitsandbytes initialises CUDA at import), and
+    macOS forbids forking what has loaded its frameworks. The forkserver's environment and working
+    folder are the worker's when it started; `_child` applies the worker's current ones.
+    """
+    if sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") == "spawn" or _has_nvidia():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
+def _has_nvidia() -> bool:
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/proc/driver/nvidia/gpus").is_dir()
+
+
+def _die_with(worker_pid: int) -> None:
     """End this process when the worker that started it dies, even by ``kill -9``: an orphan
     would go on holding its GPU for a trial nobody records. Linux kills it at once (the parent
-    death signal); elsewhere a thread sees it re-parented within a second."""
+    death signal; a forkserver's child's parent is the forkserver, which ends with its worker);
+    everywhere a thread sees the worker gone within a second."""
+    parent = os.getppid()
     if sys.platform == "linux":
         import ctypes
 
-        PR_SET_PDEATHSIG = 1  # noqa: N806 -- <sys/prctl.h>
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1  # noqa: N806 -- <sys/prctl.h>
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
+
+    def alive() -> bool:
+        if os.getppid() != parent:  # re-parented: whoever started this process is gone
+            return False
+        try:
+            os.kill(worker_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while alive():
             time.sleep(1.0)
         os._exit(1)
 
-    if os.getppid() != parent_pid:  # died before the signal was armed
+    if not alive():  # died before the signal was armed
         os._exit(1)
     threading.Thread(target=watch, name="pricer-die-with-worker", daemon=True).start()
 
 
 def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, parent_pid: int,
-           checkpoint_dir: Path | None, resume_from: Path | None) -> None:
-    """Runs in the spawned process: the fine-tune, with its callbacks relayed to the parent."""
+           checkpoint_dir: Path | None, resume_from: Path | None, env: dict[str, str], cwd: str) -> None:
+    """Runs in the trial process: the fine-tune, with its callbacks relayed to the parent."""
     _die_with(parent_pid)
+    if os.environ != env:  # a forkserver keeps the environment it started with
+        os.environ.clear()
+        os.environ.update(env)
+    os.chdir(cwd)
     # Ctrl-C in a terminal reaches the whole process group: the parent alone decides (it fails
     # the trial, ends its MLflow run, then terminates this process)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -116,7 +162,7 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
                  on_loss: Callable[[int, float], None] | None = None, checkpoint_dir: Path | None = None,
                  resume_from: Path | None = None, timeout_s: float | None = None,
                  progress: bool = False) -> tuple[Result, int]:
-    """Run one fine-tune in a spawned process.
+    """Run one fine-tune in its own process (`trial_context`).
 
     Args:
         on_report: called in this process for each validation report; returns "stop now".
@@ -130,16 +176,17 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
     Raises:
         TrialFailed: the child raised (its exception in the message), died, or ran past `timeout_s`.
     """
-    ctx = multiprocessing.get_context("spawn")
+    ctx = trial_context()
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress, os.getpid(),
-                                            checkpoint_dir, resume_from),
+                                            checkpoint_dir, resume_from, dict(os.environ), os.getcwd()),
                        name=f"pricer-trial-{out.name}")
     started = time.monotonic()
     proc.start()
     child.close()  # so recv() sees EOF when the child exits
     try:
         while True:
+            raise_if_stopped()
             if timeout_s is not None and time.monotonic() - started > timeout_s:
                 raise TrialFailed(f"trial_timeout of {timeout_s:g} s exceeded")
             if not parent.poll(POLL_S):
