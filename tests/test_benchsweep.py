@@ -9,7 +9,7 @@ import pytest
 
 from pricer.errors import SpecError
 from sweeps.cli.main import main
-from sweeps.results.benchsweep import default_alone, scaled
+from sweeps.results.benchsweep import alone_steps, default_alone, scaled
 from sweeps.spec.study import load_study
 
 STUDY = """\
@@ -59,21 +59,28 @@ def test_a_smaller_budget_scales_steps_validation_and_pruning_alike() -> None:
 def test_bench_sweep_runs_three_arms_and_prints_ratios_against_the_search(tmp_path: Path, sample_path: Path,
                                                                           tiny_models, capsys) -> None:
     path = _study(tmp_path, sample_path)
-    assert main(["bench", "sweep", str(path), "--out", str(tmp_path / "bench"), "--json"]) == 0
+    # one trial an arm (--n-trials): the arms' mechanics, at a third of the study's five trials
+    assert main(["bench", "sweep", str(path), "--out", str(tmp_path / "bench"), "--n-trials", "1", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     search, plain, alone = result["arms"]
-    assert [search["trials"], plain["trials"], alone["trials"]] == [2, 2, 1]
+    assert [search["trials"], plain["trials"], alone["trials"]] == [1, 1, 1]
     assert plain["pruned"] == 0
     assert all(a["trial_seconds"] > 0 and a["best_test_mae"] is not None for a in (search, plain, alone))
     assert result["default"]["trial"] == 0
-    # the default's loading, validation and test are not per-step costs: its steps in the search
-    # budget outnumber what the trial's whole duration per step would give (2 x budget / duration)
+    # with one trial in the search, the default alone gets its own budget: its own 2 steps
+    assert result["default"]["scaled_steps"] == 2
+    # the default's loading, validation and test are not per-step costs: in the budget of two of
+    # its trials it gets more than the 2 x 2 steps its whole duration per step would give
+    import dataclasses
+
     import optuna
 
-    default = optuna.load_study(study_name=search["name"],
-                                storage=f"sqlite:///{tmp_path / 'bench' / 'search' / 'optuna.db'}").trials[0]
+    search_db = tmp_path / "bench" / "search"
+    search_study = optuna.load_study(study_name=search["name"], storage=f"sqlite:///{search_db / 'optuna.db'}")
+    default = search_study.trials[0]
     duration = (default.datetime_complete - default.datetime_start).total_seconds()
-    assert result["default"]["scaled_steps"] > 2 * search["trial_seconds"] / duration
+    search_spec = dataclasses.replace(load_study(path), tracking_uri=f"sqlite:///{search_db / 'mlflow.db'}")
+    assert alone_steps(search_spec, search_study, 2 * duration) > 2 * 2
     ratios = result["ratios"]
     assert ratios["compute_no_pruning_vs_search"] == plain["trial_seconds"] / search["trial_seconds"]
     assert ratios["best_test_mae_search_vs_default"] == search["best_test_mae"] / result["default"]["test_mae"]
