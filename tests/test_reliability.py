@@ -224,13 +224,8 @@ def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data:
     trial fails with that reason and the worker goes on (launch catches TrialFailed)."""
     from pricer.errors import TrialFailed
     from pricer.train.loop import TrainConfig
-    from sweeps.run.objective import run_in_child, trial_context
+    from sweeps.run.objective import run_in_child
 
-    if trial_context().get_start_method() == "forkserver":
-        # started before the variable is set: the cap must still reach the trial process
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
     monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
                          eval_items=4, test_items=4)

@@ -2,7 +2,7 @@
 
 Each fine-tune runs in a fresh process so its memory (model, optimizer, CUDA context) is
 returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of the
-study (spawned on a GPU machine; elsewhere forked from a forkserver that imported torch,
+study (spawned; on a CPU machine optionally forked from a forkserver that imported torch,
 transformers and peft once: `trial_context`). The child's ``report(step, metrics)`` /
 ``should_stop()`` callbacks cross a Pipe: the parent calls ``trial.report`` on the validation
 price error (never the eval loss) and answers with ``trial.should_prune()``; each step's train
@@ -57,13 +57,16 @@ PROCESS_NAME = b"pricer-trial"
 def trial_context():
     """The multiprocessing context trial processes start from.
 
-    On Linux with no NVIDIA device: a forkserver that has imported `PRELOAD` once per worker, so a
-    trial starts in a second instead of re-importing torch, transformers and peft. Elsewhere
-    ``spawn``: a CUDA process can't be forked (bitsandbytes initialises CUDA at import), and
-    macOS forbids forking what has loaded its frameworks. The forkserver's environment and working
-    folder are the worker's when it started; `_child` applies the worker's current ones.
+    ``spawn`` by default. With ``PRICER_TRIAL_START=forkserver`` on Linux with no NVIDIA device: a
+    forkserver that has imported `PRELOAD` once per worker, so a trial starts in a second instead
+    of re-importing torch, transformers and peft (opt-in: with it on, the suite's `pricer ui`
+    Ctrl-C test failed twice, cause not found). Never on a GPU machine (a CUDA process can't be
+    forked; bitsandbytes initialises CUDA at import) or macOS (it forbids forking what has loaded
+    its frameworks). The forkserver's environment and working folder are the worker's when it
+    started; `_child` applies the worker's current ones.
     """
-    if sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") == "spawn" or _has_nvidia():
+    if (sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") != "forkserver"
+            or _has_nvidia()):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
