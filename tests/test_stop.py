@@ -35,3 +35,27 @@ def test_a_sigterm_whose_exception_python_dropped_is_raised_at_the_next_check() 
     assert "Exception ignored" in done.stderr, done.stderr  # Python did drop it
     assert done.stdout.splitlines() == ["went on", "stopped: stopped by SIGTERM"], (done.stdout, done.stderr)
     assert done.returncode == 0
+
+
+INHERITED_IGNORE = """
+import os, signal, sys
+assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # as its parent left it
+from sweeps.run.stop import sigterm_interrupts
+
+sigterm_interrupts()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    signal.sigtimedwait([], 0.5) if hasattr(signal, "sigtimedwait") else None
+except KeyboardInterrupt:
+    print("stopped", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_command_started_with_sigint_ignored() -> None:
+    """A process inherits an ignored SIGINT from its parent (the full suite's pytest had one, and
+    `pricer ui`'s Ctrl-C test hung there); the commands say "Ctrl-C stops it", so it does."""
+    wrapper = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+               "os.execv(sys.executable, [sys.executable, '-c', sys.argv[1]])")
+    done = subprocess.run([sys.executable, "-c", wrapper, INHERITED_IGNORE], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.strip() == "stopped", (done.stdout, done.stderr)

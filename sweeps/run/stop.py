@@ -43,8 +43,9 @@ def sigterm_interrupts() -> None:
     and both it and Ctrl-C are remembered for `raise_if_stopped`."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
-        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            signal.signal(signal.SIGINT, _on_sigint)
+        # also when inherited as ignored (a process started by one whose SIGINT is ignored, as a
+        # non-interactive shell does for `cmd &`): the commands say "Ctrl-C stops it"
+        signal.signal(signal.SIGINT, _on_sigint)
 
 
 def raise_if_stopped() -> None:
