@@ -59,9 +59,9 @@ def trial_context():
 
     ``spawn`` by default. With ``PRICER_TRIAL_START=forkserver`` on Linux with no NVIDIA device: a
     forkserver that has imported `PRELOAD` once per worker, so a trial starts in a second instead
-    of re-importing torch, transformers and peft (opt-in: the suite does not cover it). Never on a GPU machine (a CUDA process can't be
-    forked; bitsandbytes initialises CUDA at import) or macOS (it forbids forking what has loaded
-    its frameworks). The forkserver's environment and working folder are the worker's when it
+    of re-importing torch, transformers and peft (opt-in: the suite does not cover it). Never on a
+    GPU machine (a CUDA process can't be forked; bitsandbytes initialises CUDA at import) or macOS
+    (it forbids forking what has loaded its frameworks). The forkserver's environment and working folder are the worker's when it
     started; `_child` applies the worker's current ones.
     """
     if (sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") != "forkserver"
@@ -111,10 +111,10 @@ def _die_with(worker_pid: int) -> None:
     threading.Thread(target=watch, name="pricer-die-with-worker", daemon=True).start()
 
 
-def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, parent_pid: int,
+def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, worker_pid: int,
            checkpoint_dir: Path | None, resume_from: Path | None, env: dict[str, str], cwd: str) -> None:
     """Runs in the trial process: the fine-tune, with its callbacks relayed to the parent."""
-    _die_with(parent_pid)
+    _die_with(worker_pid)
     if os.environ != env:  # a forkserver keeps the environment it started with
         os.environ.clear()
         os.environ.update(env)
