@@ -84,10 +84,11 @@ def test_cli_evaluate_json_and_predict_serve_the_adapter_folder(tiny_trial, smal
     assert main(["predict", "--adapter", str(result.adapter_dir), "--json", *(i.text for i in items)]) == 0
     priced = [row["price"] for row in json.loads(capsys.readouterr().out)]
     assert sum(abs((p or 0) - i.price) for p, i in zip(priced, items, strict=True)) / 4 == pytest.approx(scores["mae"])
-    assert main(["predict", "--adapter", str(result.adapter_dir), items[0].text, items[1].text]) == 0
+    # the same batch again (under bf16 another batch's padding can move a price by a dollar)
+    assert main(["predict", "--adapter", str(result.adapter_dir), *(i.text for i in items)]) == 0
     lines = capsys.readouterr().out.splitlines()
     # "price  [low, high]": the range of median decoding beside each price, "-" for a miss
-    assert [line.split()[0] for line in lines] == ["-" if p is None else f"{p:.2f}" for p in priced[:2]]
+    assert [line.split()[0] for line in lines] == ["-" if p is None else f"{p:.2f}" for p in priced]
 
     # the folder says how training read prices; bench decode compares both ways on it
     assert json.loads((result.adapter_dir / "pricer.json").read_text())["prompt"]["decode"] == "median"

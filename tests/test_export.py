@@ -17,15 +17,14 @@ from sweeps.results.leaderboard import leaderboard
 pytestmark = pytest.mark.slow  # the study trains four tiny-model trials once per session
 
 
-def test_export_writes_a_folder_predict_and_evaluate_use(sweep, sample_path: Path) -> None:
-    from pricer.data.dataset import load_items
+def test_export_writes_a_folder_predict_and_evaluate_use(sweep, small_items) -> None:
     from pricer.predict.evaluate import evaluate_items
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "best")
     card = (out / "README.md").read_text()
     best = next(r for r in leaderboard(sweep.spec.tracking_uri, sweep.spec.name) if r.rank and not r.baseline)
     assert f"trial {best.trial}" in card and best.model in card and "## Metrics" in card
-    items = load_items(sample_path)[:3]
+    items = small_items[:3]
 
     loaded = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load
     assert loaded.kind == "adapter" and loaded.spec.name == best.model
@@ -65,8 +64,7 @@ def test_merge_writes_the_lora_into_a_bf16_base_not_a_4bit_one(sweep) -> None:
     assert len(predictor.predict(["Stainless steel electric kettle\n1.7 litre, auto shut-off"])) == 1
 
 
-def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep, sample_path: Path, capsys) -> None:
-    from pricer.data.dataset import load_items
+def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep, small_items, capsys) -> None:
     from pricer.model.adapter import read_meta
     from pricer.predict.predictor import evaluate, load_predictor
     from sweeps.cli.main import main
@@ -85,7 +83,7 @@ def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep,
     assert "ensemble" in (out / "README.md").read_text()
 
     ensemble = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load
-    items = load_items(sample_path)[:2]
+    items = small_items[:2]
     prices = ensemble.predict([i.text for i in items])
     assert ensemble.kind == "ensemble" and len(prices) == 2 and all(p is not None and p >= 0 for p in prices)
     assert evaluate(ensemble, items).n == 2
@@ -144,17 +142,16 @@ def test_exported_folder_is_portable_and_opens_with_pricer_and_plain_peft(sweep,
     assert type(auto).__name__ == "PeftModelForCausalLM"
 
 
-def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, sample_path: Path, tmp_path: Path,
+def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, small_items, tmp_path: Path,
                                                            capsys) -> None:
     import csv
 
     import pyarrow.parquet as pq
 
-    from pricer.data.dataset import load_items
     from sweeps.cli.main import main
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "catalog-pricer")
-    items = load_items(sample_path)[:4]
+    items = small_items[:4]
     catalog = tmp_path / "shop.csv"
     with catalog.open("w", newline="") as handle:
         writer = csv.writer(handle)
