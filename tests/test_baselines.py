@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from pricer.data.dataset import load_splits
 from pricer.predict.baselines import BASELINES, run_baselines, volume_cubic_inches, weight_pounds
 from sweeps.cli.main import main
 
-RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"
+RAW = FIXTURES / "raw_meta.jsonl"
 
 
 @pytest.fixture(scope="module")
