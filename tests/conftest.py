@@ -1,4 +1,7 @@
-"""Shared fixtures: the real sample from ../shared, built splits, the two PyPI tiny models."""
+"""Shared fixtures, built once per session and read by every room's tests: the real sample from
+../shared, its built splits and a small slice of them, the two PyPI tiny models and the six toys
+(their 4-bit loads shared), one short trial of each tiny model, one small launched study, and
+fresh PostgreSQL databases. Tests that train, serve or soak are marked `slow`."""
 
 from __future__ import annotations
 

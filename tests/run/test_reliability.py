@@ -100,6 +100,7 @@ def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_ea
     assert sorted(trial_tags) == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_url: str, kind: str) -> None:
     """MLflow creates its tables unguarded: without the lock (sqlite) or the retry (a database
