@@ -20,7 +20,7 @@ from pricer.predict.predictor import load_predictor
 from sweeps.results.export import export
 from sweeps.results.leaderboard import leaderboard
 from sweeps.run.launch import launch
-from sweeps.run.opening import open_study
+from sweeps.run.studies import open_study
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import PARENT, MlflowTracker
 

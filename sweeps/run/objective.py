@@ -160,15 +160,15 @@ class Objective:
         """Prune, before loading, a config whose estimated peak can't fit (`sweeps.run.guard`)."""
         import optuna
 
-        verdict = guard.check(config, model_spec)
-        if verdict.estimate is not None:
-            self.tracker.log_metrics(run_id, {"estimated_peak_gib": verdict.estimate.total,
-                                              "memory_budget_gib": verdict.budget_gib})
-        if not verdict.fits:
-            trial.set_user_attr(REASON_ATTR, verdict.reason)
-            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: verdict.reason})
+        memory = guard.check(config, model_spec)
+        if memory.estimate is not None:
+            self.tracker.log_metrics(run_id, {"estimated_peak_gib": memory.estimate.total,
+                                              "memory_budget_gib": memory.budget_gib})
+        if not memory.fits:
+            trial.set_user_attr(REASON_ATTR, memory.reason)
+            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: memory.reason})
             self.tracker.end_run(run_id, "FINISHED")
-            raise optuna.TrialPruned(verdict.reason)
+            raise optuna.TrialPruned(memory.reason)
 
     def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
         """Record the failure in Optuna, then in MLflow as far as MLflow answers (it may be the
