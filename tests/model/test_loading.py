@@ -23,7 +23,7 @@ def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_mod
     from peft import LoraConfig, get_peft_model
 
     from pricer.predict.evaluate import generate_prices
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     spec = tiny_models["smollm2-135m-instruct"]
     base, tokenizer = load_4bit(spec.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.results.leaderboard import leaderboard
-from sweeps.run.opening import open_study
+from sweeps.run.studies import open_study
 from sweeps.track.tracking import MlflowTracker
 
 

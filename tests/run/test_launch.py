@@ -11,7 +11,7 @@ import pytest
 
 from pricer.errors import TrialFailed
 from sweeps.results.leaderboard import leaderboard
-from sweeps.run.opening import open_study
+from sweeps.run.studies import open_study
 from sweeps.track.tracking import PARENT
 
 pytestmark = pytest.mark.slow  # the study trains four tiny-model trials once per session
@@ -81,7 +81,7 @@ def test_trial_runs_hold_params_curves_costs_and_artifacts(sweep) -> None:
 
 def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Path) -> None:
     from pricer.model import catalog
-    from sweeps.run.objective import run_in_child
+    from sweeps.run.process import run_in_child
     from sweeps.spec.space import to_config
 
     config = to_config(sweep.spec, {"model": "smollm2-135m-instruct", "lora_r": 4, "learning_rate": 1e-3})
@@ -123,7 +123,7 @@ def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
     # the same items in the same order: the hopeless trial wrote no number, so its errors are the
     # validation prices themselves, item by item; a trial that did write numbers has other errors
     from pricer.data.dataset import load_splits
-    from sweeps.run.opening import prepare_data
+    from sweeps.run.studies import prepare_data
 
     prices = load_splits(prepare_data(sweep.spec, progress=False))["validation"]["price"][:8]
     hopeless = trials[2].user_attrs[errors_key(1)]

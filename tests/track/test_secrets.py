@@ -129,7 +129,7 @@ def secret_study(tmp_path_factory: pytest.TempPathFactory, sample_path: Path, ti
 
 @pytest.fixture(scope="module")
 def trials_and_runs(secret_study):
-    from sweeps.run.opening import open_study
+    from sweeps.run.studies import open_study
 
     trials = open_study(secret_study.spec).get_trials(deepcopy=False)
     client = secret_study.tracker.client

@@ -76,7 +76,7 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
     import torch
 
     from pricer.model.prompts import encode_many
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     spec = {**tiny_models, **toys}[name]
     base, tokenizer = load_4bit(name)
@@ -119,7 +119,7 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
     import torch
 
     from pricer.model.prompts import encode
-    from pricer.train.loop import collate, parts, price_only_loss
+    from pricer.train.step import collate, parts, price_only_loss
 
     spec, base, tokenizer = loaded
     with random_lora(spec, base) as model:
@@ -187,7 +187,9 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
 def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(small_data, tiny_models):
     from datasets import DatasetDict
 
-    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import setup
+    from pricer.train.step import micro_batches, train_step
 
     data = DatasetDict({"train": small_data["train"], "validation": small_data["validation"].select(range(2)),
                         "test": small_data["test"].select([])})
@@ -255,8 +257,10 @@ def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(small_data,
     import torch
     from datasets import DatasetDict
 
+    from pricer.train.config import TrainConfig
     from pricer.train.dropout import CpuDropout
-    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
+    from pricer.train.loop import setup
+    from pricer.train.step import micro_batches, train_step
 
     data = DatasetDict({"train": small_data["train"].select(range(4)), "validation": small_data["validation"].select(range(2)),
                         "test": small_data["test"].select([])})
