@@ -120,12 +120,17 @@ def test_each_validation_report_carries_the_per_item_errors(sweep) -> None:
             # the errors are the same evaluation's: their mean is the $ error MLflow logged at that step
             assert sum(errors) / 8 == pytest.approx(mae[step], abs=0.01)
             assert value == pytest.approx(rmsle[step], rel=1e-6)
-    # the same items in the same order: the hopeless trial wrote no number, so its errors are the
-    # validation prices themselves, item by item; a trial that did write numbers has other errors
-    from pricer.data.dataset import load_splits
-    from sweeps.run.studies import prepare_data
+    # the same items in the same order: each trial's errors at its last report are its logged
+    # validation predictions' distances to the true prices the baselines recorded, item by item
+    from sweeps.track.records import PREDICTIONS
 
-    prices = load_splits(prepare_data(sweep.spec, progress=False))["validation"]["price"][:8]
-    hopeless = trials[2].user_attrs[errors_key(1)]
-    assert hopeless == pytest.approx(prices, abs=1e-4)
-    assert trials[0].user_attrs[errors_key(1)] != hopeless
+    def predictions(run_id: str) -> dict:
+        path = client.download_artifacts(run_id, PREDICTIONS, str(sweep.root / f"predictions-{run_id}"))
+        return json.loads(Path(path).read_text())
+
+    truth = predictions(sweep.tracker.runs("baseline")[0].info.run_id)["truth"]["validation"]
+    for trial in trials:
+        predicted = predictions(trial.user_attrs["mlflow_run_id"])["validation"]
+        expected = [abs((p or 0) - t) for p, t in zip(predicted, truth, strict=True)]
+        assert trial.user_attrs[errors_key(max(trial.intermediate_values))] == pytest.approx(expected, abs=1e-4)
+    assert trials[0].user_attrs[errors_key(1)] != trials[2].user_attrs[errors_key(1)]
