@@ -1,9 +1,15 @@
-"""Shared fixtures: the real sample from ../shared, built splits, the two PyPI tiny models."""
+"""Shared fixtures, built once per session and read by every room's tests: the real sample from
+../shared, its built splits and a small slice of them, the two PyPI tiny models and the six toys
+(their 4-bit loads shared), one short trial of each tiny model, one small launched study, and
+fresh PostgreSQL databases. Tests that train, serve or soak are marked `slow`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -31,12 +37,33 @@ def built_data(sample_path: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+@pytest.fixture(scope="session")
+def small_data(built_data: Path):
+    """A few rows of each built split, the data every test that needs only a handful reads: train 8,
+    validation 8, test 12 (a DatasetDict in memory; take a slice, never mutate)."""
+    from datasets import DatasetDict
+
+    from pricer.data.dataset import load_splits
+
+    splits = load_splits(built_data)
+    return DatasetDict({"train": splits["train"].select(range(8)), "validation": splits["validation"].select(range(8)),
+                        "test": splits["test"].select(range(12))})
+
+
+@pytest.fixture(scope="session")
+def small_items(small_data) -> list:
+    """`small_data`'s 12 test rows as Items (prices and texts to evaluate, predict or write out)."""
+    from pricer.data.dataset import as_items
+
+    return as_items(small_data["test"])
+
+
 PG_ADMIN = os.environ.get("PRICER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-@pytest.fixture
-def pg_url() -> str:
-    """A fresh PostgreSQL database on the local server for one test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new PostgreSQL database on the local server, dropped on leaving (its URL, no password)."""
     import uuid
 
     import psycopg
@@ -48,9 +75,18 @@ def pg_url() -> str:
         pytest.fail(f"PostgreSQL is expected at {PG_ADMIN} (set PRICER_TEST_PG): {exc}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server for one test, dropped afterwards."""
+    with fresh_database() as url:
+        yield url
 
 
 # --- the two PyPI tiny models and one short real fine-tune (trial) -------------------------------
@@ -69,6 +105,34 @@ def tiny_models() -> dict:
     return {name: CATALOG[name] for name in TINY_MODELS}
 
 
+@pytest.fixture(scope="session")
+def toys() -> dict:
+    """The six toy entries (`pricer.model.toys`: each hub family's real architecture at toy size,
+    random weights, since the hub weights can't be downloaded here), built once into the pricer cache."""
+    from pricer.model.catalog import CATALOG, TOY_ENTRIES, materialize
+
+    for name in TOY_ENTRIES:
+        materialize(CATALOG[name])
+    return {name: CATALOG[name] for name in TOY_ENTRIES}
+
+
+@pytest.fixture(scope="session")
+def load_4bit(tiny_models, toys):
+    """name -> (model, tokenizer) as a trial loads them (nf4, repack trap defused), each loaded once
+    per session. Shared: a test that changes a model (a LoRA, an attention switch, a config field)
+    puts it back before it returns."""
+    from pricer.model.loading import load_model
+
+    specs = {**tiny_models, **toys}
+    cache: dict = {}
+
+    def load(name: str):
+        if name not in cache:
+            cache[name] = load_model(specs[name], "nf4")
+        return cache[name]
+    return load
+
+
 @pytest.fixture(scope="session", params=TINY_MODELS)
 def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real 4-bit LoRA fine-tune of each tiny model, kept small: 8 train items seen 3 times
@@ -82,3 +146,52 @@ def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.
     out = tmp_path_factory.mktemp("adapter") / request.param
     result = train(config, built_data, out, report=lambda step, m: reports.append((step, m)), progress=False)
     return result, reports
+
+
+# --- one small real study, launched twice ----------------------------------------------------
+
+SWEEP_STUDY = """\
+name: sweep-test
+workdir: {workdir}
+data: {{source: {sample}, limit: 800}}
+search_space:
+  model: {{choices: [smollm2-135m-instruct, gemma-3-270m]}}
+  lora_r: {{choices: [4, 8]}}
+  lora_alpha_ratio: {{choices: [2]}}
+  learning_rate: {{low: 1.0e-4, high: 0.5, log: true}}
+fixed: {{max_steps: 2, batch_size: 2, max_tokens: 64, eval_items: 8, test_items: 4, warmup_steps: 0,
+        target_modules: attention}}
+enqueue:
+  - {{model: smollm2-135m-instruct, lora_r: 8, learning_rate: 3.0e-3}}
+  - {{model: gemma-3-270m, lora_r: 8, learning_rate: 3.0e-3}}
+  - {{model: smollm2-135m-instruct, lora_r: 4, learning_rate: 0.5}}
+sampler: {{type: random, seed: 0}}
+pruner: {{type: median, eval_every: 1, n_startup_trials: 2}}
+objective: rmsle
+n_trials: 2
+"""
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory: pytest.TempPathFactory, sample_path: Path) -> SimpleNamespace:
+    """One real study on CPU that every test of a launched study reads (test_launch, test_export,
+    test_verdict): both tiny models, SQLite Optuna storage, a sqlite MLflow store. A first launch
+    runs the two enqueued good trials; a second continues the same study and adds a hopeless one
+    (learning rate 0.5: it writes no number at all) that the median pruner stops at its first
+    report. Trials are 2 steps of batch 2 on 64-token prompts, scored on 8 validation and 4 test
+    items. The objective is RMSLE: a miss scores as $0, which the dollar error barely separates
+    from a tiny model's early guesses but RMSLE does (~4 vs ~2.5)."""
+    from sweeps.run.launch import launch
+    from sweeps.spec.study import load_study
+    from sweeps.track.tracking import MlflowTracker
+
+    root = tmp_path_factory.mktemp("sweep")
+    path = root / "sweep-test.yaml"
+    path.write_text(SWEEP_STUDY.format(workdir=root / "runs", sample=sample_path))
+    spec = load_study(path)
+    launch(spec, progress=False)
+    tracker = MlflowTracker(spec.tracking_uri, spec.name, create=False)
+    first_parents = tracker.study_runs(spec.name)
+    study = launch(spec.with_overrides(n_trials=3), progress=False)
+    return SimpleNamespace(root=root, path=path, spec=spec, study=study, tracker=tracker,
+                           first_parents=first_parents)

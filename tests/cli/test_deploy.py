@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def _docs(path: Path) -> list[dict]:

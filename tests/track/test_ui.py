@@ -91,6 +91,7 @@ def server(store: tuple[str, str, str]):
                 child.kill()
 
 
+@pytest.mark.slow
 def test_ui_serves_the_study_runs_through_the_api_the_page_uses(server, store) -> None:
     _, experiment_id, _ = store
     request = urllib.request.Request(f"{server[0]}/ajax-api/2.0/mlflow/runs/search",
@@ -103,6 +104,7 @@ def test_ui_serves_the_study_runs_through_the_api_the_page_uses(server, store) -
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install -y chromium`; "
                     ".ci/run installs it)")
+@pytest.mark.slow
 def test_the_announced_url_opens_the_runs_table_with_trials_baselines_and_metrics(server, store,
                                                                                    tmp_path: Path) -> None:
     _, experiment_id, _ = store
@@ -130,6 +132,7 @@ def test_study_experiments_are_model_training_experiments(store) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (`apt-get install -y chromium`; "
                     ".ci/run installs it)")
+@pytest.mark.slow
 def test_chromium_renders_the_study_and_a_trial_page(server, store, tmp_path: Path) -> None:
     _, experiment_id, trial = store
     runs = _page_text(f"{server[0]}/#/experiments/{experiment_id}/runs", tmp_path / "p1")
@@ -139,6 +142,7 @@ def test_chromium_renders_the_study_and_a_trial_page(server, store, tmp_path: Pa
     assert f"Parent run {STUDY}" in page
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_server_and_every_worker_it_forked(server) -> None:
     import psutil
 

@@ -9,13 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pricer.bench.data import write_raw_lines
 from pricer.data.dataset import build, load_splits
 from pricer.data.sources import AMAZON2023_CATEGORIES, RECIPE_CATEGORIES, expand, expand_all
 from pricer.errors import DataError, SpecError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

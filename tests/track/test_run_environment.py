@@ -7,8 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def test_the_recorded_commit_is_the_projects_own_and_asked_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

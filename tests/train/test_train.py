@@ -13,6 +13,7 @@ from pricer.errors import SpecError, TrialFailed
 from pricer.train.config import TrainConfig
 
 
+@pytest.mark.slow
 def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial) -> None:
     result, reports = tiny_trial
     assert [step for step, _ in reports] == [3, 6]
@@ -26,6 +27,7 @@ def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial
     json.dumps(result.to_dict())
 
 
+@pytest.mark.slow
 def test_adapter_folder_holds_adapter_tokenizer_and_pricer_json(tiny_trial) -> None:
     result, _ = tiny_trial
     folder = result.adapter_dir
@@ -46,6 +48,7 @@ def reloaded(tiny_trial):
     return result, load_predictor(result.adapter_dir)
 
 
+@pytest.mark.slow
 def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> None:
     import torch
 
@@ -65,6 +68,7 @@ def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> 
     assert trained < 0.8 * untrained, (trained, untrained)
 
 
+@pytest.mark.slow
 def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, built_data) -> None:
     from pricer.data.dataset import load_items
 
@@ -75,6 +79,7 @@ def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, b
     assert predicted == [p["predicted"] for p in result.predictions]
 
 
+@pytest.mark.slow
 def test_should_stop_ends_the_trial_after_the_first_report(tiny_models, built_data, tmp_path) -> None:
     from pricer.train.loop import train
 

@@ -19,55 +19,40 @@ TEXT_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
-def toys() -> dict:
-    """The six toy entries, built once into the pricer cache."""
-    from pricer.model.catalog import materialize
-
-    for name in TOY_ENTRIES:
-        materialize(CATALOG[name])
-    return {name: CATALOG[name] for name in TOY_ENTRIES}
-
-
-@pytest.fixture(scope="module")
-def loaded(toys):
-    """name -> (model, tokenizer) as a trial loads them (4-bit), each loaded once."""
-    from pricer.model.loading import load_model
-
-    cache: dict = {}
-
-    def load(name: str):
-        if name not in cache:
-            cache[name] = load_model(toys[name], "nf4")
-        return cache[name]
-    return load
-
-
-@pytest.fixture(scope="module")
-def items(sample_path):
-    from pricer.data.dataset import load_splits
-
-    splits = load_splits(sample_path)
-    return {"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),
-            "test": splits["test"].select(range(3))}
+def items(small_data):
+    return {"train": small_data["train"].select(range(4)), "validation": small_data["validation"].select(range(2)),
+            "test": small_data["test"].select(range(3))}
 
 
 @pytest.mark.parametrize("name", list(TOY_ENTRIES))
-def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys, loaded) -> None:
+def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys, load_4bit) -> None:
+    import dataclasses
+
     import bitsandbytes as bnb
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer
 
     from pricer.model.catalog import materialize
 
     spec = toys[name]
     hub = CATALOG[TOY_ENTRIES[name]]
-    assert (spec.family, spec.variant, spec.pad_token, spec.attn_implementation) == (
-        hub.family, hub.variant, hub.pad_token, hub.attn_implementation)
-    model, tokenizer = loaded(name)
+    # the toy is its hub entry but for where the weights come from
+    assert dataclasses.replace(spec, name=hub.name, source=hub.source) == hub
+    model, tokenizer = load_4bit(name)
 
     assert type(model).__name__ == CLASSES[spec.family]
+    assert model.config._attn_implementation == ("eager" if spec.family == "gemma2" else "sdpa")
     quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert len(quantized) == 2 * 7 and quantized[0].weight.quant_state.quant_type == "nf4"
-    assert tokenizer.pad_token == spec.pad_token and model.config.pad_token_id == tokenizer.pad_token_id
+    assert len(quantized) == 2 * 7 and not any(m.support_avx512bf16_for_cpu for m in quantized)
+    assert quantized[0].weight.quant_state.quant_type == "nf4" and quantized[0].weight.quant_state.nested
+    assert tokenizer.pad_token == spec.pad_token and tokenizer.padding_side == "left"
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    for kind, per_layer in (("attention", 4), ("all-linear", 7)):
+        lora = get_peft_model(model, LoraConfig(r=4, target_modules=spec.target_modules(kind)))
+        try:
+            assert sum(1 for n, _ in lora.named_modules() if n.endswith(".lora_A")) == 2 * per_layer
+        finally:
+            lora.unload()
     attention = model.model.layers[0].self_attn
     config = model.config
     if spec.family == "llama":
@@ -75,7 +60,6 @@ def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys
         assert AutoTokenizer.from_pretrained(materialize(spec)).pad_token is None
         assert config.rope_parameters["rope_type"] == "llama3"
     if spec.family == "gemma2":
-        assert config._attn_implementation == "eager"
         assert (config.final_logit_softcapping, config.attn_logit_softcapping) == (30.0, 50.0)
         assert config.layer_types[0] == "sliding_attention" and config.tie_word_embeddings
     if spec.family == "qwen2":
@@ -83,11 +67,11 @@ def test_toy_loads_in_4bit_as_its_family_with_the_hub_entrys_settings(name, toys
 
 
 @pytest.mark.parametrize("name", list(TOY_ENTRIES))
-def test_prompts_follow_the_familys_bos_and_chat_template(name, toys, loaded) -> None:
+def test_prompts_follow_the_familys_bos_and_chat_template(name, toys, load_4bit) -> None:
     from pricer.model.prompts import PRICE_PREFIX, encode, prompt_text
 
     spec = toys[name]
-    _, tokenizer = loaded(name)
+    _, tokenizer = load_4bit(name)
     example = encode(tokenizer, "A red kettle, 1.7 litres.", 23.5, chat=spec.chat)
     text = prompt_text(tokenizer, "A red kettle, 1.7 litres.", chat=spec.chat)
     assert tokenizer.decode(example.answer_ids) == "24.00"
@@ -106,28 +90,6 @@ def test_prompts_follow_the_familys_bos_and_chat_template(name, toys, loaded) ->
         with pytest.raises(TemplateError, match="System role not supported"):
             tokenizer.apply_chat_template([{"role": "system", "content": "x"}, {"role": "user", "content": "y"}],
                                           tokenize=False)
-
-
-@pytest.mark.parametrize("name", ["toy-llama-3.1", "toy-gemma-2", "toy-qwen2.5"])
-def test_price_only_loss_is_the_models_own_loss_gemma_2s_soft_cap_included(name, toys, loaded) -> None:
-    import torch
-
-    from pricer.model.prompts import encode
-    from pricer.train.step import collate, price_only_loss
-
-    spec = toys[name]
-    model, tokenizer = loaded(name)
-    batch = collate([encode(tokenizer, "A red kettle, 1.7 litres.", 23.5, chat=False),
-                     encode(tokenizer, "Guitar strings, a set of six.", 7, chat=False)],
-                    tokenizer.pad_token_id, model.device)
-    with torch.no_grad():
-        ours, reference = price_only_loss(model, **batch).item(), model(**batch).loss.item()
-        assert ours == pytest.approx(reference, rel=1e-3)
-        if spec.family == "gemma2":  # the toy's logits are wide enough for the cap to matter
-            cap, model.config.final_logit_softcapping = model.config.final_logit_softcapping, None
-            uncapped = price_only_loss(model, **batch).item()
-            model.config.final_logit_softcapping = cap
-            assert abs(uncapped - ours) > 0.1 * ours, (uncapped, ours)
 
 
 @pytest.fixture(scope="module", params=list(TOY_ENTRIES))
@@ -156,6 +118,7 @@ def toy_trial(request, toys, items, tmp_path_factory):
     return spec, snapshots[0], lora_weights(), trained.losses, test, out
 
 
+@pytest.mark.slow
 def test_a_toy_trial_trains_its_lora_after_an_evaluation(toy_trial) -> None:
     spec, after_eval, final, losses, test, _ = toy_trial
     assert [s for s, _ in losses] == [1, 2] and all(math.isfinite(v) and v > 0 for _, v in losses)
@@ -165,6 +128,7 @@ def test_a_toy_trial_trains_its_lora_after_an_evaluation(toy_trial) -> None:
     assert len(test.outputs) == 3 and test.metrics.n == 3
 
 
+@pytest.mark.slow
 def test_a_toy_adapter_folder_reloads_to_the_same_outputs(toy_trial, items) -> None:
     from pricer.model.adapter import read_meta
     from pricer.model.prompts import encode
@@ -181,6 +145,7 @@ def test_a_toy_adapter_folder_reloads_to_the_same_outputs(toy_trial, items) -> N
     assert loaded.predict(texts) == test.predictions
 
 
+@pytest.mark.slow
 def test_train_on_a_toy_and_merge_its_adapter_into_the_dequantized_base(toys, items, tmp_path) -> None:
     from datasets import DatasetDict
     from transformers import AutoModelForCausalLM

@@ -80,6 +80,7 @@ def _tracker(study: Path) -> MlflowTracker:
     return MlflowTracker(spec.tracking_uri, spec.name, create=False)
 
 
+@pytest.mark.slow
 def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_each_trial_once(study: Path, pg_url: str, workers: list) -> None:
     from optuna.trial import TrialState
 
@@ -100,6 +101,7 @@ def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_ea
     assert sorted(trial_tags) == ["0", "1", "2"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_url: str, kind: str) -> None:
     """MLflow creates its tables unguarded: without the lock (sqlite) or the retry (a database
@@ -113,6 +115,7 @@ def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_u
     assert MlflowTracker(uri, "race", create=False).experiment_id
 
 
+@pytest.mark.slow
 def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_retry(
         study: Path, pg_url: str, workers: list) -> None:
     """`kill -9` of a worker alone (not its group): its trial process ends with it. A worker that
@@ -165,6 +168,7 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     assert not checkpoint.parent.parent.exists()  # the spent checkpoint is removed
 
 
+@pytest.mark.slow
 def test_trial_past_its_trial_timeout_fails_with_the_reason(tmp_path: Path, built_data: Path, tiny_models) -> None:
     from pricer.errors import TrialFailed
     from pricer.train.config import TrainConfig
@@ -185,6 +189,7 @@ def _trial_processes(worker: psutil.Process) -> list[psutil.Process]:
     return [p for p in worker.children(recursive=True) if p.name() == PROCESS_NAME.decode()]
 
 
+@pytest.mark.slow
 def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
         study: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """In this process, as one worker: a config estimated beyond the budget is pruned before
@@ -219,6 +224,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
     assert max(rss) - min(rss) < 0.1, rss
 
 
+@pytest.mark.slow
 def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data: Path, tiny_models,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A trial process capped below its real needs (PRICER_MEMORY_GIB) raises MemoryError: the

@@ -33,21 +33,10 @@ def smollm2_fp32(tiny_models):
     return spec, model, tokenizer
 
 
-@pytest.fixture(scope="module")
-def smollm2(tiny_models):
-    from pricer.model.loading import disable_cpu_repack, load_model
-
-    spec = tiny_models["smollm2-135m-instruct"]
-    model, tokenizer = load_model(spec, "nf4")
-    disable_cpu_repack(model)
-    model.eval()
-    return spec, model, tokenizer
-
-
-def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
+def test_digit_tokens_are_the_ten_digits(smollm2_fp32) -> None:
     from pricer.predict.pricetree import digit_tokens
 
-    _, _, tokenizer = smollm2
+    _, _, tokenizer = smollm2_fp32
     ids, texts = digit_tokens(tokenizer, 3)
     assert sorted(texts) == list("0123456789")
     assert [tokenizer.decode([i]) for i in ids] == texts
@@ -55,10 +44,9 @@ def test_digit_tokens_are_the_ten_digits(smollm2) -> None:
 
 # sdpa and eager read the tree's 4-D mask; where a sliding window is shorter than the tree, rows are copied
 @pytest.mark.parametrize("attention", ["sdpa", "eager", "copied rows"])
-def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path, attention, monkeypatch) -> None:
+def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, small_items, attention, monkeypatch) -> None:
     import torch
 
-    from pricer.data.dataset import load_items
     from pricer.model.prompts import encode
     from pricer.predict.pricetree import digit_tokens, price_masses
 
@@ -66,7 +54,7 @@ def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path
     model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
     if attention == "copied rows":
         monkeypatch.setattr("pricer.predict.pricetree.tree_fits", lambda model, width: False)
-    items = load_items(sample_path)[:2]
+    items = small_items[:2]
     # different lengths, so the shorter prompt is left-padded in the batch
     prompts = [encode(tokenizer, items[0].text, chat=spec.chat, max_tokens=20).prompt_ids,
                encode(tokenizer, items[1].text, chat=spec.chat, max_tokens=40).prompt_ids]
@@ -94,18 +82,17 @@ def test_masses_match_unpadded_forwards_of_each_prefix(smollm2_fp32, sample_path
             assert math.isclose(mass[value], p * end, rel_tol=1e-4), (value, mass[value], p * end)
 
 
-def test_median_decoding_scores_like_greedy_and_weighs_every_price_greedy_writes(smollm2_fp32, sample_path) -> None:
+def test_median_decoding_scores_like_greedy_and_weighs_every_price_greedy_writes(smollm2_fp32, small_items) -> None:
     """Both readings of the same items are scored alike, and the price greedy decoding writes is a
     value the median walk gave mass to: greedy follows the top token at each step, which the walk's
     beam always keeps (fp32, so batching and padding move no argmax)."""
-    from pricer.data.dataset import load_items
     from pricer.metrics import score
     from pricer.model.prompts import encode
     from pricer.predict.evaluate import MAX_DIGITS, evaluate_items
     from pricer.predict.pricetree import price_masses
 
     spec, model, tokenizer = smollm2_fp32
-    items = load_items(sample_path)[:6]
+    items = small_items[:6]
     read = {decode: evaluate_items(model, tokenizer, items, chat=spec.chat, max_tokens=48, batch_size=4,
                                    decode=decode) for decode in ("greedy", "median")}
     median = read["median"]

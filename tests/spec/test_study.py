@@ -6,12 +6,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import REPO
 
 from pricer.errors import SpecError
 from sweeps.spec.space import grid, suggest, to_config
 from sweeps.spec.study import load_study
 
-REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "studies").glob("*.yaml"))
 
 GOOD = """\

@@ -1,8 +1,8 @@
 """The fast trial path computes what the seed recipe computes, only faster.
 
 Correctness only (speed is `pricer bench`'s job, never a test): price-only logits give the
-full-vocabulary loss and the same LoRA gradients; the benchmark command runs end to end on the
-real shapes' configs.
+full-vocabulary loss and the same LoRA gradients (the two tiny models and each toy family, Gemma 2's
+soft cap included); the benchmark command runs end to end on the real shapes' configs.
 """
 
 from __future__ import annotations
@@ -17,37 +17,33 @@ TEXT_TOKENS = 32
 
 
 @pytest.fixture(scope="module", params=["smollm2-135m-instruct", "gemma-3-270m"])
-def loaded(request, tiny_models):
+def loaded(request, tiny_models, load_4bit):
     """A real 4-bit tiny model as a trial loads it (repack trap defused), and its tokenizer."""
-    from pricer.model.loading import load_model
-
-    spec = tiny_models[request.param]
-    model, tokenizer = load_model(spec, "nf4")
-    return spec, model, tokenizer
+    model, tokenizer = load_4bit(request.param)
+    return tiny_models[request.param], model, tokenizer
 
 
 @pytest.fixture(scope="module")
-def validation(sample_path):
-    from pricer.data.dataset import load_splits
-
-    return load_splits(sample_path)["validation"].select(range(8))
+def validation(small_data):
+    return small_data["validation"]
 
 
 def _tolerance(model) -> float:
     import torch
 
-    # bf16 compute rounds the two paths' different matmul shapes differently; fp32 agrees closely
-    return 2e-2 if next(p for p in model.parameters() if p.is_floating_point()).dtype == torch.bfloat16 else 1e-4
+    # bf16 compute (AVX512-bf16 CPUs, GPUs) rounds the two paths' differently shaped matmuls
+    # differently (a loss 1.1e-4 apart was measured on one); fp32 agrees closely
+    return 2e-2 if model.dtype == torch.bfloat16 else 1e-4
 
 
 @contextlib.contextmanager
-def random_lora(spec, base):
-    """LoRA r 8 on the attention projections of `base`, removed afterwards. B starts random, not
-    zero (init_lora_weights=False), so A gets a gradient worth comparing."""
+def random_lora(spec, base, targets: str = "attention"):
+    """LoRA r 8 on the attention (or all linear) projections of `base`, removed afterwards. B starts
+    random, not zero (init_lora_weights=False), so A gets a gradient worth comparing."""
     import torch
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules("attention"),
+    lora = LoraConfig(r=8, lora_alpha=2, lora_dropout=0.0, target_modules=spec.target_modules(targets),
                       init_lora_weights=False)
     torch.manual_seed(0)
     model = get_peft_model(base, lora)
@@ -68,14 +64,23 @@ def assert_same_gradients(grads, ref_grads, tol):
         assert got.norm().item() == pytest.approx(ref.norm().item(), rel=10 * tol), name
 
 
-def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(loaded, validation):
+# the two tiny models (real weights, their own prompts) and each toy family's base entry (random
+# weights, all linear layers adapted; Gemma 2's final-logit soft cap included)
+PRICE_ONLY_MODELS = ["smollm2-135m-instruct", pytest.param("gemma-3-270m", marks=pytest.mark.slow),  # 262k vocabulary
+                     "toy-llama-3.1", "toy-gemma-2", "toy-qwen2.5"]
+
+
+@pytest.mark.parametrize("name", PRICE_ONLY_MODELS)
+def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(name, tiny_models, toys,
+                                                                                 load_4bit, validation):
     import torch
 
     from pricer.model.prompts import encode_many
     from pricer.train.step import collate, price_only_loss
 
-    spec, base, tokenizer = loaded
-    with random_lora(spec, base) as model:
+    spec = {**tiny_models, **toys}[name]
+    base, tokenizer = load_4bit(name)
+    with random_lora(spec, base, "all-linear" if name.startswith("toy-") else "attention") as model:
         examples = encode_many(tokenizer, validation["text"][:3], validation["price"][:3], chat=spec.chat,
                                max_tokens=TEXT_TOKENS)
         batch = collate(examples, tokenizer.pad_token_id, torch.device("cpu"))
@@ -89,6 +94,15 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
 
         ref_loss, ref_grads = loss_and_grads(lambda: model(**batch).loss)  # logits at every position
         loss, grads = loss_and_grads(lambda: price_only_loss(model, **batch))
+        if spec.family == "gemma2":  # the toy's logits are wide enough for the cap to matter
+            config = base.config
+            cap, config.final_logit_softcapping = config.final_logit_softcapping, None
+            try:
+                with torch.no_grad():
+                    uncapped = price_only_loss(model, **batch).item()
+            finally:
+                config.final_logit_softcapping = cap
+            assert abs(uncapped - loss) > 0.1 * loss, (uncapped, loss)
 
     tol = _tolerance(base)
     assert loss == pytest.approx(ref_loss, rel=tol)
@@ -97,6 +111,7 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
     assert_same_gradients(grads, ref_grads, tol)
 
 
+@pytest.mark.slow
 def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_loss_and_gradients(
         loaded, validation):
     """The memory plan may split a step or recompute its activations, and a CPU trial may switch
@@ -168,17 +183,16 @@ def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loade
     assert not batched_heads, f"the head ran as a batched matmul over copies of its weight: {batched_heads}"
 
 
-def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, tiny_models):
+@pytest.mark.slow
+def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(small_data, tiny_models):
     from datasets import DatasetDict
 
-    from pricer.data.dataset import load_splits
     from pricer.train.config import TrainConfig
     from pricer.train.loop import setup
     from pricer.train.step import micro_batches, train_step
 
-    splits = load_splits(sample_path)
-    data = DatasetDict({"train": splits["train"].select(range(8)), "validation": splits["validation"].select(range(2)),
-                        "test": splits["test"].select([])})
+    data = DatasetDict({"train": small_data["train"], "validation": small_data["validation"].select(range(2)),
+                        "test": small_data["test"].select([])})
     config = TrainConfig(model="smollm2-135m-instruct", batch_size=4, max_tokens=TEXT_TOKENS, max_steps=1,
                          target_modules="attention", warmup_steps=0)
     roomy = setup(config, data, spec=tiny_models["smollm2-135m-instruct"], memory_budget_gib=64)
@@ -197,11 +211,12 @@ def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, 
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # zero at init: the step reached them all
 
 
-def test_bench_json_reports_both_paths(capsys, sample_path):
+@pytest.mark.slow
+def test_bench_json_reports_both_paths(capsys, built_data):
     from sweeps.cli.main import main
 
     argv = ["bench", "--model", "smollm2-135m-instruct", "--steps", "1", "--batch-size", "2",
-            "--max-tokens", "80", "--eval-items", "2", "--data", str(sample_path), "--json"]
+            "--max-tokens", "80", "--eval-items", "2", "--data", str(built_data), "--json"]
     assert main(argv) == 0
 
     out = json.loads(capsys.readouterr().out)
@@ -210,7 +225,6 @@ def test_bench_json_reports_both_paths(capsys, sample_path):
     for key in ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
                 "peak_mem_gib", "peak_mem_gib_ref"):
         assert out[key] > 0, (key, out)
-    assert out["mae"] >= 0 and out["mae_ref"] >= 0
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"])
@@ -238,19 +252,18 @@ def test_cpu_dropout_drops_p_of_the_elements_keeps_the_mean_and_is_off_in_eval()
     assert dropout(x) is x
 
 
-def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(sample_path, tiny_models):
+@pytest.mark.slow
+def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(small_data, tiny_models):
     import torch
     from datasets import DatasetDict
 
-    from pricer.data.dataset import load_splits
     from pricer.train.config import TrainConfig
     from pricer.train.dropout import CpuDropout
     from pricer.train.loop import setup
     from pricer.train.step import micro_batches, train_step
 
-    splits = load_splits(sample_path)
-    data = DatasetDict({"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),
-                        "test": splits["test"].select([])})
+    data = DatasetDict({"train": small_data["train"].select(range(4)), "validation": small_data["validation"].select(range(2)),
+                        "test": small_data["test"].select([])})
     config = TrainConfig(model="smollm2-135m-instruct", batch_size=2, max_tokens=TEXT_TOKENS, max_steps=1,
                          target_modules="attention", lora_dropout=0.1, warmup_steps=0)
     run = setup(config, data, spec=tiny_models["smollm2-135m-instruct"])

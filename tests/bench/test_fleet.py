@@ -75,6 +75,7 @@ def test_several_workers_on_a_sqlite_storage_are_refused_in_one_line(fleet_study
     assert len(err) == 1 and "SQLite" in err[0] and "PostgreSQL" in err[0], err
 
 
+@pytest.mark.slow
 def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided(fleet_study, pg_url: str) -> None:
     from optuna.trial import TrialState
 
@@ -118,6 +119,7 @@ def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided
     assert parent.info.end_time >= max(r.info.end_time for r in tracker.runs("trial"))
 
 
+@pytest.mark.slow
 def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet_study, pg_url: str) -> None:
     import optuna
     from optuna.trial import TrialState

@@ -25,6 +25,7 @@ def test_batch_order_is_the_same_for_a_seed_so_a_resumed_run_can_skip_what_it_sa
     assert all(len(b) == 3 and len(set(b)) == 3 for b in batches(7))
 
 
+@pytest.mark.slow
 def test_resumed_training_repeats_the_uninterrupted_steps(tmp_path: Path, built_data: Path, tiny_models) -> None:
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=4, batch_size=2, max_tokens=64, train_items=16,
                          eval_items=2, test_items=2, warmup_steps=1, lora_dropout=0.1, checkpoint_every=2)

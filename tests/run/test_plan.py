@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from sweeps.cli.main import main
 from sweeps.run.plan import plan_study
 from sweeps.spec.study import load_study
 
-REPO = Path(__file__).resolve().parents[1]
 # the pricer-8b study's models and budget, written here so this test does not wait on the shipped
 # file's data section (its many sources)
 STUDY_8B = """\

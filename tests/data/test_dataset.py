@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from pricer.data.dataset import SUMMARY_FILE, build, load_items, load_splits
 from pricer.errors import DataError
 
-RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"
+RAW = FIXTURES / "raw_meta.jsonl"
 
 
 def test_built_sample_has_three_splits_and_a_summary(built_data: Path):

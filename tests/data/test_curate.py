@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from pricer.data.curate import (
     Dropped,
@@ -123,6 +124,6 @@ def test_split_depends_on_title_and_seed_not_on_order():
 
 
 def test_split_is_the_same_from_a_raw_and_a_curated_source():
-    raw = list(read_items(Path(__file__).parent / "fixtures" / "raw_meta.jsonl"))
+    raw = list(read_items(FIXTURES / "raw_meta.jsonl"))
     curated = [item_from_curated({**i.to_dict(), "text": i.text}) for i in raw]
     assert [split_of(i.title) for i in raw] == [split_of(i.title) for i in curated]

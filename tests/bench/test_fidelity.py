@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from pricer.data.fraction import fraction_indices, train_subset
 from pricer.errors import SpecError
@@ -102,7 +103,7 @@ def test_fidelity_bench_summary_correlates_and_measures_regret() -> None:
 def test_fidelity_bench_draws_the_default_first_and_needs_the_full_fraction() -> None:
     from sweeps.bench.fidelity import draw_configs, parse_fractions
 
-    spec = load_study(Path(__file__).resolve().parents[1] / "studies/cpu-search.yaml")
+    spec = load_study(REPO / "studies/cpu-search.yaml")
     configs = draw_configs(spec, 4, seed=0)
     assert configs[0] == spec.enqueue[0] and len({repr(c) for c in configs}) == 4
     assert configs == draw_configs(spec, 4, seed=0)

@@ -8,11 +8,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES
 
 from pricer.data.readers import category_of, iter_lines, read_items
 from pricer.errors import DataError
 
-RAW = Path(__file__).parent / "fixtures" / "raw_meta.jsonl"
+RAW = FIXTURES / "raw_meta.jsonl"
 
 
 def test_raw_fixture_keeps_good_lines_and_counts_each_bad_one_by_reason():
