@@ -467,6 +467,7 @@ def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chrom
     assert "<script charset=\"utf-8\" src=" not in page and len(page) > 3_000_000
     assert "random_forest (baseline)" in page and "Wilcoxon" in page
     assert ("not told apart on 4 items" in printed) or (" beats " in printed)
+    assert "  The winner: " in printed
     parent = sweep.tracker.study_runs(sweep.spec.name)[0]
     assert {a.path for a in sweep.tracker.client.list_artifacts(parent, "report")} == {"report/report.html"}
 

@@ -29,6 +29,7 @@ class Report:
     path: Path
     size_kb: float
     artifact: str
+    headline: str  # who won, and where the best trial stands
     sentences: list[str]
 
 
@@ -53,7 +54,7 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
     out.write_text(page, encoding="utf-8")
     results.tracker.log_artifact(parent, out, ARTIFACT_DIR)
     sentences = found.sentences()
-    return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", sentences)
+    return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", found.headline(), sentences)
 
 
 def _optuna_study(storage: str | None, name: str):
@@ -103,7 +104,7 @@ tr.winner {{ font-weight: bold; }} tr.baseline {{ color: #666; }}
 .note {{ color: #555; font-size: 14px; }}
 </style></head><body>
 <h1>{html.escape(found.study)}: which model prices best, and how sure that is</h1>
-<p>Every row is scored on the same {len(found.truth):,} test items (never used to choose anything).
+<p>Every row is scored on the same {len(found.truth):,} test items (never used to train or tune anything).
 The contenders are chosen on the validation items; the winner is the one with the lowest test
 $ error, a classical baseline included, and the best trial is marked beside it. Intervals are
 95 % bootstrap intervals; each row's difference against the winner is paired item by item, with
