@@ -64,9 +64,6 @@ class Metrics:
         coverage: the share of true prices inside the predicted price ranges, when the
             predictions came with ranges (`pricer.predict.intervals`), else None.
         interval_width: the ranges' mean ``(high - low) / true price``, else None.
-        seconds_per_1000: what pricing these items cost, in seconds per 1,000 prices on the
-            machine that priced them, when the scorer timed it (else None).
-        prompt_tokens_mean: the mean prompt length in tokens, for a model that reads a prompt.
     """
 
     mae: float
@@ -79,8 +76,6 @@ class Metrics:
     errors: tuple[float, ...] = field(default=(), repr=False, compare=False)
     coverage: float | None = None
     interval_width: float | None = None
-    seconds_per_1000: float | None = None
-    prompt_tokens_mean: float | None = None
 
     def __post_init__(self) -> None:
         if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:
@@ -165,8 +160,7 @@ def score(truths: Sequence[float], preds: Sequence[float | None],
     for category in sorted(groups):
         part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
         per_category[category] = {k: v for k, v in part.to_dict().items()
-                                  if k not in ("per_category", "coverage", "interval_width", "seconds_per_1000",
-                                               "prompt_tokens_mean")}
+                                  if k not in ("per_category", "coverage", "interval_width")}
     return Metrics(**{**overall.to_dict(), "per_category": per_category, "errors": overall.errors})
 
 

@@ -8,7 +8,6 @@ one prompt forward plus a handful of one-token steps.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -82,7 +81,6 @@ def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         decode: ``greedy`` or ``median`` (see `pricer.predict.pricetree`); the median comes with
             a range (the `levels` quantiles of the same walk), scored as coverage and width.
     """
-    started = time.perf_counter()
     items = as_items(items)
     examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens) for i in items]
     truths = [i.price for i in items]
@@ -98,8 +96,6 @@ def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     metrics = score(truths, predictions, [i.category for i in items])
     if ranges:
         metrics = with_intervals(metrics, ranges, truths)
-    metrics = replace(metrics, seconds_per_1000=1000 * (time.perf_counter() - started) / len(items),
-                      prompt_tokens_mean=sum(len(e.prompt_ids) for e in examples) / len(examples))
     return Evaluation(metrics, outputs, predictions, ranges)
 
 
