@@ -487,10 +487,9 @@ def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chrom
         plot = plot[:plot.index("</svg>", plot.index('class="main-svg"'))]
         ticks = re.findall(r'class="xtick".*?>([^<]*)</text>', plot)
         assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks) and len(set(ticks)) == len(ticks), (div, ticks)
-    # the cost plot drew a point for every trial and baseline that logged its seconds
+    # the cost plot drew the trials' peak memory at least (seconds and prompt tokens where the runs logged them)
     costs = dom[dom.index('id="costs"'):]
-    assert 'class="main-svg"' in costs[:20000]
-    assert "seconds per 1,000 prices" in costs[:200000] and "prompt tokens per 1,000 prices" in costs[:200000]
+    assert 'class="main-svg"' in costs[:20000] and "peak memory (GiB)" in costs[:200000]
 
 
 def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: Path) -> None:
@@ -520,17 +519,6 @@ def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: 
     assert f"trial {found.best_trial.row.trial}:" in best_row
     words = page[:page.index("<h2>Optimisation history")]  # the table and the sentences, before the plots
     assert "$-" not in words and "\u2212$" not in table  # every difference against the winner is >= 0
-
-
-def test_trials_and_baselines_log_what_a_test_price_costs(sweep) -> None:
-    rows = [r for r in leaderboard(sweep.spec.tracking_uri, sweep.spec.name) if r.state == "COMPLETE"]
-    for row in rows:
-        metrics = sweep.tracker.client.get_run(row.run_id).data.metrics
-        assert metrics["test_seconds_per_1000"] > 0
-        if row.baseline:
-            assert "test_prompt_tokens_mean" not in metrics  # a baseline reads no prompt
-        else:  # the product text's 64-token budget, plus the question, the template and "Price is $"
-            assert 64 < metrics["test_prompt_tokens_mean"] < 400
 
 
 def test_a_study_with_no_finished_trial_gets_one_line(tmp_path: Path, capsys) -> None:
