@@ -37,11 +37,11 @@ def _off_by(errors: list[float]) -> list[float]:
     return [t + e for t, e in zip(TRUTH, errors, strict=True)]
 
 
-def _study(uri: str, name: str, trials: dict[int, list[float]], baselines: dict[str, list[float]],
-           failed: tuple[str, ...] = (), costs: dict[int, dict] | None = None) -> str:
-    """Study `name` in the store: trial number -> per-item errors (validation and test alike; even
-    numbers SmolLM2, odd Gemma), baseline name -> per-item errors, failed trials' reasons.
-    Returns `name`."""
+def _study(uri: str, name: str, trials: dict[int, list[float] | tuple[list[float], list[float]]],
+           baselines: dict[str, list[float]], failed: tuple[str, ...] = (), costs: dict[int, dict] | None = None) -> str:
+    """Study `name` in the store: trial number -> per-item errors (validation and test alike, or a
+    (validation, test) pair; even numbers SmolLM2, odd Gemma), baseline name -> per-item errors,
+    failed trials' reasons. Returns `name`."""
     tracker = MlflowTracker(uri, name)
     parent, _ = tracker.study_run(name, {"pricer.objective": "mae"})
     for number, errors in trials.items():
@@ -49,9 +49,10 @@ def _study(uri: str, name: str, trials: dict[int, list[float]], baselines: dict[
         run = tracker.start_run(f"trial-{number}", parent_id=parent,
                                 tags={ROLE: "trial", STUDY: name, TRIAL: str(number), STATE: "COMPLETE",
                                       "pricer.model": model, "pricer.variant": variant})
-        metrics = score(TRUTH, _off_by(errors))
-        tracker.log_metrics(run, {"val_mae": metrics.mae, "test_mae": metrics.mae, **(costs or {}).get(number, {})})
-        log_predictions(tracker, run, _off_by(errors), _off_by(errors))
+        val, test = errors if isinstance(errors, tuple) else (errors, errors)
+        tracker.log_metrics(run, {"val_mae": score(TRUTH, _off_by(val)).mae, "test_mae": score(TRUTH, _off_by(test)).mae,
+                                  **(costs or {}).get(number, {})})
+        log_predictions(tracker, run, _off_by(val), _off_by(test))
         tracker.end_run(run)
     for i, reason in enumerate(failed, start=len(trials)):
         run = tracker.start_run(f"trial-{i}", parent_id=parent,
@@ -85,8 +86,8 @@ def test_a_baseline_that_beats_every_trial_is_the_winner_and_every_row_is_compar
     assert found.winner.label == "random_forest (baseline)"
     assert found.best_trial.row.trial == 0 and found.best_trial is not found.winner
     assert found.headline() == ("The winner: random_forest (baseline), $5.00 on 30 test items. The best trial, "
-                                "trial 0: smollm2-135m-instruct (instruct), is $20.00: no trial beats "
-                                "random_forest (baseline).")
+                                "trial 0: smollm2-135m-instruct (instruct), is $20.00: no trial in the table "
+                                "beats the baseline.")
     compared = {e.label: e.versus for e in found.entries if e.versus is not None}
     assert compared["trial 0: smollm2-135m-instruct (instruct)"].difference == pytest.approx(15.0)
     assert compared["constant (baseline)"].difference == pytest.approx(55.0)
@@ -108,6 +109,17 @@ def test_the_best_trial_is_the_winner_when_it_beats_every_baseline(store: str) -
     assert found.headline().endswith("It is the best trial too.")
     forest = next(e for e in found.entries if e.group == "baseline")
     assert forest.versus.difference == pytest.approx(1.0) and forest.versus.told_apart
+
+
+def test_a_trial_that_prices_the_test_items_better_than_the_best_trial_is_the_winner(store: str) -> None:
+    """Trial 0 is best on validation (the best trial); trial 1, another model, prices the test
+    items better than it and than the forest: the winner, with the best trial compared to it."""
+    name = _study(store, "other-trial-wins", {0: ([4.0] * 30, [12.0] * 30), 1: ([8.0] * 30, [3.0] * 30)},
+                  {"random_forest": [5.0] * 30})
+    found, _ = _verdict(store, name)
+    assert found.best_trial.row.trial == 0 and found.winner.row.trial == 1
+    assert found.best_trial.versus.difference == pytest.approx(9.0)
+    assert found.headline().endswith("is $12.00: chosen on the validation items, it prices the test items worse.")
 
 
 def test_negative_dollars_read_minus_dollar() -> None:

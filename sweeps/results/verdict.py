@@ -74,8 +74,10 @@ class Verdict:
         winner = f"The winner: {self.winner.label}, {dollars(self.winner.mae)} on {len(self.truth):,} test items."
         if self.best_trial is self.winner:
             return f"{winner} It is the best trial too."
-        return (f"{winner} The best trial, {self.best_trial.label}, is {dollars(self.best_trial.mae)}: "
-                f"no trial beats {self.winner.label}.")
+        best = f"The best trial, {self.best_trial.label}, is {dollars(self.best_trial.mae)}"
+        if self.winner.group == "baseline":
+            return f"{winner} {best}: no trial in the table beats the baseline."
+        return f"{winner} {best}: chosen on the validation items, it prices the test items worse."
 
     def sentences(self) -> list[str]:
         """One plain sentence per run compared with the winner (a run that is both its model's
@@ -268,7 +270,7 @@ def verdict(results: StudyResults) -> Verdict:
     entries.sort(key=lambda e: ("model", "family", "variant").index(e.group))
     best_trial = next(e for e in entries if e.group == "model" and e.row.model == finished[0].model)
     entries += [entry(r, "baseline", name_of(r)) for r in results.rows if r.baseline and r.mae is not None]
-    # a tie goes to the earlier row: the best trial before a baseline
+    # a tie goes to the earlier row: trials (best on validation first) before baselines
     winner = min(entries, key=lambda e: e.mae)
     for e in entries:
         if e.row.run_id != winner.row.run_id:
