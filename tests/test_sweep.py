@@ -509,7 +509,7 @@ def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: 
         assert (e.versus is None) == (e is found.winner)
         assert e.versus is None or (e.versus.difference >= 0 and e.versus.b == found.winner.label)
     assert found.headline().startswith(f"The winner: {found.winner.label}")
-    assert "no trial in the table beats the baseline" in found.headline()
+    assert "every trial in the table prices worse than the baseline" in found.headline()
 
     page = render(found, results, None)
     table = page[page.index("<table id='verdict'>"):page.index("</table>")]

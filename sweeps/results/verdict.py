@@ -76,7 +76,8 @@ class Verdict:
             return f"{winner} It is the best trial too."
         best = f"The best trial, {self.best_trial.label}, is {dollars(self.best_trial.mae)}"
         if self.winner.group == "baseline":
-            return f"{winner} {best}: no trial in the table beats the baseline."
+            # not "beats": on this page that word means told apart (interval and test agree)
+            return f"{winner} {best}: every trial in the table prices worse than the baseline."
         return f"{winner} {best}: chosen on the validation items, it prices the test items worse."
 
     def sentences(self) -> list[str]:

@@ -86,8 +86,8 @@ def test_a_baseline_that_beats_every_trial_is_the_winner_and_every_row_is_compar
     assert found.winner.label == "random_forest (baseline)"
     assert found.best_trial.row.trial == 0 and found.best_trial is not found.winner
     assert found.headline() == ("The winner: random_forest (baseline), $5.00 on 30 test items. The best trial, "
-                                "trial 0: smollm2-135m-instruct (instruct), is $20.00: no trial in the table "
-                                "beats the baseline.")
+                                "trial 0: smollm2-135m-instruct (instruct), is $20.00: every trial in the table "
+                                "prices worse than the baseline.")
     compared = {e.label: e.versus for e in found.entries if e.versus is not None}
     assert compared["trial 0: smollm2-135m-instruct (instruct)"].difference == pytest.approx(15.0)
     assert compared["constant (baseline)"].difference == pytest.approx(55.0)
