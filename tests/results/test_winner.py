@@ -10,16 +10,8 @@ import pytest
 
 from pricer.metrics import score
 from pricer.predict.compare import compare, dollars
-from sweeps.track.tracking import (
-    REASON,
-    ROLE,
-    STATE,
-    STUDY,
-    TRIAL,
-    MlflowTracker,
-    log_baselines,
-    log_predictions,
-)
+from sweeps.track.records import log_baselines, log_predictions
+from sweeps.track.tracking import REASON, ROLE, STATE, STUDY, TRIAL, MlflowTracker
 
 TRUTH = [10.0 + 7 * i for i in range(30)]
 MODELS = (("smollm2-135m-instruct", "instruct"), ("gemma-3-270m", "base"))  # even, odd trial numbers
