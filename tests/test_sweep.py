@@ -496,6 +496,8 @@ def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chrom
 def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: Path) -> None:
     """Trials of 2 steps price far worse than a random forest: the page's winner is a baseline,
     every other row is compared with it (no row beats it), and the best trial is marked apart."""
+    import re
+
     from sweeps.results.report import render
     from sweeps.results.verdict import StudyResults, verdict
 
@@ -518,8 +520,10 @@ def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: 
     assert found.winner.label in winner_row and "baseline" in winner_row
     best_row = next(r for r in table.split("<tr") if "(the best trial)" in r)
     assert f"trial {found.best_trial.row.trial}:" in best_row
-    words = page[:page.index("<h2>Optimisation history")]  # the table and the sentences, before the plots
-    assert "$-" not in words and "\u2212$" not in table  # every difference against the winner is >= 0
+    # the table and the sentences, before the plots: a negative amount reads −$, never $-
+    assert "$-" not in page[:page.index("<h2>Optimisation history")]
+    differences = re.findall(r"<td>([+\u2212]\$[\d,.]+)</td>", table)  # "vs winner" cells (intervals are [..])
+    assert differences and all(d.startswith("+") for d in differences)  # nothing beats the winner
 
 
 def test_a_study_with_no_finished_trial_gets_one_line(tmp_path: Path, capsys) -> None:

@@ -72,6 +72,10 @@ class Paired:
         if interval_says == test_says:
             return ""
         mean, median = dollars(self.difference, signed=True), dollars(self.median_difference, signed=True)
+        smallest_p = 2.0 ** (1 - self.n)  # the exact test's floor: every difference with one sign
+        if interval_says and smallest_p >= ALPHA:
+            return (f"The interval and the Wilcoxon test disagree because {self.n} items are too few for the test: "
+                    f"its p can't go below {smallest_p:.3g} (mean difference {mean}, median {median})")
         why = "The interval and the Wilcoxon test disagree because the mean and the median of the differences disagree"
         if interval_says:
             return (f"{why}: a few large differences move the mean ({mean}, its interval clear of zero) while "

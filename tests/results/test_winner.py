@@ -142,6 +142,14 @@ def test_where_the_interval_and_the_test_disagree_one_line_says_why(errors, says
     assert agreeing.disagreement() == "" and agreeing.told_apart
 
 
+def test_on_four_items_the_line_blames_the_count_not_the_median() -> None:
+    """Four differences of one sign: the interval is clear of zero, Wilcoxon's p is 0.125 at best."""
+    paired = compare("A", [100.0, 120.0, 90.0, 150.0], "B", [10.0, 20.0, 15.0, 30.0])
+    assert paired.p_value == pytest.approx(0.125) and not paired.told_apart
+    assert paired.disagreement() == ("The interval and the Wilcoxon test disagree because 4 items are too few for "
+                                     "the test: its p can't go below 0.125 (mean difference +$96.25, median +$95.00)")
+
+
 def test_the_page_says_why_a_row_is_not_told_apart_from_the_winner(store: str) -> None:
     from sweeps.results.report import render
 
