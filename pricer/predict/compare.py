@@ -59,7 +59,8 @@ class Paired:
             line = (f"{self.a} and {self.b} are not told apart on {self.n:,} items "
                     f"(A - B {dollars(self.difference, signed=True)} "
                     f"[{dollars(low, signed=True)}, {dollars(high, signed=True)}], p {_p(self.p_value)})")
-            return f"{line}. {self.disagreement()}" if self.disagreement() else line
+            why = self.disagreement()
+            return f"{line}. {why}" if why else line
         winner, loser = (self.a, self.b) if self.difference < 0 else (self.b, self.a)
         gap, (g_low, g_high) = abs(self.difference), sorted((abs(low), abs(high)))
         return (f"{winner} beats {loser} by ${gap:,.2f} [{g_low:,.2f}, {g_high:,.2f}] on {self.n:,} items, "
