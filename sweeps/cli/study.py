@@ -13,11 +13,13 @@ from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def _print_leaderboard(name: str, tracking_uri: str) -> list:
-    from sweeps.results.leaderboard import leaderboard, render
+    from sweeps.results.leaderboard import failures, leaderboard, render
 
     rows = leaderboard(tracking_uri, name)
     console = wide_console()
     console.print(render(rows, title=f"{name}: trials and baselines on the validation items, best first"))
+    if line := failures(rows):
+        console.print(line, markup=False, highlight=False)
     return rows
 
 

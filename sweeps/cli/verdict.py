@@ -48,10 +48,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     if Path(args.study).suffix in (".yaml", ".yml"):
         from sweeps.spec.study import load_study
 
-        storage = load_study(args.study).storage
+        storage = load_study(args.study, fetch=False).storage  # a reader never downloads
     out = args.out or Path(f"{name}-report.html")
     report = write_report(tracking_uri, name, out, storage=storage)
     print(f"{out} ({report.size_kb:,.0f} KB; logged to the study's MLflow run as {report.artifact})")
+    print(f"  {report.headline}")
     for sentence in report.sentences:
         print(f"  {sentence}")
     return 0

@@ -7,11 +7,13 @@ finished trials and baselines are ranked, pruned and failed trials follow unrank
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from pricer.errors import SpecError
 from sweeps.track.redact import redact
-from sweeps.track.tracking import STATE, STUDY, MlflowTracker
+from sweeps.track.tracking import REASON, STATE, STUDY, MlflowTracker
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
 
@@ -45,6 +47,7 @@ class Row:
     # the price range's share of test prices covered, and its mean (high - low) / true price
     test_coverage: float | None = None
     test_interval_width: float | None = None
+    fail_reason: str | None = None  # why a failed (or pruned) trial stopped, as its run records
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,7 +71,7 @@ def _row(run, baseline: bool) -> Row:
                hit_rate=m.get("val_hit_rate"), test_mae=m.get("test_mae"), test_rmsle=m.get("test_rmsle"),
                test_hit_rate=m.get("test_hit_rate"), state=state, minutes=m.get("minutes"), baseline=baseline, run_id=run.info.run_id,
                refit_of=refit_of, test_coverage=m.get("test_coverage"),
-               test_interval_width=m.get("test_interval_width"))
+               test_interval_width=m.get("test_interval_width"), fail_reason=t.get(REASON))
 
 
 def objective_of(tracker: MlflowTracker, study: str) -> tuple[str, bool]:
@@ -104,6 +107,20 @@ def leaderboard(tracking_uri: str, study: str) -> list[Row]:
             row = Row(**{**row.to_dict(), "rank": rank})
         ranked.append(row)
     return ranked
+
+
+def failures(rows: list[Row]) -> str:
+    """One line: how many trials failed and why, their reasons grouped ("2 of 9 trials failed:
+    loss is nan (2)"); "" when none failed. A reason is grouped by its head, the text before its
+    first ":", ";" or "(", so the same failure with other numbers in its details counts once."""
+    trials = [r for r in rows if not r.baseline and r.refit_of is None]
+    failed = [r for r in trials if r.state == "FAIL"]
+    if not failed:
+        return ""
+    heads = Counter(re.split(r"[:;(]", r.fail_reason or "no reason recorded", maxsplit=1)[0].strip() or "?"
+                    for r in failed)
+    why = ", ".join(f"{head} ({count})" for head, count in heads.most_common())
+    return f"{len(failed)} of {len(trials)} trials failed: {why}"
 
 
 def best_trial_row(rows: list[Row]) -> Row:

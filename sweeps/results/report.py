@@ -3,8 +3,10 @@ readable offline), also logged to the study's parent run in MLflow.
 
 The page holds the verdict table (`sweeps.results.verdict`), one plain sentence per comparison,
 and the plots: optimisation history with the default's value, error by trial coloured by model,
-predicted against true price for the winner (log axes), error by category and by price band
-(winner against the random forest), parameter importance, and the price ranges' coverage.
+test error against cost per 1,000 prices (`sweeps.results.costs`), predicted against true price
+for the winner (log axes), error by category and by price band (the winner against the random
+forest, or against the best trial when the forest is the winner), parameter importance, and the
+price ranges' coverage. Axes that number trials take whole numbers only.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.predict.compare import dollars
+from sweeps.results.costs import cost_figure
 from sweeps.results.verdict import Entry, StudyResults, Verdict, verdict
 
 BANDS = ((0, 25), (25, 50), (50, 100), (100, 250), (250, 500), (500, math.inf))
@@ -25,6 +29,7 @@ class Report:
     path: Path
     size_kb: float
     artifact: str
+    headline: str  # who won, and where the best trial stands
     sentences: list[str]
 
 
@@ -49,7 +54,7 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
     out.write_text(page, encoding="utf-8")
     results.tracker.log_artifact(parent, out, ARTIFACT_DIR)
     sentences = found.sentences()
-    return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", sentences)
+    return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", found.headline(), sentences)
 
 
 def _optuna_study(storage: str | None, name: str):
@@ -66,20 +71,23 @@ def _optuna_study(storage: str | None, name: str):
 
 def render(found: Verdict, results: StudyResults, optuna_study) -> str:
     """The page as one HTML string."""
-    figures = [("Optimisation history", _history(results, optuna_study)),
-               ("Error by trial, coloured by model", _by_trial(results)),
-               (f"Predicted against true price: {found.winner.label}", _scatter(found.winner, found.truth)),
-               ("Error by category: the winner against the random forest", _by_category(found)),
-               ("Error by price band: the winner against the random forest", _by_band(found)),
-               ("Parameter importance", _importance(optuna_study)),
-               ("Price ranges: coverage of the true test prices", _coverage(results))]
+    other = _runner_up(found)
+    against = f"the winner against {other.label}" if other is not None else "the winner"
+    figures = [("Optimisation history", "history", _history(results, optuna_study)),
+               ("Error by trial, coloured by model", "by-trial", _by_trial(results)),
+               ("Test error against cost per 1,000 prices", "costs", cost_figure(found.entries)),
+               (f"Predicted against true price: {found.winner.label}", "scatter-winner",
+                _scatter(found.winner, found.truth)),
+               (f"Error by category: {against}", "by-category", _by_category(found)),
+               (f"Error by price band: {against}", "by-band", _by_band(found)),
+               ("Parameter importance", "importance", _importance(optuna_study)),
+               ("Price ranges: coverage of the true test prices", "coverage", _coverage(results))]
     parts, first = [], True
-    for title, (figure, note) in figures:
+    for title, div_id, (figure, note) in figures:
         parts.append(f"<h2>{html.escape(title)}</h2>")
         if note:
             parts.append(f"<p class='note'>{html.escape(note)}</p>")
         if figure is not None:
-            div_id = "scatter-winner" if title.startswith("Predicted") else None
             parts.append(figure.to_html(full_html=False, include_plotlyjs=first,
                                         div_id=div_id, config={"displaylogo": False}))
             first = False
@@ -96,10 +104,13 @@ tr.winner {{ font-weight: bold; }} tr.baseline {{ color: #666; }}
 .note {{ color: #555; font-size: 14px; }}
 </style></head><body>
 <h1>{html.escape(found.study)}: which model prices best, and how sure that is</h1>
-<p>Every row is scored on the same {len(found.truth):,} test items (never used to choose anything).
-Intervals are 95 % bootstrap intervals; the difference against the winner is paired item by item,
-with the Wilcoxon signed-rank p-value. A row is said to differ from the winner only when the
-interval excludes zero and p &lt; 0.05.</p>
+<p>Every row is scored on the same {len(found.truth):,} test items (never used to train or tune anything).
+The contenders are chosen on the validation items; the winner is the one with the lowest test
+$ error, a classical baseline included, and the best trial is marked beside it. Intervals are
+95 % bootstrap intervals; each row's difference against the winner is paired item by item, with
+the Wilcoxon signed-rank p-value. A row is said to differ from the winner only when the interval
+excludes zero and p &lt; 0.05; where the two disagree, its sentence says why.</p>
+<p id='headline'><strong>{html.escape(found.headline())}</strong></p>
 {_table(found)}
 <h2>In plain words</h2><ul>{sentences}</ul>
 {notes}
@@ -111,8 +122,8 @@ interval excludes zero and p &lt; 0.05.</p>
 def _table(found: Verdict) -> str:
     head = ("contender", "group", "test $ error", "95 % CI", "vs winner (paired)", "95 % CI", "Wilcoxon p",
             "hit rate", "range coverage", "peak GiB", "trial hours")
-    rows = [_tr(e, found, "winner" if e.row.run_id == found.winner.row.run_id else
-                "baseline" if e.group == "baseline" else "") for e in found.entries]
+    rows = [_tr(e, found, "winner" if e is found.winner else "baseline" if e.group == "baseline" else "")
+            for e in found.entries]
     header = "".join(f"<th>{h}</th>" for h in head)
     return f"<table id='verdict'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -124,7 +135,8 @@ def _tr(e: Entry, found: Verdict, cls: str) -> str:
     low, high = bootstrap_interval(e.errors)
     if e.versus is not None:
         d_low, d_high = e.versus.difference_interval
-        versus = (f"{e.versus.difference:+,.2f}", f"[{d_low:+,.2f}, {d_high:+,.2f}]", f"{e.versus.p_value:.3g}")
+        versus = (dollars(e.versus.difference, signed=True),
+                  f"[{dollars(d_low, signed=True)}, {dollars(d_high, signed=True)}]", f"{e.versus.p_value:.3g}")
     else:
         versus = ("", "", "")
     coverage = e.metrics.get("test_coverage")
@@ -132,8 +144,9 @@ def _tr(e: Entry, found: Verdict, cls: str) -> str:
     def fmt(value, spec: str) -> str:
         return "" if value is None else format(value, spec)
 
-    label = e.label + (" (the winner)" if e.row.run_id == found.winner.row.run_id else "")
-    cells = (html.escape(label), e.group, f"{mae:,.2f}", f"[{low:,.2f}, {high:,.2f}]", *versus,
+    marks = [mark for mark, who in (("the winner", found.winner), ("the best trial", found.best_trial)) if e is who]
+    label = e.label + (f" ({', '.join(marks)})" if marks else "")
+    cells = (html.escape(label), e.group, dollars(mae), f"[{dollars(low)}, {dollars(high)}]", *versus,
              fmt(e.row.test_hit_rate, ".1%"), fmt(coverage, ".1%"), fmt(e.peak_mem_gib, ".2f"), fmt(e.hours, ".2f"))
     return f"<tr class='{cls}'>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -160,7 +173,7 @@ def _history(results: StudyResults, optuna_study):
     if default is not None:
         fig.add_hline(y=getattr(default, metric), line_dash="dash",
                       annotation_text=f"the default (trial {default.trial}): {getattr(default, metric):,.3g}")
-    fig.update_layout(xaxis_title="trial", yaxis_title=f"validation {metric}", height=380)
+    fig.update_layout(xaxis=trial_axis([r.trial for r in trials]), yaxis_title=f"validation {metric}", height=380)
     return fig, note
 
 
@@ -185,8 +198,17 @@ def _by_trial(results: StudyResults):
         rows = [r for r in results.finished() if r.model == model and r.test_mae is not None]
         fig.add_scatter(x=[r.trial for r in rows], y=[r.test_mae for r in rows], mode="markers",
                         name=model, marker={"size": 10})
-    fig.update_layout(xaxis_title="trial", yaxis_title="test $ error", height=380)
+    fig.update_layout(xaxis=trial_axis([r.trial for r in results.finished()]), yaxis_title="test $ error",
+                      height=380)
     return fig, ""
+
+
+def trial_axis(trials: list[int]) -> dict:
+    """A plotly x axis for trial numbers: ticks on whole numbers only (plotly's own choice puts
+    them at 0, 0.2, 0.4... when a study has a trial or two), about ten of them at most."""
+    span = max(trials, default=0) - min(trials, default=0)
+    return {"title": "trial", "tickmode": "linear", "tick0": 0, "dtick": max(1, math.ceil(span / 10)),
+            "tickformat": "d"}
 
 
 def _scatter(winner: Entry, truth: list[float]):
@@ -209,16 +231,25 @@ def _forest(found: Verdict) -> Entry | None:
     return next((e for e in found.entries if e.group == "baseline" and e.row.model == "random_forest"), None)
 
 
+def _runner_up(found: Verdict) -> Entry | None:
+    """What the winner is drawn against by category and band: the random forest (the one to
+    beat), or the best trial when the forest is the winner."""
+    forest = _forest(found)
+    if forest is not None and forest is not found.winner:
+        return forest
+    return found.best_trial if found.best_trial is not found.winner else None
+
+
 def _grouped(found: Verdict, key, order: list[str] | None = None):
     import plotly.graph_objects as go
 
-    categories = [row.get("category") or "?" for row in found.winner.items] if key == "category" else None
+    categories = found.categories() if key == "category" else None
     if key == "category" and not categories:
-        return None, "the winner's run has no predictions.csv (categories unknown)"
+        return None, "no trial's run has a predictions.csv (categories unknown)"
     groups = categories if categories else [_band(t) for t in found.truth]
     names = order or sorted(set(groups))
     fig = go.Figure()
-    for entry in [found.winner, _forest(found)]:
+    for entry in [found.winner, _runner_up(found)]:
         if entry is None:
             continue
         means = []
@@ -229,7 +260,7 @@ def _grouped(found: Verdict, key, order: list[str] | None = None):
     counts = {n: groups.count(n) for n in names}
     fig.update_layout(barmode="group", yaxis_title="test $ error", height=400,
                       xaxis={"ticktext": [f"{n} ({counts[n]})" for n in names], "tickvals": names})
-    return fig, "" if _forest(found) else "no random forest baseline in this study"
+    return fig, "" if _runner_up(found) else "no random forest baseline in this study"
 
 
 def _by_category(found: Verdict):

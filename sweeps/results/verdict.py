@@ -2,9 +2,12 @@
 
 Every finished trial and baseline scored the same test items in the same order (their
 ``predictions.json`` in MLflow; the baselines' also holds the true prices), so any two can be
-compared item by item (`pricer.predict.compare`). `verdict` picks the contenders: each model's
-best finished trial (its refit when a run tagged ``pricer.refit_of`` retrained it), then the best
-per family and per variant (base / instruct), and the baselines, each against the overall winner.
+compared item by item (`pricer.predict.compare`). `verdict` picks the contenders on the
+validation items: each model's best finished trial (its refit when a run tagged
+``pricer.refit_of`` retrained it), then the best per family and per variant (base / instruct),
+and the baselines. The winner is the contender with the lowest test $ error, a baseline
+included: a random forest that beats every trial is the winner, and the best trial is labelled
+as such beside it. Every other contender is compared with the winner.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from mlflow.exceptions import MlflowException
 
 from pricer.errors import SpecError
-from pricer.predict.compare import Paired, compare
+from pricer.predict.compare import Paired, compare, dollars
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
 from sweeps.track.records import PREDICTIONS
 from sweeps.track.tracking import MlflowTracker
@@ -38,18 +41,45 @@ class Entry:
     family: str = ""
     peak_mem_gib: float | None = None
     hours: float | None = None
+    host: str = ""  # the machine the run ran on (its seconds are that machine's)
     versus: Paired | None = None  # against the winner (None for the winner itself)
     metrics: dict = field(default_factory=dict)  # the run's final MLflow metrics
     items: list[dict] = field(default_factory=list, repr=False)  # the test rows' title/category/price/range
 
+    @property
+    def mae(self) -> float:
+        """The test $ error (mean of `errors`)."""
+        return sum(self.errors) / len(self.errors)
+
 
 @dataclass(frozen=True)
 class Verdict:
+    """`winner`: the contender with the lowest test $ error; `best_trial`: the study's best
+    finished trial on the validation items (its refit where there is one), the same entry when
+    no baseline beats it."""
+
     study: str
     winner: Entry
+    best_trial: Entry
     entries: list[Entry]
     truth: list[float]
     notes: list[str]
+
+    def categories(self) -> list[str]:
+        """The test items' categories (every trial scored the same items; baselines log none)."""
+        rows = next((e.items for e in [self.winner, self.best_trial, *self.entries] if e.items), [])
+        return [row.get("category") or "?" for row in rows]
+
+    def headline(self) -> str:
+        """Who won, and where the best trial stands when that is not the winner."""
+        winner = f"The winner: {self.winner.label}, {dollars(self.winner.mae)} on {len(self.truth):,} test items."
+        if self.best_trial is self.winner:
+            return f"{winner} It is the best trial too."
+        best = f"The best trial, {self.best_trial.label}, is {dollars(self.best_trial.mae)}"
+        if self.winner.group == "baseline":
+            # not "beats": on this page that word means told apart (interval and test agree)
+            return f"{winner} {best}: every trial in the table prices worse than the baseline."
+        return f"{winner} {best}: chosen on the validation items, it prices the test items worse."
 
     def sentences(self) -> list[str]:
         """One plain sentence per run compared with the winner (a run that is both its model's
@@ -205,8 +235,8 @@ def compare_runs(tracking_uri: str, study: str, a: str, b: str) -> Paired:
 
 
 def verdict(results: StudyResults) -> Verdict:
-    """The contenders of `results` against the overall winner (the study's best finished trial,
-    or its refit).
+    """The contenders of `results` against the overall winner: the contender with the lowest test
+    $ error, a baseline included.
 
     Raises:
         SpecError: no finished trial.
@@ -225,9 +255,8 @@ def verdict(results: StudyResults) -> Verdict:
         return Entry(shown, label + (" (refit)" if shown is not row else ""), group, predicted, errors,
                      family=family_of(results, row) if not row.baseline else "baseline",
                      peak_mem_gib=metrics.get("peak_mem_gib"), hours=None if minutes is None else minutes / 60,
-                     items=results.test_rows(shown), metrics=metrics)
+                     items=results.test_rows(shown), metrics=metrics, host=results.run_tags(shown).get("host", ""))
 
-    winner = entry(finished[0], "winner", name_of(finished[0]))
     entries: list[Entry] = []
     best_by: dict[tuple[str, str], Row] = {}
     for row in finished:  # best first
@@ -241,7 +270,10 @@ def verdict(results: StudyResults) -> Verdict:
             label = f"best {group} {key}: {name_of(row)}"
         entries.append(entry(row, group, label))
     entries.sort(key=lambda e: ("model", "family", "variant").index(e.group))
+    best_trial = next(e for e in entries if e.group == "model" and e.row.model == finished[0].model)
     entries += [entry(r, "baseline", name_of(r)) for r in results.rows if r.baseline and r.mae is not None]
+    # a tie goes to the earlier row: trials (best on validation first) before baselines
+    winner = min(entries, key=lambda e: e.mae)
     for e in entries:
         if e.row.run_id != winner.row.run_id:
             e.versus = compare(name_of(e.row), e.errors, winner.label, winner.errors)
@@ -250,4 +282,4 @@ def verdict(results: StudyResults) -> Verdict:
         names = " and ".join(f"{r.model} ({k})" for k, r in sorted(variants.items()))
         notes.append(f"The base/instruct comparison here is {names}: different models, so size and family "
                      "differ too, not only the variant. It is the question in miniature, not its answer.")
-    return Verdict(results.study, winner, entries, truth, notes)
+    return Verdict(results.study, winner, best_trial, entries, truth, notes)

@@ -77,3 +77,18 @@ def test_resolving_a_study_file_with_a_hub_model_fetches_nothing(tmp_path: Path,
     with pytest.raises(Exception):  # noqa: B017 -- whatever the hub client makes of a closed socket
         load_study(study)
     assert hub, "the check above should have asked the stand-in hub (is HF_ENDPOINT honoured?)"
+
+
+def test_report_on_a_study_file_with_a_hub_model_fetches_nothing(tmp_path: Path, hub: list, capsys) -> None:
+    from sweeps.cli.main import main
+
+    study = tmp_path / "hubby.yaml"
+    study.write_text("name: hubby\ndata: {source: items.jsonl}\nsearch_space:\n"
+                     "  model: {choices: [someone/tiny-llm]}\n  lora_r: {choices: [4]}\nn_trials: 1\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    capsys.readouterr()
+    # never launched: the report says so in one line, having asked the hub nothing
+    assert main(["report", str(study), "--tracking-uri", uri, "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hubby" in err[0], err
+    assert hub == []
