@@ -53,6 +53,8 @@ LOSS_FLUSH_S = 5.0
 PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.objective")
 # A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
 PROCESS_NAME = b"pricer-trial"
+# ``forkserver`` or ``spawn``: how trial processes start (`trial_context`)
+TRIAL_START_ENV = "PRICER_TRIAL_START"
 
 
 def trial_context():
@@ -65,7 +67,7 @@ def trial_context():
     (it forbids forking what has loaded its frameworks). The forkserver's environment and working folder are the worker's when it
     started; `_child` applies the worker's current ones.
     """
-    if (sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") != "forkserver"
+    if (sys.platform != "linux" or os.environ.get(TRIAL_START_ENV) != "forkserver"
             or _has_nvidia()):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
