@@ -10,6 +10,7 @@ child dies with its worker.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -127,6 +128,8 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         guard.cap_process()
         from pricer.train.loop import train
 
+        for name in PRELOAD:  # imported now, not inside the model load: what a start costs is its own phase
+            importlib.import_module(name)
         started = _started()
         result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
                        on_loss=lambda step, loss: conn.send(("loss", step, loss)),
