@@ -48,7 +48,8 @@ def test_library_chatter_goes_to_the_log_and_the_user_sees_only_their_lines(tmp_
     script, log = tmp_path / "demo_like.py", tmp_path / "run" / "demo.log"
     script.write_text(SCRIPT)
     done = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+                          timeout=120,
+                          cwd=next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file()))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "trial 1/4 done\n"
     assert done.stderr == "error: a line the user must see\n"  # the terminal's stderr is back afterwards
