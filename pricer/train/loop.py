@@ -27,6 +27,7 @@ from pricer.model.loading import load_model, prefer_eager_on_cpu
 from pricer.model.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
 from pricer.model.prompts import template_tokens
 from pricer.model.shapes import ModelShape
+from pricer.phases import Phase, Phases, phase, recording
 from pricer.predict.evaluate import Evaluation, evaluate_items
 from pricer.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pricer.train.config import TrainConfig
@@ -59,6 +60,8 @@ class Result:
     train_s: float = 0.0  # the optimizer steps alone, without loading, validation or test
     # the range's calibration (`calibrate`): levels, scale, raw coverages; empty when read greedily
     interval: dict = field(default_factory=dict)
+    # where this trial's seconds went (`pricer.phases`), measured in the process that trained
+    phases: list[Phase] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"config": self.config.to_dict(), "adapter_dir": str(self.adapter_dir),
@@ -69,7 +72,8 @@ class Result:
                 "train_tokens_per_s": self.train_tokens_per_s, "peak_mem_gib": self.peak_mem_gib,
                 "plan": asdict(self.plan) if self.plan else None, "predictions": self.predictions,
                 "val_predictions": self.val_predictions, "resumed_from": self.resumed_from,
-                "train_s": self.train_s, "interval": self.interval}
+                "train_s": self.train_s, "interval": self.interval,
+                "phases": [asdict(p) for p in self.phases]}
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -186,7 +190,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
         for step in range(out.steps + 1, run.total_steps + 1):
             started = time.perf_counter()
             step_batches = [next(batches) for _ in range(cfg.grad_accum)]
-            loss = train_step(run, step_batches)
+            with phase("train steps"):
+                loss = train_step(run, step_batches)
             out.seconds += time.perf_counter() - started
             out.tokens += sum(int(b["attention_mask"].sum()) for b in step_batches)
             out.losses.append((step, loss))
@@ -196,7 +201,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
             if on_loss:
                 on_loss(step, loss)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < run.total_steps:
-                out.last_val = evaluate_split(run, run.val_items, progress=progress)
+                with phase("validation"):
+                    out.last_val = evaluate_split(run, run.val_items, progress=progress)
                 out.val_curve.append((step, out.last_val.metrics.mae))
                 if report:
                     report(step, out.last_val.metrics)
@@ -206,7 +212,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
             # the last step too: a trial killed during its (long) final evaluation resumes there
             if checkpoint_dir and cfg.checkpoint_every and (step % cfg.checkpoint_every == 0
                                                             or step == run.total_steps):
-                save_checkpoint(run, out, checkpoint_dir)
+                with phase("checkpoint"):
+                    save_checkpoint(run, out, checkpoint_dir)
     finally:
         bar.close()
     return out
@@ -268,23 +275,28 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         SpecError: the checkpoint in `resume_from` was made with another config.
     """
     started = time.perf_counter()
-    resume = load_checkpoint(resume_from, config) if resume_from is not None else None
-    run = setup(config, data, spec=spec)
-    trained = fit(run, report=report, should_stop=should_stop, on_loss=on_loss, checkpoint_dir=checkpoint_dir,
-                  resume=resume, progress=progress)
-    test, interval = None, {}
-    if trained.stopped_early:
-        val = trained.last_val
-    else:
-        val = evaluate_split(run, run.val_items, progress=progress)
-        trained.val_curve.append((trained.steps, val.metrics.mae))
-        if report:
-            report(trained.steps, val.metrics)
-        if run.test_items:
-            test = evaluate_split(run, run.test_items, progress=progress)
-        val, test, interval = calibrate(run, val, test)
-    adapter_dir = save(run, Path(out), {"validation": val.metrics, "test": test.metrics if test else None},
-                       interval)
+    with recording(Phases()) as phases:
+        resume = load_checkpoint(resume_from, config) if resume_from is not None else None
+        with phase("load model"):
+            run = setup(config, data, spec=spec)
+        trained = fit(run, report=report, should_stop=should_stop, on_loss=on_loss, checkpoint_dir=checkpoint_dir,
+                      resume=resume, progress=progress)
+        test, interval = None, {}
+        if trained.stopped_early:
+            val = trained.last_val
+        else:
+            with phase("validation"):
+                val = evaluate_split(run, run.val_items, progress=progress)
+            trained.val_curve.append((trained.steps, val.metrics.mae))
+            if report:
+                report(trained.steps, val.metrics)
+            if run.test_items:
+                with phase("test"):
+                    test = evaluate_split(run, run.test_items, progress=progress)
+            val, test, interval = calibrate(run, val, test)
+        with phase("save adapter"):
+            adapter_dir = save(run, Path(out), {"validation": val.metrics, "test": test.metrics if test else None},
+                               interval)
     return Result(
         config=config, adapter_dir=adapter_dir, val_metrics=val.metrics,
         test_metrics=test.metrics if test else None, train_losses=trained.losses,
@@ -295,5 +307,6 @@ def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spe
         predictions=[{k: r[k] for k in ("title", "category", "price", "predicted", "price_low", "price_high")
                       if k in r} for r in test.rows(run.test_items)] if test else [],
         val_predictions=list(val.predictions) if val is not None else [],
-        resumed_from=resume.step if resume else None, train_s=trained.seconds, interval=interval)
+        resumed_from=resume.step if resume else None, train_s=trained.seconds, interval=interval,
+        phases=phases.rows)
 

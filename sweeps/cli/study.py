@@ -143,20 +143,38 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import os
+
+    from pricer.phases import Phases, phase, recording
+    from sweeps.cli import demo
     from sweeps.results.ensemble import export_ensemble
     from sweeps.run.launch import launch
+    from sweeps.run.process import TRIAL_START_ENV, trial_context
     from sweeps.spec.study import load_study
 
+    phases = Phases([demo.started()])
+    # a trial forked from a forkserver that imported torch, transformers and peft once, where
+    # that is allowed (Linux without an NVIDIA GPU): each spawned trial imports them again
+    os.environ.setdefault(TRIAL_START_ENV, "forkserver")
     spec = load_study(args.study)
-    launch(spec)
-    _print_leaderboard(spec.name, spec.tracking_uri)
-    # two trials and the random forest: a few minutes of CPU fine-tuning alone can't price well
-    result = export_ensemble(spec.tracking_uri, spec.name, Path(spec.workdir) / "best", k=2)
+    workdir = Path(spec.workdir)
+    log_file = None if args.verbose else workdir / demo.LOG_NAME
+    print(f"{spec.name}: {spec.n_trials} trials on {spec.data.source}"
+          + (f" (library output: {log_file}; -v shows it here)" if log_file else ""), flush=True)
+    with recording(phases), demo.chatter_to(log_file):
+        launch(spec, progress=args.verbose, on_trial=lambda t: print(demo.trial_line(t, spec.n_trials), flush=True))
+        with phase("leaderboard"):
+            _print_leaderboard(spec.name, spec.tracking_uri)
+        # two trials and the random forest: a few minutes of CPU fine-tuning alone can't price well
+        with phase("ensemble export"):
+            result = export_ensemble(spec.tracking_uri, spec.name, workdir / "best", k=2)
     _print_ensemble(result)
     out = result.folder
     print(f"ensemble exported to {out}")
     print(f"  pricer predict --adapter {out} \"Product title and description ...\"")
     print(f"  pricer evaluate --adapter {out} --items ITEMS.jsonl --json")
+    rows, wall, cpu = demo.finish(phases)
+    demo.print_phases(rows, wall, cpu, workdir / demo.PHASES_NAME, trial_context().get_start_method())
     return 0
 
 
@@ -208,5 +226,7 @@ def add_study_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("demo", help="the quick start: launch, leaderboard, export")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="library output (MLflow, Optuna, datasets, progress bars) here instead of in the run's demo.log")
     p.add_argument("study", type=Path, nargs="?", default=Path("studies/quickstart.yaml"), help="the study file")
     p.set_defaults(func=cmd_demo)

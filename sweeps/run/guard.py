@@ -11,6 +11,7 @@ alone instead of waking the kernel's OOM killer, which may pick the worker or th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -69,13 +70,20 @@ def shape_of(spec: ModelSpec) -> ModelShape | None:
 def sequence_length(config: TrainConfig, spec: ModelSpec) -> int:
     """The prompt length the trial will plan with (`pricer.train.loop.sequence_length`), from the
     entry's tokenizer when it is on this machine, else the text budget plus `PROMPT_TOKENS`."""
-    from pricer.model.loading import load_tokenizer
-    from pricer.train.loop import sequence_length as trial_length
-
     folder = local_folder(spec)
     if folder is None:
         return config.max_tokens + PROMPT_TOKENS
-    return trial_length(config, load_tokenizer(spec, folder), chat=spec.chat)
+    return config.max_tokens + _template_tokens(spec, folder)
+
+
+@functools.lru_cache(maxsize=16)
+def _template_tokens(spec: ModelSpec, folder: Path) -> int:
+    """The template's tokens around a prompt, once per model and worker: loading a tokenizer for
+    every trial cost the worker seconds of CPU a trial (a tokenizer does not change under it)."""
+    from pricer.model.loading import load_tokenizer
+    from pricer.model.prompts import template_tokens
+
+    return template_tokens(load_tokenizer(spec, folder), chat=spec.chat)
 
 
 def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> MemoryCheck:

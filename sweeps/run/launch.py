@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
+from pricer.phases import phase
 from sweeps.run.objective import Objective
 from sweeps.run.presence import Presence
 from sweeps.run.stop import raise_if_stopped
@@ -99,29 +101,38 @@ def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTra
     from sweeps.track.preflight import check_stores
 
     heartbeat_settings()  # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S is one line, before anything is made
-    check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
-    data = prepare_data(spec, progress=progress)
-    tracker = MlflowTracker(spec.tracking_uri, spec.name)
-    study = open_study(spec, tracker)
-    parent_id, created = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
-                                                       "pricer.direction": spec.objective.directions[0]})
-    if created:
-        tracker.log_params(parent_id, {"storage": spec.storage, "data": str(data),
-                                       "data_source": ", ".join(spec.data.resolve_all(spec.path)),
-                                       "objective": ",".join(spec.objective.names),
-                                       "sampler": spec.sampler.type, "pruner": spec.pruner.type})
-    if spec.path is not None:
-        # the study file as written, less any password in its storage or tracking URL
-        tracker.client.log_text(parent_id, redact(Path(spec.path).read_text()), Path(spec.path).name)
+    with phase("check the stores"):
+        check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
+    with phase("data build"):
+        data = prepare_data(spec, progress=progress)
+    with phase("open the study and its MLflow run"):
+        tracker = MlflowTracker(spec.tracking_uri, spec.name)
+        study = open_study(spec, tracker)
+        parent_id, created = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
+                                                           "pricer.direction": spec.objective.directions[0]})
+        if created:
+            tracker.log_params(parent_id, {"storage": spec.storage, "data": str(data),
+                                           "data_source": ", ".join(spec.data.resolve_all(spec.path)),
+                                           "objective": ",".join(spec.objective.names),
+                                           "sampler": spec.sampler.type, "pruner": spec.pruner.type})
+        if spec.path is not None:
+            # the study file as written, less any password in its storage or tracking URL
+            tracker.client.log_text(parent_id, redact(Path(spec.path).read_text()), Path(spec.path).name)
     if not tracker.runs("baseline"):
-        _baselines(spec, tracker, parent_id, data)
+        with phase("baselines"):
+            _baselines(spec, tracker, parent_id, data)
     enqueue(spec, study)
     return data, tracker, study, parent_id
 
 
-def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
+def launch(spec: StudySpec, *, progress: bool = True,
+           on_trial: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> optuna.Study:
     """Run the study's trials until ``n_trials`` exist in its storage (all workers together) or
     ``timeout`` passes; re-running continues the same study and the same MLflow parent run.
+
+    Args:
+        progress: progress bars for the data build and inside each trial.
+        on_trial: called with each trial this worker finished (complete, pruned or failed).
 
     Returns:
         The Optuna study (its best trial holds the MLflow run id in ``user_attrs``).
@@ -130,6 +141,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
 
     started = time.monotonic()
     data, tracker, study, parent_id = open_run(spec, progress=progress)
+    callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else None
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)
     total = spec.n_trials
@@ -142,7 +154,8 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                 done = True
                 break
             if total is None or counted(study) < total:
-                study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,))
+                study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,),
+                               callbacks=callbacks)
                 continue
             if not (running := _running(study)):
                 done = True

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricer.errors import PricerError, TrialFailed
+from pricer.phases import phase, record
 from sweeps.run import guard
 from sweeps.run.process import run_in_child
 from sweeps.run.pruning import record_errors
@@ -91,17 +92,20 @@ class Objective:
                                            "pricer.family": model_spec.family})
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
-            self._guard(trial, run_id, config, model_spec)
+            with phase("memory guard", children=False):
+                self._guard(trial, run_id, config, model_spec)
             resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
             if resume_from is not None:
                 self.tracker.set_tags(run_id, {RESUMED: str(resume_from.parent.name)})
             losses = LiveLosses(self.tracker, run_id)
             try:
-                result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
-                                               lambda step, m: self._report(trial, run_id, step, m),
-                                               on_loss=losses, checkpoint_dir=work / "checkpoint",
-                                               resume_from=resume_from, timeout_s=self.spec.trial_timeout,
-                                               progress=self.progress)
+                # the worker's own CPU only: the trial process measures itself (`Result.phases`)
+                with phase("worker while its trial runs", children=False):
+                    result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
+                                                   lambda step, m: self._report(trial, run_id, step, m),
+                                                   on_loss=losses, checkpoint_dir=work / "checkpoint",
+                                                   resume_from=resume_from, timeout_s=self.spec.trial_timeout,
+                                                   progress=self.progress)
             finally:
                 losses.flush()
         except PricerError as exc:
@@ -109,8 +113,10 @@ class Objective:
             _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
             raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
 
+        record(result.phases)
         gpu_hours = result.wall_s / 3600 * devices
-        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
+        with phase("log the trial to MLflow", children=False):
+            log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
         if result.resumed_from is not None:
             self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
         # the worker's own memory after each trial: flat unless something leaks across trials

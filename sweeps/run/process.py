@@ -10,6 +10,7 @@ child dies with its worker.
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
+from pricer.phases import Phase
 from sweeps.run import guard
 from sweeps.run.stop import raise_if_stopped
 
@@ -38,6 +40,8 @@ POLL_S = 1.0
 PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.process")
 # A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
 PROCESS_NAME = b"pricer-trial"
+# ``forkserver`` or ``spawn``: how trial processes start (`trial_context`)
+TRIAL_START_ENV = "PRICER_TRIAL_START"
 
 
 def trial_context():
@@ -50,7 +54,7 @@ def trial_context():
     (it forbids forking what has loaded its frameworks). The forkserver's environment and working folder are the worker's when it
     started; `_child` applies the worker's current ones.
     """
-    if (sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") != "forkserver"
+    if (sys.platform != "linux" or os.environ.get(TRIAL_START_ENV) != "forkserver"
             or _has_nvidia()):
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
@@ -124,9 +128,13 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         guard.cap_process()
         from pricer.train.loop import train
 
+        for name in PRELOAD:  # imported now, not inside the model load: what a start costs is its own phase
+            importlib.import_module(name)
+        started = _started()
         result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
                        on_loss=lambda step, loss: conn.send(("loss", step, loss)),
                        checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=progress)
+        result.phases.insert(0, started)
         import torch
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
@@ -135,6 +143,16 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         raise SystemExit(1) from None
     finally:
         conn.close()
+
+
+def _started() -> Phase:
+    """This trial process's start, from its creation to its first step of work: the imports of
+    torch, transformers and peft under ``spawn``, a fork under the forkserver."""
+    import psutil
+
+    from pricer.phases import cpu_seconds
+
+    return Phase("trial process start", time.time() - psutil.Process().create_time(), cpu_seconds(children=False))
 
 
 def _death(exitcode: int | None) -> str:
