@@ -88,10 +88,11 @@ def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chrom
     assert "random_forest (baseline)" in page and "Wilcoxon" in page
     # 4 test items tell nothing apart (Wilcoxon's smallest p on 4 pairs is 0.125)
     assert "not told apart on 4 items" in printed and " beats " not in printed
+    assert "  The winner: " in printed
     parent = sweep.tracker.study_runs(sweep.spec.name)[0]
     assert {a.path for a in sweep.tracker.client.list_artifacts(parent, "report")} == {"report/report.html"}
 
-    chromium = shutil.which("chromium")
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (`apt-get install -y chromium`)")
     dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
@@ -101,6 +102,49 @@ def test_report_is_one_offline_page_logged_to_the_study_run_and_renders_in_chrom
     # plotly drew the winner's scatter: its div holds the rendered SVG with the points
     scatter = dom[dom.index('id="scatter-winner"'):]
     assert 'class="main-svg"' in scatter[:20000] and "scatterlayer" in scatter[:200000]
+    # the axes that number trials (0, 1, 2 here) show whole numbers only, each once
+    for div in ("history", "by-trial"):
+        plot = dom[dom.index(f'id="{div}"'):]
+        plot = plot[:plot.index("</svg>", plot.index('class="main-svg"'))]
+        ticks = re.findall(r'class="xtick".*?>([^<]*)</text>', plot)
+        assert ticks and all(re.fullmatch(r"\d+", t) for t in ticks) and len(set(ticks)) == len(ticks), (div, ticks)
+    # the cost plot drew the trials' peak memory at least (seconds and prompt tokens where the runs logged them)
+    costs = dom[dom.index('id="costs"'):]
+    assert 'class="main-svg"' in costs[:20000] and "peak memory (GiB)" in costs[:200000]
+
+
+@pytest.mark.slow
+def test_a_baseline_that_beats_every_trial_is_named_the_winner(sweep, tmp_path: Path) -> None:
+    """Trials of 2 steps price far worse than a random forest: the page's winner is a baseline,
+    every other row is compared with it (no row beats it), and the best trial is marked apart."""
+    import re
+
+    from sweeps.results.report import render
+    from sweeps.results.verdict import StudyResults, verdict
+
+    results = StudyResults(sweep.spec.tracking_uri, sweep.spec.name)
+    found = verdict(results)
+    trials = [e for e in found.entries if e.group != "baseline"]
+    baselines = [e for e in found.entries if e.group == "baseline"]
+    assert min(e.mae for e in baselines) < min(e.mae for e in trials), "the fixture's premise"
+    assert found.winner.group == "baseline" and found.winner.mae == min(e.mae for e in found.entries)
+    assert found.best_trial.row.trial == next(r for r in results.rows if not r.baseline and r.rank).trial
+    for e in found.entries:
+        assert (e.versus is None) == (e is found.winner)
+        assert e.versus is None or (e.versus.difference >= 0 and e.versus.b == found.winner.label)
+    assert found.headline().startswith(f"The winner: {found.winner.label}")
+    assert "every trial in the table prices worse than the baseline" in found.headline()
+
+    page = render(found, results, None)
+    table = page[page.index("<table id='verdict'>"):page.index("</table>")]
+    winner_row = next(r for r in table.split("<tr") if "(the winner)" in r)
+    assert found.winner.label in winner_row and "baseline" in winner_row
+    best_row = next(r for r in table.split("<tr") if "(the best trial)" in r)
+    assert f"trial {found.best_trial.row.trial}:" in best_row
+    # the table and the sentences, before the plots: a negative amount reads −$, never $-
+    assert "$-" not in page[:page.index("<h2>Optimisation history")]
+    differences = re.findall(r"<td>([+\u2212]\$[\d,.]+)</td>", table)  # "vs winner" cells (intervals are [..])
+    assert differences and all(d.startswith("+") for d in differences)  # nothing beats the winner
 
 
 def test_a_study_with_no_finished_trial_gets_one_line(tmp_path: Path, capsys) -> None:
