@@ -16,14 +16,17 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from pricer.data.curate import DUPLICATE, OVER_BUCKET_CAP, SPLITS
 from pricer.data.sampling import Sampling, balanced_positions, sampled_positions
 from pricer.data.shards import MIN_SHARD_BYTES, ShardResult, curate_shard, plan_shards
 from pricer.data.tables import Columns
+from pricer.declared import Problems, declared
 from pricer.errors import DataError, SpecError
 from pricer.items import Item
 
@@ -35,7 +38,7 @@ def default_workers() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
-@dataclass(frozen=True)
+@declared("curation")
 class Curation:
     """The settings that change what a build writes (all of them go into its cache key).
 
@@ -47,20 +50,20 @@ class Curation:
         columns: the text and price columns of a product table.
     """
 
-    limit: int | None = None
+    limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
-    balance: int | None = None
+    balance: Annotated[int, Field(ge=1)] | None = None
     sampling: Sampling | None = None
     columns: Columns | None = None
 
-    def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise DataError(f"--limit must be >= 1 (got {self.limit})")
-        if self.balance is not None and self.balance < 1:
-            raise SpecError(f"balance: must be a whole number >= 1 (got {self.balance})")
+    @model_validator(mode="after")
+    def _one_cap(self) -> Curation:
         if self.balance is not None and self.sampling is not None:
-            raise SpecError("balance and sampling are alternatives (a uniform and a category-weighted "
-                            "per-dollar cap); set one")
+            problems = Problems()
+            problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
+                                        "per-dollar cap)")
+            problems.check()
+        return self
 
     def key(self) -> dict:
         """The settings as plain values, for the cache key and the build summary."""

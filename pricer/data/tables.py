@@ -15,6 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
 
 from pricer.data.curate import (
     Dropped,
@@ -25,7 +28,8 @@ from pricer.data.curate import (
     raw_contents,
     strings_of,
 )
-from pricer.errors import DataError, SpecError
+from pricer.declared import Problems, declared
+from pricer.errors import DataError
 from pricer.items import Item
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -39,7 +43,7 @@ BAD_ROW = "bad_row"
 NO_ANSWER = "the model wrote no price"
 
 
-@dataclass(frozen=True)
+@declared("columns")
 class Columns:
     """Which columns of a table hold a product's text and its price.
 
@@ -49,14 +53,18 @@ class Columns:
         price: the price column (building and evaluating; pricing keeps it untouched).
     """
 
-    text: tuple[str, ...] = ()
-    price: str = "price"
+    text: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    price: Annotated[str, Field(min_length=1)] = "price"
 
-    def __post_init__(self) -> None:
-        if len(set(self.text)) != len(self.text) or not all(self.text):
-            raise SpecError(f"--text-columns: names must be distinct and non-empty (got {','.join(self.text)!r})")
+    @model_validator(mode="after")
+    def _distinct(self) -> Columns:
+        problems = Problems()
+        if len(set(self.text)) != len(self.text):
+            problems.add(("text",), f"each column once (got {','.join(self.text)!r})")
         if self.price in self.text:
-            raise SpecError(f"--price-column {self.price!r} is also a text column; a model must not read the price")
+            problems.add(("price",), f"{self.price!r} is also a text column; a model must not read the price")
+        problems.check()
+        return self
 
     @classmethod
     def parse(cls, text: str | None = None, price: str | None = None) -> Columns:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from pricer.data.sampling import Sampling
 from pricer.declared import DECLARED, Problems
 from pricer.errors import SpecError
 from pricer.train.loop import TrainConfig
@@ -66,14 +67,13 @@ class DataSpec:
     limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
     balance: Annotated[int, Field(ge=1)] | None = None
-    sampling: Any = None
+    sampling: Sampling | None = None
     workers: Annotated[int, Field(ge=1)] | None = None
 
     _from_string = _bare("source")
 
     @model_validator(mode="after")
     def _one_form(self) -> DataSpec:
-        from pricer.data.sampling import Sampling
         from pricer.data.sources import SHORTHAND, expand
         from pricer.errors import DataError
 
@@ -93,25 +93,9 @@ class DataSpec:
                     expand(source)
                 except DataError as exc:
                     problems.add(("sources", n) if self.sources else ("source",), str(exc))
-        if self.sampling is not None:
-            if self.balance is not None:
-                problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
-                                            "per-dollar cap)")
-            elif isinstance(self.sampling, Mapping):
-                unknown = sorted(set(self.sampling) - {"cap", "category_weights", "keep_all_from"})
-                if unknown:
-                    problems.add(("sampling",), f"unknown key(s) {', '.join(map(str, unknown))}; expected cap, "
-                                                "category_weights, keep_all_from")
-                elif "cap" not in self.sampling:
-                    problems.add(("sampling", "cap"), "required (items per dollar bucket kept as they are; "
-                                                      "the recipe: 1200)")
-                else:
-                    try:
-                        object.__setattr__(self, "sampling", Sampling(**self.sampling))
-                    except SpecError as exc:
-                        problems.add(("sampling",), str(exc).removeprefix("sampling."))
-            elif not isinstance(self.sampling, Sampling):
-                problems.add(("sampling",), f"a mapping of cap, category_weights, keep_all_from (got {self.sampling!r})")
+        if self.sampling is not None and self.balance is not None:
+            problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
+                                        "per-dollar cap)")
         problems.check()
         return self
 
