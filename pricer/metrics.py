@@ -20,7 +20,7 @@ BAND_DOLLARS, BAND_FRACTION = 80.0, 0.40
 
 # "1,234.50" (commas only between thousands), "12", "12.", ".5"; a sign is ignored on purpose:
 # "$-12" from a model is a dash, not a negative price.
-_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
+PRICE_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
 
 
 def parse_price(text: str | None) -> float | None:
@@ -28,7 +28,7 @@ def parse_price(text: str | None) -> float | None:
     none (a miss, never an exception)."""
     if not isinstance(text, str):
         return None
-    match = _NUMBER.search(text)
+    match = PRICE_NUMBER.search(text)
     if not match:
         return None
     value = float(match.group().replace(",", ""))

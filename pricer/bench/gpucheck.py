@@ -23,7 +23,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from pricer.bench.speed import DEFAULT_SAMPLE, SHAPE_TOKENIZER, BenchSettings, run_bench
+from pricer.bench.speed import SHAPE_TOKENIZER, BenchSettings, run_bench
+from pricer.data.sources import sample_path
 from pricer.declared import declared
 from pricer.errors import SpecError
 
@@ -74,7 +75,7 @@ def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = N
     if not (settings.toy or settings.bench.layers) and not torch.cuda.is_available():
         raise SpecError("gpu-check: no CUDA device here (torch.cuda.is_available() is False); it measures "
                         "GPU numbers. `pricer gpu-check --toy` checks the same code path on a CPU")
-    data = data or DEFAULT_SAMPLE
+    data = data or sample_path()
     started = time.perf_counter()
     table = {"device": _device_name(), "versions": _versions(), "toy": settings.toy,
              "settings": _settings_row(settings), "shapes": {}, "trial": None, "total_s": None}

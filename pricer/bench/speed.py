@@ -14,7 +14,6 @@ each whole path, load included (`benchmodels.PeakMemory`).
 from __future__ import annotations
 
 import gc
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,12 +21,10 @@ from typing import Annotated
 
 from pydantic import Field
 
+from pricer.data.sources import sample_path
 from pricer.declared import declared
 from pricer.errors import SpecError
 
-# The real sample beside the checkout (as the tests find it), unless PRICER_SAMPLE says otherwise.
-DEFAULT_SAMPLE = Path(os.environ.get(
-    "PRICER_SAMPLE", Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"))
 # The model whose tokenizer random-weight shapes use: its 49k ids fit every real vocabulary.
 SHAPE_TOKENIZER = "smollm2-135m-instruct"
 JSON_KEYS = ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
@@ -119,7 +116,7 @@ def run_bench(model: str = SHAPE_TOKENIZER, steps: int = 5, shape: str | None = 
     """
     settings = replace(settings or BenchSettings(), model=model, steps=steps, shape=shape)
     with tempfile.TemporaryDirectory(prefix="pricer-bench-") as tmp:
-        return _run(settings, data or DEFAULT_SAMPLE, Path(workdir or tmp))
+        return _run(settings, data or sample_path(), Path(workdir or tmp))
 
 
 def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResult:

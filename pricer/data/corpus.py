@@ -10,7 +10,6 @@ choice after that (first copy kept, sampling, split, shuffle) is made on the mer
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -29,13 +28,7 @@ from pricer.data.tables import Columns
 from pricer.declared import Problems, declared
 from pricer.errors import DataError, SpecError
 from pricer.items import Item
-
-
-def default_workers() -> int:
-    """The cores this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return max(os.cpu_count() or 1, 1)
+from pricer.machine import usable_cores
 
 
 @declared("curation")
@@ -183,7 +176,7 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
     Raises:
         DataError: a source can't be read, or nothing usable is left.
     """
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise SpecError(f"workers: must be >= 1 (got {workers})")
     shards = plan_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.data.corpus import Corpus, Curation, curate, default_workers
+from pricer.data.corpus import Corpus, Curation, curate
 from pricer.data.curate import SPLITS, Dropped, item_from_curated
 from pricer.data.readers import read_items
 from pricer.data.sampling import Sampling, counts_by_band, counts_by_category
@@ -26,6 +26,7 @@ from pricer.data.sources import content_key, expand_all, is_url
 from pricer.data.tables import Columns
 from pricer.errors import DataError
 from pricer.items import Item
+from pricer.machine import usable_cores
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -191,7 +192,7 @@ def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit:
         if out.exists() and not out.is_dir():
             raise DataError(f"{out}: exists and is not a folder; choose another --out")
     key = content_key(sources, curation.key())
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     started = time.perf_counter()
     with _scratch(out) as scratch:
         corpus = curate(sources, curation, scratch, workers=workers, progress=progress)

@@ -10,12 +10,13 @@ from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from pricer.bench.data import DEFAULT_SAMPLE, bench_data
+    from pricer.bench.data import bench_data
+    from pricer.data.sources import sample_path
 
     if len(args.target) != 1 or args.lines is None:
         raise SpecError("usage: pricer bench data --lines N [--workers 1,2] [--sample ITEMS.jsonl] [--dir DIR] [--json]")
     workers = _workers(args.workers)
-    result = bench_data(args.sample or DEFAULT_SAMPLE, args.lines, workers=workers, folder=args.dir)
+    result = bench_data(args.sample or sample_path(), args.lines, workers=workers, folder=args.dir)
     if args.json:
         print_json(result)
         return 0

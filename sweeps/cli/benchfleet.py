@@ -12,13 +12,11 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
-    from pricer.bench.speed import DEFAULT_SAMPLE
+    from pricer.data.sources import sample_path
     from sweeps.results.soak import run_soak
 
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
-    # the sample beside the checkout (where the tests find it) unless --data or PRICER_SAMPLE says
-    beside = Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"
-    sample = str(Path(args.data or (DEFAULT_SAMPLE if DEFAULT_SAMPLE.exists() else beside)).resolve())
+    sample = str(Path(args.data).resolve() if args.data else sample_path())
     out = Path(args.out or "runs/bench-fleet")
     result = run_soak(server, sample, out, workers=int(args.workers or 16), trials=args.trials, steps=args.steps)
     if args.json:

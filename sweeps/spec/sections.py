@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from pricer.data.fraction import Fraction
 from pricer.data.sampling import Sampling
 from pricer.declared import DECLARED, Problems
 from pricer.errors import SpecError
@@ -317,7 +318,7 @@ class FidelitySpec:
         seed: which subset (the 0.1 subset of a seed lies inside its 0.25 subset).
     """
 
-    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    train_fraction: Fraction = 1.0
     seed: int = 0
 
     _from_number = model_validator(mode="before")(classmethod(
@@ -338,7 +339,7 @@ class RefitSpec:
     """
 
     top_k: Annotated[int, Field(ge=1)] = 1
-    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    train_fraction: Fraction = 1.0
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @model_validator(mode="before")
