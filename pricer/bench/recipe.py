@@ -23,8 +23,7 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from pricer.declared import declared
 from pricer.model.batches import pad_batch
 from pricer.model.prompts import IGNORE, Example
-
-RECIPE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+from pricer.model.shapes import ATTENTION_MODULES
 
 
 @declared("recipe")
@@ -131,7 +130,7 @@ def train_reference(model, tokenizer, examples: Sequence[Example], config: Recip
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": True})
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(RECIPE_TARGETS), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(ATTENTION_MODULES), bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
 
     cuda = device() == "cuda"

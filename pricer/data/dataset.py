@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from filelock import FileLock
 
 from pricer.data.corpus import Corpus, Curation, curate
 from pricer.data.curate import SPLITS, Dropped, item_from_curated
@@ -226,23 +229,28 @@ def cached_build(source: str | Path | Sequence[str | Path], root: Path, *, limit
 
     The key covers the sources' content (size and modification time of a local file), the
     settings and the curation version, so a changed source or setting builds anew. Several
-    processes may call this at once: each builds into its own folder and the first rename wins.
+    processes may call this at once (workers of one study started together): a file lock lets
+    one build while the others wait and then read its folder, as `pricer.model.catalog` does for
+    converted models; the build goes to a scratch folder renamed into place, so a killed build
+    leaves nothing half-written under the key.
     """
     sources = expand_all(_as_list(source))
     curation = Curation(limit=limit, seed=seed, balance=balance, sampling=sampling)
     out = Path(root).resolve() / f"data-{content_key(sources, curation.key())}"
     if _is_built(out):
         return out
-    partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
-    try:
-        build(sources, partial, limit=limit, seed=seed, balance=balance, sampling=sampling, workers=workers,
-              progress=progress)
-        partial.rename(out)
-    except OSError:  # another process finished first: theirs is the same data
-        if not _is_built(out):
-            raise
-    finally:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.with_name(f".{out.name}.lock")):
+        if _is_built(out):  # built by the process that held the lock before
+            return out
+        partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)
+        try:
+            build(sources, partial, limit=limit, seed=seed, balance=balance, sampling=sampling, workers=workers,
+                  progress=progress)
+            os.replace(partial, out)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return out
 
 

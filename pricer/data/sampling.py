@@ -22,11 +22,10 @@ from pydantic_core import PydanticCustomError
 
 from pricer.declared import declared
 from pricer.errors import SpecError
+from pricer.metrics import BAND_NAMES, PRICE_BANDS
 
 INVERSE = "inverse"
 OTHERS = "*"
-# Price bands of the build report, in dollars: [0, 10), [10, 50), ... [500, 1000).
-BAND_EDGES = (0, 10, 50, 100, 250, 500, 1000)
 
 
 # a category's weight; ints stay ints, so a study file's weights key the cached build as before
@@ -147,15 +146,11 @@ def sampled_positions(prices: np.ndarray, codes: np.ndarray, names: Sequence[str
     return kept
 
 
-def band_name(low: float, high: float) -> str:
-    return f"${low:g}-{high:g}"
-
-
 def counts_by_band(prices: np.ndarray) -> dict[str, int]:
-    """Items per price band (`BAND_EDGES`), every band listed."""
-    edges = np.asarray(BAND_EDGES, dtype=np.float64)
-    n, _ = np.histogram(np.asarray(prices, dtype=np.float64), bins=edges)
-    return {band_name(lo, hi): int(k) for lo, hi, k in zip(BAND_EDGES[:-1], BAND_EDGES[1:], n, strict=True)}
+    """Items per price band (`pricer.metrics.price_band`, on arrays), every band listed."""
+    index = np.searchsorted(PRICE_BANDS, np.asarray(prices, dtype=np.float64), side="right") - 1
+    n = np.bincount(np.clip(index, 0, len(BAND_NAMES) - 1), minlength=len(BAND_NAMES))
+    return {name: int(k) for name, k in zip(BAND_NAMES, n, strict=True)}
 
 
 def counts_by_category(codes: np.ndarray, names: Sequence[str]) -> dict[str, int]:

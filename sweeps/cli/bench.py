@@ -135,7 +135,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
                  f"{trial['wall_s']:.0f}"))
     console = print_table(f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}",
                           ("", "train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"), rows,
-                          no_wrap_first=True)
+                          no_wrap={0})
     console.print(f"ratio: project / recipe; trial step: `pricer.train.loop` for one step on {trial['model']}")
     return 0
 

@@ -4,7 +4,7 @@ wide enough for them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,24 +24,26 @@ def wide_console() -> Console:
 
 
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], *,
-                console: Console | None = None, bold: Collection[int] = (),
-                no_wrap_first: bool = False) -> Console:
+                console: Console | None = None, styles: Mapping[int, str] | None = None,
+                left: Collection[int] = (0,), no_wrap: Collection[int] = ()) -> Console:
     """Print a table whose first column names the rows (left-aligned) and whose other columns are
     numbers (right-aligned); returns the console, for the notes printed under it.
 
     Args:
         console: where to print (default: a plain `rich.console.Console`).
-        bold: indices of rows to print in bold (e.g. the ensemble above its members).
-        no_wrap_first: keep each row's name on one line.
+        styles: a rich style per row index (``{0: "bold"}``: the ensemble above its members).
+        left: the columns (by index) of text, left-aligned.
+        no_wrap: the columns whose cells stay on one line (e.g. the row names).
     """
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    styles = styles or {}
+    table = Table(title=title or None)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=no_wrap_first and i == 0)
+        table.add_column(header, justify="left" if i in left else "right", no_wrap=i in no_wrap)
     for i, row in enumerate(rows):
-        table.add_row(*row, style="bold" if i in bold else None)
+        table.add_row(*row, style=styles.get(i))
     console = console or Console()
     console.print(table)
     return console

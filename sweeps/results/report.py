@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.metrics import BAND_NAMES, price_band
 from sweeps.results.verdict import Entry, StudyResults, Verdict, verdict
 
-BANDS = ((0, 25), (25, 50), (50, 100), (100, 250), (250, 500), (500, math.inf))
 ARTIFACT_DIR = "report"
 
 
@@ -215,7 +215,7 @@ def _grouped(found: Verdict, key, order: list[str] | None = None):
     categories = [row.get("category") or "?" for row in found.winner.items] if key == "category" else None
     if key == "category" and not categories:
         return None, "the winner's run has no predictions.csv (categories unknown)"
-    groups = categories if categories else [_band(t) for t in found.truth]
+    groups = categories if categories else [BAND_NAMES[price_band(t)] for t in found.truth]
     names = order or sorted(set(groups))
     fig = go.Figure()
     for entry in [found.winner, _forest(found)]:
@@ -237,16 +237,7 @@ def _by_category(found: Verdict):
 
 
 def _by_band(found: Verdict):
-    return _grouped(found, "band", [_band_name(b) for b in BANDS])
-
-
-def _band_name(band: tuple[float, float]) -> str:
-    low, high = band
-    return f"${low:,.0f}+" if math.isinf(high) else f"${low:,.0f}-{high:,.0f}"
-
-
-def _band(price: float) -> str:
-    return next(_band_name(b) for b in BANDS if b[0] <= price < b[1])
+    return _grouped(found, "band", list(BAND_NAMES))
 
 
 def _importance(optuna_study):
