@@ -184,9 +184,8 @@ def test_train_on_a_toy_and_merge_its_adapter_into_the_dequantized_base(toys, it
     from datasets import DatasetDict
     from transformers import AutoModelForCausalLM
 
-    from pricer.model.adapter import read_meta
+    from pricer.model.adapter import merge_into_base, read_meta
     from pricer.train.loop import TrainConfig, train
-    from sweeps.results.export import merge_into_base
 
     config = TrainConfig(model="toy-gemma-2-it", max_steps=1, batch_size=2, max_tokens=TEXT_TOKENS,
                          eval_items=1, test_items=1, lora_r=4)

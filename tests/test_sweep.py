@@ -265,7 +265,8 @@ def test_exported_folder_is_portable_and_opens_with_pricer_and_plain_peft(sweep,
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from pricer.model.catalog import CATALOG, cache_root, materialize
+    from pricer.model.catalog import CATALOG, materialize
+    from pricer.model.weights import cache_root
     from sweeps.cli.main import main
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "portable")

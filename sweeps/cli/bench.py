@@ -17,7 +17,7 @@ EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
 
 
 def cmd_bench_sweep(args: argparse.Namespace) -> int:
-    from sweeps.results.benchsweep import run_sweep_bench, scaled
+    from sweeps.bench.benchsweep import run_sweep_bench, scaled
     from sweeps.spec.study import load_study
 
     if len(args.target) != 2:

@@ -1,4 +1,4 @@
-"""`pricer bench fleet [--workers 16] [--trials 64]`: the fleet soak (`sweeps.results.soak`), printed."""
+"""`pricer bench fleet [--workers 16] [--trials 64]`: the fleet soak (`sweeps.bench.soak`), printed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
     from pricer.data.sources import sample_path
-    from sweeps.results.soak import run_soak
+    from sweeps.bench.soak import run_soak
 
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
     sample = str(Path(args.data).resolve() if args.data else sample_path())

@@ -1,5 +1,5 @@
 """`pricer bench fidelity STUDY.yaml`: Spearman correlation and regret of a search on a fraction
-of the data against the full data (`sweeps.results.fidelity`)."""
+of the data against the full data (`sweeps.bench.fidelity`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ USAGE = ("usage: pricer bench fidelity STUDY.yaml [--fractions 0.1,0.25,1.0] [--
 
 
 def cmd_bench_fidelity(args: argparse.Namespace) -> int:
-    from sweeps.results.fidelity import bench_spec, draw_configs, parse_fractions, run_fidelity_bench
+    from sweeps.bench.fidelity import bench_spec, draw_configs, parse_fractions, run_fidelity_bench
     from sweeps.spec.study import load_study
 
     if len(args.target) != 2:

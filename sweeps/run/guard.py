@@ -42,7 +42,7 @@ class Verdict:
 def local_folder(spec: ModelSpec) -> Path | None:
     """The entry's model folder if it is already on this machine (a local source, or a copy the
     catalog converted or built into its cache), without fetching anything."""
-    from pricer.model.catalog import cache_root
+    from pricer.model.weights import cache_root
 
     for folder in (Path(spec.source).expanduser(), cache_root() / "models" / spec.name):
         if (folder / "config.json").is_file():

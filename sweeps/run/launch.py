@@ -27,8 +27,9 @@ from sweeps.run.opening import (
 from sweeps.run.presence import Presence
 from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.study import StudySpec
+from sweeps.track.records import log_baselines, log_study_plots
 from sweeps.track.redact import redact
-from sweeps.track.tracking import MlflowTracker, log_baselines, log_study_plots
+from sweeps.track.tracking import MlflowTracker
 
 if TYPE_CHECKING:
     import optuna

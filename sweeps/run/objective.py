@@ -31,8 +31,9 @@ from sweeps.run.pruning import record_errors
 from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
+from sweeps.track.records import log_trial_result
 from sweeps.track.redact import redact
-from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result, tracking_errors
+from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, tracking_errors
 
 if TYPE_CHECKING:
     import optuna
