@@ -32,6 +32,7 @@ from pricer.errors import SpecError
 from pricer.machine import usable_cores
 from sweeps.run.opening import WORKER_ENV
 from sweeps.spec.study import StudySpec
+from sweeps.spec.urls import is_sqlite
 from sweeps.track.redact import redact
 
 STORAGE_ENV, TRACKING_ENV = "PRICER_STORAGE", "PRICER_TRACKING_URI"
@@ -75,7 +76,7 @@ def plan_fleet(spec: StudySpec, workers: int | None, gpus: list[str], *, n_cores
     n = workers if workers is not None else len(gpus)
     if n < 1:
         raise SpecError(f"--workers {n}: at least 1 (or give --gpus, one worker per GPU)")
-    if n > 1 and spec.storage.startswith("sqlite:"):
+    if n > 1 and is_sqlite(spec.storage):
         raise SpecError(f"storage {redact(spec.storage)}: {n} workers can't share a SQLite file (one writer at a "
                         "time: they would fail on 'database is locked'); use PostgreSQL, e.g. PRICER_STORAGE="
                         "postgresql://USER@HOST:5432/DB (or --storage), or --workers 1")

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
+from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
-from sweeps.track.stores import retried, sqlite_path
+from sweeps.track.stores import retried
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
