@@ -77,7 +77,7 @@ def test_bad_fraction_or_refit_is_one_error_naming_the_field(tmp_path: Path, ext
 
 
 def test_train_config_rejects_a_fraction_outside_zero_one() -> None:
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
     with pytest.raises(SpecError, match=r"train_fraction: must be > 0.0 \(got 0.0\)"):
         TrainConfig(train_fraction=0.0)

@@ -131,7 +131,8 @@ def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path
     from pricer.bench.shaped import PeakMemory
     from pricer.data.dataset import load_splits
     from pricer.model.catalog import CATALOG
-    from pricer.train.loop import TrainConfig, train
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import train
 
     spec = CATALOG[TOY_OF[name]] if settings.toy else _shape_spec(name, settings, root)
     splits = load_splits(data)

@@ -212,7 +212,9 @@ def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int, *
     from datasets import DatasetDict
 
     from pricer.bench.shaped import PeakMemory
-    from pricer.train.loop import TrainConfig, evaluate_split, micro_batches, setup, train_step
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import evaluate_split, setup
+    from pricer.train.step import micro_batches, train_step
 
     config = TrainConfig(
         model=spec.name, lora_r=recipe_config.lora_r, lora_alpha=recipe_config.lora_alpha,

@@ -21,7 +21,8 @@ from sweeps.cli.output import print_json, print_table
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pricer.train.loop import TrainConfig, train
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import train
 
     result = train(config_from_flags(TrainConfig, args), args.data, args.out)
     _print_metrics_table(f"{args.model}: {result.steps} steps in {result.wall_s:.0f} s "
@@ -147,7 +148,7 @@ def _print_metrics_table(title: str, rows: dict) -> None:
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """``pricer train``'s flags: every field of `TrainConfig`, with its type, default and help."""
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
     p.add_argument("--model", required=True, help=TrainConfig.__pydantic_fields__["model"].description)
     p.add_argument("--data", required=True, help="built dataset DIR (`pricer data build`) or a curated jsonl")

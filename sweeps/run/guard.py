@@ -22,7 +22,7 @@ from pricer.model.shapes import SHAPES, ModelShape
 
 if TYPE_CHECKING:
     from pricer.model.catalog import ModelSpec
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
 # `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
 # for a model whose tokenizer is not on this machine yet (a hub entry before its first download).

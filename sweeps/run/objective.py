@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     import optuna
 
     from pricer.metrics import Metrics
-    from pricer.train.loop import Result, TrainConfig
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import Result
 
 log = logging.getLogger(__name__)
 RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
