@@ -166,7 +166,8 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-items", type=int, default=None,
                    help=f"validation items each path predicts (unset: {EVAL_ITEMS}); bench sweep: per report (unset: the "
                         "study's)")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
     p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
     p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
@@ -186,6 +187,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
     p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
     p.add_argument("--eval-items", type=int, default=16, help="items each path predicts, and the trial evaluates")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks the shapes
     p.set_defaults(func=cmd_gpu_check)

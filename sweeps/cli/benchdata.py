@@ -52,6 +52,7 @@ def add_bench_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", default=None, help="bench data: worker counts to compare, e.g. 1,2 (unset: 1 and all cores); "
                    "bench fleet: workers on this machine (unset: 16)")
     p.add_argument("--sample", type=Path, default=None,
-                   help="bench data: curated items the raw lines are made from (default: the shared sample)")
+                   help="bench data: curated items the raw lines are made from (default: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--dir", type=Path, default=None,
                    help="bench data: keep the raw lines here and reuse them (default: a temporary folder)")
