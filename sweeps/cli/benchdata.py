@@ -13,8 +13,6 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     from pricer.bench.data import bench_data
     from pricer.data.sources import sample_path
 
-    if len(args.target) != 1 or args.lines is None:
-        raise SpecError("usage: pricer bench data --lines N [--workers 1,2] [--sample ITEMS.jsonl] [--dir DIR] [--json]")
     workers = _workers(args.workers)
     result = bench_data(args.sample or sample_path(), args.lines, workers=workers, folder=args.dir)
     if args.json:
@@ -48,11 +46,10 @@ def _workers(text: str | None) -> tuple[int, ...] | None:
 
 
 def add_bench_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lines", type=int, default=None, help="bench data: raw lines to write and curate")
-    p.add_argument("--workers", default=None, help="bench data: worker counts to compare, e.g. 1,2 (unset: 1 and all cores); "
-                   "bench fleet: workers on this machine (unset: 16)")
+    p.add_argument("--lines", type=int, required=True, help="raw lines to write and curate")
+    p.add_argument("--workers", default=None, help="worker counts to compare, e.g. 1,2 (unset: 1 and all cores)")
     p.add_argument("--sample", type=Path, default=None,
-                   help="bench data: curated items the raw lines are made from (default: $PRICER_SAMPLE, else "
+                   help="curated items the raw lines are made from (default: $PRICER_SAMPLE, else "
                    "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--dir", type=Path, default=None,
-                   help="bench data: keep the raw lines here and reuse them (default: a temporary folder)")
+                   help="keep the raw lines here and reuse them (default: a temporary folder)")

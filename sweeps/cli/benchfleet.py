@@ -18,7 +18,7 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
     sample = str(Path(args.data).resolve() if args.data else sample_path())
     out = Path(args.out or "runs/bench-fleet")
-    result = run_soak(server, sample, out, workers=int(args.workers or 16), trials=args.trials, steps=args.steps)
+    result = run_soak(server, sample, out, workers=args.workers, trials=args.trials, steps=args.steps)
     if args.json:
         print_json(result.to_dict())
         return 0
@@ -38,3 +38,14 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     ok = (r.finished_once and not r.running_optuna and not r.running_mlflow and r.retried == r.killed_workers
           and r.parent_ends == 1 and r.parent_ended_after_last_trial)
     return 0 if ok else 1
+
+
+def add_bench_fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=16, help="workers on this machine")
+    p.add_argument("--trials", type=int, default=64, help="the study's total")
+    p.add_argument("--steps", type=int, default=5, help="training steps a trial")
+    p.add_argument("--storage", default=None, help="a PostgreSQL server URL whose user may create "
+                   "databases (unset: PRICER_STORAGE, else the local test server)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
+    p.add_argument("--out", type=Path, default=None, help="the soak's folder (unset: runs/bench-fleet)")

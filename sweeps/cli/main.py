@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from pricer.errors import PricerError
-from sweeps.cli.bench import add_bench_parsers
+from sweeps.cli.bench import add_bench_parsers, with_bench_target
 from sweeps.cli.data import add_data_parsers
 from sweeps.cli.flags import Parser
 from sweeps.cli.plan import add_plan_parser
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from sweeps.run.stop import sigterm_interrupts
 
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(with_bench_target(list(argv)))
     func: Callable[[argparse.Namespace], int] = args.func
     sigterm_interrupts()  # a scheduler's or `kill`'s stop cleans up as Ctrl-C does
     try:
