@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 
 from pricer.errors import DataError
-from pricer.machine import usable_cores
+from pricer.machine import GIB, usable_cores
 
 SAMPLE_EVERY_S = 0.05
-GIB = 1 << 30
 
 
 def _raw_record(item: dict, n: int, rng: random.Random) -> dict:
