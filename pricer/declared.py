@@ -7,6 +7,10 @@ The models are pydantic dataclasses: checked by pydantic where they are made, an
 dataclasses, so `dataclasses.replace` (which checks again), `asdict` and `fields` work on them.
 A field that the loader sets rather than the user (a search-space parameter's name, from its key)
 is listed in the class's ``_set_by_loader`` and left out of "expected one of ..." hints.
+
+A settings class a user fills in code or with flags (`pricer.data.sampling.Sampling`,
+`pricer.bench.speed.BenchSettings`...) is made with `declared`: a bad value is then the same one
+line, ``sampling: cap: must be >= 1 (got 0)``, wherever the class is made.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import ConfigDict, TypeAdapter, ValidationError, model_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import ArgsKwargs, InitErrorDetails, PydanticCustomError
 
 from pricer.errors import SpecError
 
@@ -30,6 +36,11 @@ T = TypeVar("T")
 Loc = tuple[str | int, ...]
 
 
+# True while an outer validation runs: a `declared` class made inside it leaves its problems to
+# the outer one, so a study file's problems stay one line under the file's name.
+_NESTED: ContextVar[bool] = ContextVar("pricer_declared_nested", default=False)
+
+
 def validate(cls: type[T], data: object, where: str, context: Mapping | None = None) -> T:
     """`cls` from a mapping (a study file's section, flags, a ``pricer.json`` entry); `context`
     reaches the validators (``info.context``).
@@ -37,10 +48,41 @@ def validate(cls: type[T], data: object, where: str, context: Mapping | None = N
     Raises:
         SpecError: every problem at once, one line, each naming its field.
     """
+    token = _NESTED.set(True)
     try:
         return _adapter(cls).validate_python(data, context=context)
     except ValidationError as exc:
         raise SpecError(one_line(exc, where, cls)) from None
+    finally:
+        _NESTED.reset(token)
+
+
+def declared(where: str) -> Callable[[type[T]], type[T]]:
+    """A frozen pydantic dataclass with the house config (`DECLARED`) whose bad values, made in code
+    (``Sampling(cap=0)``, `dataclasses.replace`) or from a mapping, are one SpecError naming every
+    bad field: ``<where>: <field>: <problem> (got <value>)``. Made inside another declared model
+    or `validate`, its problems join the outer ones at their place (``data.sampling.cap``).
+    """
+    def one_line_error(cls: type, data: object, handler: Callable) -> Any:
+        names = list(cls.__pydantic_fields__)
+        if isinstance(data, ArgsKwargs) and 0 < len(data.args) <= len(names):
+            # ``Member("x", "adapter", ...)``: its errors name the fields, not positions
+            data = ArgsKwargs((), {**dict(zip(names, data.args, strict=False)), **(data.kwargs or {})})
+        if _NESTED.get():
+            return handler(data)
+        token = _NESTED.set(True)
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise SpecError(one_line(exc, where, cls)) from None
+        finally:
+            _NESTED.reset(token)
+
+    def make(cls: type[T]) -> type[T]:
+        cls._one_line = model_validator(mode="wrap")(classmethod(one_line_error))  # type: ignore[attr-defined]
+        return pydantic_dataclass(frozen=True, config=DECLARED)(cls)
+
+    return make
 
 
 @functools.cache

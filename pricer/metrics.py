@@ -8,6 +8,7 @@ hit_rate + band_rate + the share of misses-by-far add to 1.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections import defaultdict
@@ -17,10 +18,14 @@ from pathlib import Path
 
 HIT_DOLLARS, HIT_FRACTION = 40.0, 0.20
 BAND_DOLLARS, BAND_FRACTION = 80.0, 0.40
+# Price bands, in dollars, of the build report and the study report's errors: [0, 10), [10, 50),
+# ... [500, 1000]; a price above the last edge counts in the last band.
+PRICE_BANDS = (0, 10, 50, 100, 250, 500, 1000)
+BAND_NAMES = tuple(f"${low:g}-{high:g}" for low, high in zip(PRICE_BANDS[:-1], PRICE_BANDS[1:], strict=True))
 
 # "1,234.50" (commas only between thousands), "12", "12.", ".5"; a sign is ignored on purpose:
 # "$-12" from a model is a dash, not a negative price.
-_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
+PRICE_NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
 
 
 def parse_price(text: str | None) -> float | None:
@@ -28,11 +33,16 @@ def parse_price(text: str | None) -> float | None:
     none (a miss, never an exception)."""
     if not isinstance(text, str):
         return None
-    match = _NUMBER.search(text)
+    match = PRICE_NUMBER.search(text)
     if not match:
         return None
     value = float(match.group().replace(",", ""))
     return value if math.isfinite(value) else None
+
+
+def price_band(price: float) -> int:
+    """The index into `BAND_NAMES` of a price's band."""
+    return min(max(bisect.bisect_right(PRICE_BANDS, price) - 1, 0), len(BAND_NAMES) - 1)
 
 
 def band(truth: float, pred: float) -> str:

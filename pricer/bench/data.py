@@ -12,21 +12,16 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import random
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-from pricer.data.corpus import default_workers
 from pricer.errors import DataError
+from pricer.machine import GIB, usable_cores
 
-# The real sample beside the checkout (as the tests find it), unless PRICER_SAMPLE says otherwise.
-DEFAULT_SAMPLE = Path(os.environ.get(
-    "PRICER_SAMPLE", Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"))
 SAMPLE_EVERY_S = 0.05
-GIB = 1 << 30
 
 
 def _raw_record(item: dict, n: int, rng: random.Random) -> dict:
@@ -155,7 +150,7 @@ def bench_data(sample: str | Path, lines: int, *, workers: tuple[int, ...] | Non
     """
     if lines < 1:
         raise DataError(f"--lines must be >= 1 (got {lines})")
-    workers = workers or tuple(dict.fromkeys((1, default_workers())))
+    workers = workers or tuple(dict.fromkeys((1, usable_cores())))
     own = folder is None
     folder = Path(tempfile.mkdtemp(prefix="pricer-bench-data-")) if own else Path(folder)
     try:
@@ -173,7 +168,7 @@ def bench_data(sample: str | Path, lines: int, *, workers: tuple[int, ...] | Non
             run["speed_vs_first"] = round(run["lines_per_s"] / first["lines_per_s"], 2)
             run["memory_vs_first"] = round(run["peak_rss_gib"] / first["peak_rss_gib"], 2) if first["peak_rss_gib"] else None
         return {"lines": lines, "files": [str(p) for p in paths], "bytes": sum(p.stat().st_size for p in paths),
-                "write_seconds": round(written, 1), "cores": default_workers(), "runs": runs}
+                "write_seconds": round(written, 1), "cores": usable_cores(), "runs": runs}
     finally:
         if own:
             shutil.rmtree(folder, ignore_errors=True)

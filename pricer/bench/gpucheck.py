@@ -17,10 +17,15 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pricer.bench.speed import DEFAULT_SAMPLE, SHAPE_TOKENIZER, BenchSettings, run_bench
+from pydantic import Field, field_validator
+
+from pricer.bench.speed import SHAPE_TOKENIZER, BenchSettings, run_bench
+from pricer.data.sources import sample_path
+from pricer.declared import declared
 from pricer.errors import SpecError
 
 SHAPE_NAMES = ("llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b")
@@ -28,7 +33,7 @@ SHAPE_NAMES = ("llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b")
 TOY_OF = {"llama-3.1-8b": "toy-llama-3.1", "qwen2.5-7b": "toy-qwen2.5", "gemma-2-2b": "toy-gemma-2"}
 
 
-@dataclass(frozen=True)
+@declared("gpu-check")
 class CheckSettings:
     """What the check runs.
 
@@ -39,16 +44,16 @@ class CheckSettings:
     """
 
     bench: BenchSettings = field(default_factory=lambda: BenchSettings(steps=3, eval_items=16))
-    shapes: tuple[str, ...] = SHAPE_NAMES
-    trial_items: int = 16
+    shapes: tuple[Literal[SHAPE_NAMES], ...] = SHAPE_NAMES
+    trial_items: Annotated[int, Field(ge=1)] = 16
     toy: bool = False
 
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.shapes if s not in SHAPE_NAMES]
-        if unknown or not self.shapes:
-            raise SpecError(f"gpu-check: shapes must be some of {', '.join(SHAPE_NAMES)} (got {list(self.shapes)})")
-        if self.trial_items < 1:
-            raise SpecError(f"gpu-check: trial_items must be >= 1 (got {self.trial_items})")
+    @field_validator("shapes")
+    @classmethod
+    def _some(cls, shapes: tuple[str, ...]) -> tuple[str, ...]:
+        if not shapes:  # not min_length: pydantic adds it to every bad name's error too
+            raise ValueError(f"name at least one of {', '.join(SHAPE_NAMES)}")
+        return shapes
 
 
 def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = None,
@@ -70,7 +75,7 @@ def run_gpu_check(settings: CheckSettings | None = None, *, out: Path | None = N
     if not (settings.toy or settings.bench.layers) and not torch.cuda.is_available():
         raise SpecError("gpu-check: no CUDA device here (torch.cuda.is_available() is False); it measures "
                         "GPU numbers. `pricer gpu-check --toy` checks the same code path on a CPU")
-    data = data or DEFAULT_SAMPLE
+    data = data or sample_path()
     started = time.perf_counter()
     table = {"device": _device_name(), "versions": _versions(), "toy": settings.toy,
              "settings": _settings_row(settings), "shapes": {}, "trial": None, "total_s": None}

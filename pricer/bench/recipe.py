@@ -14,19 +14,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from pricer.errors import SpecError
+from pricer.declared import declared
 from pricer.model.batches import pad_batch
 from pricer.model.prompts import IGNORE, Example
+from pricer.model.shapes import ATTENTION_MODULES
 
-RECIPE_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
-
-@dataclass(frozen=True)
+@declared("recipe")
 class RecipeConfig:
     """The recipe's hyperparameters (its published values are the defaults).
 
@@ -39,24 +39,17 @@ class RecipeConfig:
         gradient_checkpointing: what `prepare_model_for_kbit_training` switches on by default.
     """
 
-    batch_size: int = 16
-    max_tokens: int = 182
-    steps: int = 5
-    lora_r: int = 32
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    max_tokens: Annotated[int, Field(ge=1)] = 182
+    steps: Annotated[int, Field(ge=1)] = 5
+    lora_r: Annotated[int, Field(ge=1)] = 32
     lora_alpha: int = 64
-    lora_dropout: float = 0.1
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     learning_rate: float = 1e-4
-    new_tokens: int = 3
+    new_tokens: Annotated[int, Field(ge=1)] = 3
     bf16: bool = True
     gradient_checkpointing: bool = True
     seed: int = 42
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "max_tokens", "steps", "lora_r", "new_tokens"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"recipe.{name}: must be >= 1 (got {getattr(self, name)})")
-        if not 0 <= self.lora_dropout < 1:
-            raise SpecError(f"recipe.lora_dropout: must be in [0, 1) (got {self.lora_dropout})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,7 +130,7 @@ def train_reference(model, tokenizer, examples: Sequence[Example], config: Recip
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": True})
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(RECIPE_TARGETS), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(ATTENTION_MODULES), bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
 
     cuda = device() == "cuda"

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pricer.errors import SpecError
+from pricer.machine import rss_gib
 from pricer.model.catalog import ModelSpec
 from pricer.model.shapes import SHAPES, shape_config
 
@@ -70,8 +71,8 @@ class PeakMemory:
         self.gib = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._base = 0
-        self._peak = 0
+        self._base = 0.0
+        self._peak = 0.0
 
     def __enter__(self) -> PeakMemory:
         import torch
@@ -84,14 +85,14 @@ class PeakMemory:
             self._base = torch.cuda.memory_allocated()
             return self
         _malloc_trim()
-        self._base = self._peak = _rss()
+        self._base = self._peak = rss_gib()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, _rss())
+            self._peak = max(self._peak, rss_gib())
 
     def __exit__(self, *exc) -> None:
         import torch
@@ -103,14 +104,8 @@ class PeakMemory:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._peak = max(self._peak, _rss())
-        self.gib = (self._peak - self._base) / 1024**3
-
-
-def _rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
+        self._peak = max(self._peak, rss_gib())
+        self.gib = self._peak - self._base
 
 
 def _malloc_trim() -> None:

@@ -14,23 +14,24 @@ each whole path, load included (`benchmodels.PeakMemory`).
 from __future__ import annotations
 
 import gc
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import Field
+
+from pricer.data.sources import sample_path
+from pricer.declared import declared
 from pricer.errors import SpecError
 
-# The real sample beside the checkout (as the tests find it), unless PRICER_SAMPLE says otherwise.
-DEFAULT_SAMPLE = Path(os.environ.get(
-    "PRICER_SAMPLE", Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"))
 # The model whose tokenizer random-weight shapes use: its 49k ids fit every real vocabulary.
 SHAPE_TOKENIZER = "smollm2-135m-instruct"
 JSON_KEYS = ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
              "peak_mem_gib", "peak_mem_gib_ref", "mae", "mae_ref")
 
 
-@dataclass(frozen=True)
+@declared("bench")
 class BenchSettings:
     """What both paths run.
 
@@ -40,24 +41,15 @@ class BenchSettings:
         layers: fewer decoder layers for a `shape` (checking the code path on a CPU only).
     """
 
-    model: str = SHAPE_TOKENIZER
+    model: Annotated[str, Field(min_length=1)] = SHAPE_TOKENIZER
     shape: str | None = None
-    steps: int = 5
-    batch_size: int = 16
-    max_tokens: int = 182
-    eval_items: int = 48
-    lora_r: int = 32
-    layers: int | None = None
+    steps: Annotated[int, Field(ge=1)] = 5
+    batch_size: Annotated[int, Field(ge=1)] = 16
+    max_tokens: Annotated[int, Field(ge=64)] = 182  # a prompt and its price
+    eval_items: Annotated[int, Field(ge=1)] = 48
+    lora_r: Annotated[int, Field(ge=1)] = 32
+    layers: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_items", "lora_r"):
-            if getattr(self, name) < 1:
-                raise SpecError(f"bench: {name} must be >= 1 (got {getattr(self, name)})")
-        if self.max_tokens < 64:
-            raise SpecError(f"bench: max_tokens must be >= 64 to hold a prompt and its price (got {self.max_tokens})")
-        if self.layers is not None and self.layers < 1:
-            raise SpecError(f"bench: layers must be >= 1 (got {self.layers})")
 
 
 @dataclass(frozen=True)
@@ -124,7 +116,7 @@ def run_bench(model: str = SHAPE_TOKENIZER, steps: int = 5, shape: str | None = 
     """
     settings = replace(settings or BenchSettings(), model=model, steps=steps, shape=shape)
     with tempfile.TemporaryDirectory(prefix="pricer-bench-") as tmp:
-        return _run(settings, data or DEFAULT_SAMPLE, Path(workdir or tmp))
+        return _run(settings, data or sample_path(), Path(workdir or tmp))
 
 
 def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResult:

@@ -10,32 +10,28 @@ choice after that (first copy kept, sampling, split, shuffle) is made on the mer
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
 from pricer.data.curate import DUPLICATE, OVER_BUCKET_CAP, SPLITS
 from pricer.data.sampling import Sampling, balanced_positions, sampled_positions
 from pricer.data.shards import MIN_SHARD_BYTES, ShardResult, assign_shards, curate_shard
 from pricer.data.tables import Columns
+from pricer.declared import Problems, declared
 from pricer.errors import DataError, SpecError
 from pricer.items import Item
+from pricer.machine import usable_cores
 
 
-def default_workers() -> int:
-    """The cores this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(len(os.sched_getaffinity(0)), 1)
-    return max(os.cpu_count() or 1, 1)
-
-
-@dataclass(frozen=True)
+@declared("curation")
 class Curation:
     """The settings that change what a build writes (all of them go into its cache key).
 
@@ -47,20 +43,20 @@ class Curation:
         columns: the text and price columns of a product table.
     """
 
-    limit: int | None = None
+    limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
-    balance: int | None = None
+    balance: Annotated[int, Field(ge=1)] | None = None
     sampling: Sampling | None = None
     columns: Columns | None = None
 
-    def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise DataError(f"--limit must be >= 1 (got {self.limit})")
-        if self.balance is not None and self.balance < 1:
-            raise SpecError(f"balance: must be a whole number >= 1 (got {self.balance})")
+    @model_validator(mode="after")
+    def _one_cap(self) -> Curation:
         if self.balance is not None and self.sampling is not None:
-            raise SpecError("balance and sampling are alternatives (a uniform and a category-weighted "
-                            "per-dollar cap); set one")
+            problems = Problems()
+            problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
+                                        "per-dollar cap)")
+            problems.check()
+        return self
 
     def key(self) -> dict:
         """The settings as plain values, for the cache key and the build summary."""
@@ -180,7 +176,7 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
     Raises:
         DataError: a source can't be read, or nothing usable is left.
     """
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise SpecError(f"workers: must be >= 1 (got {workers})")
     shards = assign_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,

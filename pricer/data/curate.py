@@ -23,6 +23,7 @@ import numpy as np
 
 from pricer.data.sampling import balanced_positions
 from pricer.items import Item
+from pricer.metrics import PRICE_NUMBER
 
 MIN_PRICE = 0.50
 MAX_PRICE = 999.49
@@ -62,7 +63,6 @@ _DIGIT = re.compile(f"[{DIGITS}]")
 # Runs of punctuation and white space; a lone space between words is left alone (replacing it by
 # itself was most of this pass's matches).
 _PUNCT_AND_SPACE = re.compile(r'(?! (?![:\[\]"{}【】\s]))[:\[\]"{}【】\s]+')
-_SOURCE_PRICE = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
 
 # Drop reasons, counted by the readers and `build`; never fatal.
 EMPTY_LINE = "empty_line"
@@ -96,7 +96,7 @@ def _amount(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         number = value.strip().removeprefix("$").strip()
-        if not _SOURCE_PRICE.fullmatch(number):
+        if not PRICE_NUMBER.fullmatch(number):
             raise Dropped(BAD_PRICE, repr(value))
         return float(number.replace(",", ""))
     raise Dropped(BAD_PRICE, repr(value))

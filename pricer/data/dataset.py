@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import tempfile
@@ -18,14 +19,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.data.corpus import Corpus, Curation, curate, default_workers
+from filelock import FileLock
+
+from pricer.data.corpus import Corpus, Curation, curate
 from pricer.data.curate import SPLITS, Dropped, item_from_curated
 from pricer.data.readers import read_items
 from pricer.data.sampling import Sampling, counts_by_band, counts_by_category
 from pricer.data.sources import content_key, expand_all, is_url
 from pricer.data.tables import Columns
-from pricer.errors import DataError
+from pricer.errors import DataError, PricerError
 from pricer.items import Item
+from pricer.machine import usable_cores
 
 if TYPE_CHECKING:
     from datasets import DatasetDict
@@ -191,7 +195,7 @@ def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit:
         if out.exists() and not out.is_dir():
             raise DataError(f"{out}: exists and is not a folder; choose another --out")
     key = content_key(sources, curation.key())
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     started = time.perf_counter()
     with _scratch(out) as scratch:
         corpus = curate(sources, curation, scratch, workers=workers, progress=progress)
@@ -225,23 +229,38 @@ def cached_build(source: str | Path | Sequence[str | Path], root: Path, *, limit
 
     The key covers the sources' content (size and modification time of a local file), the
     settings and the curation version, so a changed source or setting builds anew. Several
-    processes may call this at once: each builds into its own folder and the first rename wins.
+    processes may call this at once (workers of one study started together): a file lock lets
+    one build while the others wait and then read its folder, as `pricer.model.catalog` does for
+    converted models; the build goes to a scratch folder renamed into place, so a killed build
+    leaves nothing half-written under the key.
     """
     sources = expand_all(_as_list(source))
     curation = Curation(limit=limit, seed=seed, balance=balance, sampling=sampling)
     out = Path(root).resolve() / f"data-{content_key(sources, curation.key())}"
     if _is_built(out):
         return out
-    partial = out.with_name(f"{out.name}.partial-{time.time_ns()}")
+    made_root = not out.parent.exists()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lock = out.with_name(f".{out.name}.lock")
     try:
-        build(sources, partial, limit=limit, seed=seed, balance=balance, sampling=sampling, workers=workers,
-              progress=progress)
-        partial.rename(out)
-    except OSError:  # another process finished first: theirs is the same data
-        if not _is_built(out):
-            raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        with FileLock(lock):
+            if _is_built(out):  # built by the process that held the lock before
+                return out
+            partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            try:
+                build(sources, partial, limit=limit, seed=seed, balance=balance, sampling=sampling,
+                      workers=workers, progress=progress)
+                os.replace(partial, out)
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    except PricerError:
+        # bad input leaves nothing behind: not the lock, not a root this call made
+        lock.unlink(missing_ok=True)
+        if made_root:
+            with contextlib.suppress(OSError):
+                out.parent.rmdir()
+        raise
     return out
 
 

@@ -11,11 +11,19 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
+from pydantic import Field, TypeAdapter, ValidationError
+
+from pricer.declared import one_line
 from pricer.errors import SpecError
 
 T = TypeVar("T")
+
+
+# A share of the train split, in (0, 1]: the type of every declared train fraction.
+Fraction = Annotated[float, Field(gt=0, le=1)]
+_FRACTION = TypeAdapter(Fraction)
 
 
 def check_fraction(fraction: object, name: str = "train_fraction") -> float:
@@ -24,9 +32,10 @@ def check_fraction(fraction: object, name: str = "train_fraction") -> float:
     Raises:
         SpecError: not a number, or outside (0, 1], naming `name`.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise SpecError(f"{name}: must be a number in (0, 1] (got {fraction!r})")
-    return float(fraction)
+    try:
+        return _FRACTION.validate_python(fraction)
+    except ValidationError as exc:
+        raise SpecError(one_line(exc, name)) from None
 
 
 def _rank(text: str, seed: int) -> bytes:

@@ -13,20 +13,27 @@ them (``{"Automotive": 1, "*": 5}`` is the recipe's).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import Annotated, Literal
 
 import numpy as np
+from pydantic import Field, TypeAdapter, field_validator
+from pydantic_core import PydanticCustomError
 
+from pricer.declared import declared
 from pricer.errors import SpecError
+from pricer.metrics import BAND_NAMES, PRICE_BANDS
 
 INVERSE = "inverse"
 OTHERS = "*"
-# Price bands of the build report, in dollars: [0, 10), [10, 50), ... [500, 1000).
-BAND_EDGES = (0, 10, 50, 100, 250, 500, 1000)
 
 
-@dataclass(frozen=True)
+# a category's weight; ints stay ints, so a study file's weights key the cached build as before
+_WEIGHT = Annotated[int | float, Field(gt=0)]
+_WEIGHTS = TypeAdapter(Annotated[dict[str, _WEIGHT], Field(min_length=1)])
+
+
+@declared("sampling")
 class Sampling:
     """The recipe's sampling.
 
@@ -37,31 +44,19 @@ class Sampling:
         keep_all_from: buckets at or above this many dollars keep every item (the recipe: 240).
     """
 
-    cap: int
-    category_weights: str | Mapping[str, float] = INVERSE
-    keep_all_from: float | None = None
+    cap: Annotated[int, Field(ge=1, examples=[1200])]
+    category_weights: Literal["inverse"] | dict[str, _WEIGHT] = INVERSE
+    keep_all_from: Annotated[int | float, Field(gt=0)] | None = None
 
-    def __post_init__(self) -> None:
-        if isinstance(self.cap, bool) or not isinstance(self.cap, int) or self.cap < 1:
-            raise SpecError(f"sampling.cap: must be a whole number >= 1 (got {self.cap!r})")
-        if self.keep_all_from is not None and (isinstance(self.keep_all_from, bool)
-                                               or not isinstance(self.keep_all_from, (int, float))
-                                               or self.keep_all_from <= 0):
-            raise SpecError(f"sampling.keep_all_from: must be a price > 0 in dollars (got {self.keep_all_from!r})")
-        weights = self.category_weights
-        if isinstance(weights, str):
-            if weights != INVERSE:
-                raise SpecError(f"sampling.category_weights: {INVERSE!r} or a mapping category -> weight "
-                                f"(got {weights!r})")
-            return
-        if not isinstance(weights, Mapping) or not weights:
-            raise SpecError(f"sampling.category_weights: {INVERSE!r} or a mapping category -> weight "
-                            f"(got {weights!r})")
-        for name, value in weights.items():
-            if (not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not value > 0):
-                raise SpecError(f"sampling.category_weights.{name}: must be a number > 0 (got {value!r})")
-        object.__setattr__(self, "category_weights", dict(sorted(weights.items())))
+    @field_validator("category_weights", mode="wrap")
+    @classmethod
+    def _inverse_or_mapping(cls, value: object, handler: Callable) -> str | dict[str, float]:
+        # by hand only to say which of the two forms is wrong (pydantic would report both)
+        if isinstance(value, str):
+            if value != INVERSE:
+                raise PydanticCustomError("spec", f"{INVERSE!r} or a mapping category -> weight (got {value!r})")
+            return value
+        return dict(sorted(_WEIGHTS.validate_python(value).items()))
 
     @classmethod
     def parse_weights(cls, text: str) -> str | dict[str, float]:
@@ -151,15 +146,11 @@ def sampled_positions(prices: np.ndarray, codes: np.ndarray, names: Sequence[str
     return kept
 
 
-def band_name(low: float, high: float) -> str:
-    return f"${low:g}-{high:g}"
-
-
 def counts_by_band(prices: np.ndarray) -> dict[str, int]:
-    """Items per price band (`BAND_EDGES`), every band listed."""
-    edges = np.asarray(BAND_EDGES, dtype=np.float64)
-    n, _ = np.histogram(np.asarray(prices, dtype=np.float64), bins=edges)
-    return {band_name(lo, hi): int(k) for lo, hi, k in zip(BAND_EDGES[:-1], BAND_EDGES[1:], n, strict=True)}
+    """Items per price band (`pricer.metrics.price_band`, on arrays), every band listed."""
+    index = np.searchsorted(PRICE_BANDS, np.asarray(prices, dtype=np.float64), side="right") - 1
+    n = np.bincount(np.clip(index, 0, len(BAND_NAMES) - 1), minlength=len(BAND_NAMES))
+    return {name: int(k) for name, k in zip(BAND_NAMES, n, strict=True)}
 
 
 def counts_by_category(codes: np.ndarray, names: Sequence[str]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pricer.data.curate import Dropped, in_training_range, item_to_score
 from pricer.data.readers import category_of, is_url, iter_lines
-from pricer.data.tables import SUFFIXES, Columns, Table, curated_rows, jsonl_table, raw_record, read_table
+from pricer.data.tables import SUFFIXES, Columns, Table, jsonl_table, raw_record, read_table
 from pricer.errors import DataError
 from pricer.items import Item
 
@@ -66,11 +66,8 @@ def scoring_items(path: str | Path, columns: Columns | None = None, *, limit: in
         return ScoringSet(str(path), items, list(range(1, len(items) + 1)), [])
     table = _table(path)
     columns = columns or Columns()
-    curated = not columns.text and curated_rows(table)
-    text = () if curated else columns.resolve(table.header)
-    if not curated and columns.price not in table.header:
-        raise DataError(f"{path}: no price column {columns.price!r} (its columns: {', '.join(table.header)}); "
-                        "pass --price-column")
+    text = columns.items_of(table, path)
+    curated = not text
     category = category_of(path)
     items, numbers, unreadable = [], [], []
     for row in table.rows[:limit]:

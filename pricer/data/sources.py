@@ -34,8 +34,19 @@ AMAZON2023_CATEGORIES = tuple(sorted({
     "Magazine_Subscriptions", "Movies_and_TV", "Patio_Lawn_and_Garden", "Pet_Supplies", "Software",
     "Sports_and_Outdoors", "Subscription_Boxes", "Video_Games", "Unknown",
 }))
+# Where the benches and `make gpu-check` find the real sample unless told: ``$PRICER_SAMPLE``, else
+# the shared folder beside a checkout, seen from the checkout (where a study file's ``../shared``
+# source points too). Read from the current folder, never from where the package is installed.
+SAMPLE_ENV = "PRICER_SAMPLE"
+SAMPLE_BESIDE = Path("../shared/data/amazon2023-sample/items.jsonl")
 # Bump when curation changes what it writes for the same input: every cached build is then rebuilt.
 CURATION_VERSION = 2
+
+
+def sample_path() -> Path:
+    """The real sample the benches read by default: ``$PRICER_SAMPLE``, else
+    ``../shared/data/amazon2023-sample/items.jsonl`` from the current folder, as an absolute path."""
+    return Path(os.environ.get(SAMPLE_ENV) or SAMPLE_BESIDE).expanduser().resolve()
 
 
 def is_url(source: str | Path) -> bool:

@@ -15,6 +15,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
 
 from pricer.data.curate import (
     Dropped,
@@ -25,7 +28,8 @@ from pricer.data.curate import (
     raw_contents,
     strings_of,
 )
-from pricer.errors import DataError, SpecError
+from pricer.declared import Problems, declared
+from pricer.errors import DataError
 from pricer.items import Item
 
 SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -39,7 +43,7 @@ BAD_ROW = "bad_row"
 NO_ANSWER = "the model wrote no price"
 
 
-@dataclass(frozen=True)
+@declared("columns")
 class Columns:
     """Which columns of a table hold a product's text and its price.
 
@@ -49,14 +53,18 @@ class Columns:
         price: the price column (building and evaluating; pricing keeps it untouched).
     """
 
-    text: tuple[str, ...] = ()
-    price: str = "price"
+    text: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    price: Annotated[str, Field(min_length=1)] = "price"
 
-    def __post_init__(self) -> None:
-        if len(set(self.text)) != len(self.text) or not all(self.text):
-            raise SpecError(f"--text-columns: names must be distinct and non-empty (got {','.join(self.text)!r})")
+    @model_validator(mode="after")
+    def _distinct(self) -> Columns:
+        problems = Problems()
+        if len(set(self.text)) != len(self.text):
+            problems.add(("text",), f"each column once (got {','.join(self.text)!r})")
         if self.price in self.text:
-            raise SpecError(f"--price-column {self.price!r} is also a text column; a model must not read the price")
+            problems.add(("price",), f"{self.price!r} is also a text column; a model must not read the price")
+        problems.check()
+        return self
 
     @classmethod
     def parse(cls, text: str | None = None, price: str | None = None) -> Columns:
@@ -79,6 +87,21 @@ class Columns:
             return ("text",)
         raise DataError(f"no title or text column in the table (its columns: {', '.join(header)}); "
                         "name the product text columns with --text-columns title,description,...")
+
+    def text_of(self, table: Table) -> tuple[str, ...]:
+        """The text columns `table`'s rows are read by; () for rows written by curation (a
+        ``text`` column and no raw description: read as they are) unless `text` names others."""
+        if not self.text and curated_rows(table):
+            return ()
+        return self.resolve(table.header)
+
+    def items_of(self, table: Table, path: str | Path) -> tuple[str, ...]:
+        """`text_of`, for reading `table` (the file at `path`) as items: its price column must exist."""
+        text = self.text_of(table)
+        if text and self.price not in table.header:
+            raise DataError(f"{path}: no price column {self.price!r} (its columns: {', '.join(table.header)}); "
+                            "pass --price-column")
+        return text
 
 
 @dataclass(frozen=True)
@@ -206,7 +229,7 @@ def curated_rows(table: Table) -> bool:
 
 def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
     """Each row with its prompt text; a row's problem is set where there is no text to price."""
-    text = ("text",) if not columns.text and curated_rows(table) else columns.resolve(table.header)
+    text = columns.text_of(table) or ("text",)
     out = []
     for row in table.rows:
         product = "" if row.problem else product_of(row.values, text)
@@ -216,18 +239,17 @@ def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
     return out
 
 
-def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
-                 prices: Sequence[float | None], ranges: Sequence[tuple[float, float] | None] | None = None) -> Path:
+def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row], prices: Sequence[float | None],
+                 ranges: Sequence[tuple[float, float] | None] | None, problems: Sequence[str]) -> Path:
     """The table again, every row in its order with the user's columns, plus `PREDICTED` (empty
-    where there is no price), with `ranges` `LOW` and `HIGH`, and `PROBLEM` (why). ``.csv``,
-    ``.jsonl`` or ``.parquet`` by suffix."""
+    where there is no price), with `ranges` `LOW` and `HIGH`, and `PROBLEM` (why there is no
+    price, `pricer.predict.pricing.price_rows`). ``.csv``, ``.jsonl`` or ``.parquet`` by suffix."""
     path = Path(path)
     suffix = out_format(path)
     added = [PREDICTED, *([LOW, HIGH] if ranges is not None else []), PROBLEM]
     columns = [c for c in header if c not in added] + added
     records = []
-    for i, (row, price) in enumerate(zip(rows, prices, strict=True)):
-        problem = row.problem or ("" if price is not None else NO_ANSWER)
+    for i, (row, price, problem) in enumerate(zip(rows, prices, problems, strict=True)):
         record = {**{c: row.values.get(c) for c in header}, PREDICTED: price}
         if ranges is not None:
             record[LOW], record[HIGH] = ranges[i] or (None, None)
@@ -277,11 +299,8 @@ def iter_items(path: str | Path, columns: Columns, drops: Counter, limit: int | 
         limit: read at most this many rows.
     """
     table = read_table(path)
-    curated = not columns.text and curated_rows(table)
-    text = () if curated else columns.resolve(table.header)
-    if not curated and columns.price not in table.header:
-        raise DataError(f"{path}: no price column {columns.price!r} (its columns: {', '.join(table.header)}); "
-                        "pass --price-column")
+    text = columns.items_of(table, path)
+    curated = not text
     for row in table.rows[:limit]:
         if row.problem:
             drops[BAD_ROW] += 1

@@ -26,12 +26,12 @@ from pydantic.dataclasses import dataclass as declared
 
 from pricer.declared import DECLARED, Problems, validate
 from pricer.errors import ModelUnavailable, SpecError
+from pricer.model.shapes import ATTENTION_MODULES
 from pricer.model.toys import TOKENIZER, TOYS, build_toy, toy_folder_name
 from pricer.model.weights import GGUF_PACKAGES, PIP_INSTALL, built_once, convert_package, hub_snapshot
 
 VARIANTS = ("base", "instruct")
 TARGET_KINDS = ("attention", "all-linear")
-_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
 
 
@@ -48,7 +48,7 @@ class Family:
     attn_implementation: str = "sdpa"
     pad_token: str | None = None
     padding_side: str = "left"
-    attention: tuple[str, ...] = _ATTENTION
+    attention: tuple[str, ...] = ATTENTION_MODULES
     mlp: tuple[str, ...] = _MLP
 
 
@@ -123,7 +123,7 @@ class ModelSpec:
             raise SpecError(f"target_modules must be one of {TARGET_KINDS} (got {kind!r})")
         settings = FAMILIES.get(self.family)
         if settings is None:
-            return list(_ATTENTION) if kind == "attention" else "all-linear"
+            return list(ATTENTION_MODULES) if kind == "attention" else "all-linear"
         return list(settings.attention) + (list(settings.mlp) if kind == "all-linear" else [])
 
     def to_dict(self) -> dict:

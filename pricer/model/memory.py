@@ -14,11 +14,11 @@ import os
 from dataclasses import asdict, dataclass
 
 from pricer.errors import PricerError
-from pricer.model.shapes import ModelShape
+from pricer.machine import GIB
+from pricer.model.shapes import ATTENTION_MODULES, ModelShape
 
 BUDGET_ENV = "PRICER_MEMORY_GIB"
 
-GIB = 1024**3
 # Bytes of saved activations per token per layer, per unit of hidden and intermediate width
 # (bf16 copies of the inputs of every projection, norms in fp32, the MLP's gate/up/act tensors).
 ACT_BYTES_PER_HIDDEN = 32
@@ -36,7 +36,6 @@ FRAGMENTATION = 1.15
 # Tokens of an answer like "123.00" plus the end of turn: what price-only logits are computed for.
 PRICE_TOKENS = 6
 
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)

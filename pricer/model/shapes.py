@@ -12,6 +12,9 @@ from dataclasses import asdict, dataclass
 
 from pricer.errors import SpecError
 
+# The attention projections by their usual module names (LoRA's ``attention`` target, the recipe's).
+ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
+
 
 @dataclass(frozen=True)
 class ModelShape:

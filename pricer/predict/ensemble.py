@@ -12,10 +12,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from pricer.declared import declared
 from pricer.errors import SpecError
 from pricer.items import Item
 from pricer.metrics import score
@@ -26,7 +29,7 @@ KIND = "ensemble"
 _STEPS = {1: 1, 2: 20, 3: 20, 4: 20, 5: 10, 6: 10}
 
 
-@dataclass(frozen=True)
+@declared("ensemble member")
 class Member:
     """One predictor in an ensemble.
 
@@ -38,14 +41,10 @@ class Member:
         weight: its share in log-price space.
     """
 
-    name: str
-    kind: str
-    path: str
-    weight: float
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("adapter", "baseline"):
-            raise SpecError(f"ensemble member {self.name}: kind must be adapter or baseline (got {self.kind!r})")
+    name: Annotated[str, Field(min_length=1)]
+    kind: Literal["adapter", "baseline"]
+    path: Annotated[str, Field(min_length=1)]
+    weight: Annotated[float, Field(ge=0)]
 
 
 def _simplex(members: int, steps: int) -> list[tuple[float, ...]]:

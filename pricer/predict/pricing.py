@@ -47,6 +47,39 @@ def price_texts(predictor: Predictor, texts: Sequence[str], *, levels: tuple[flo
     return [None if r is None else r.price for r in ranges], ranges
 
 
+@dataclass(frozen=True)
+class PricedRows:
+    """`price_rows`'s answer, one entry per row in its order.
+
+    Args:
+        ranges: (low, high) per priced row when the predictor gives ranges, else None.
+        problems: why a row has no price (its own problem, or `NO_ANSWER`); empty when priced.
+    """
+
+    prices: list[float | None]
+    ranges: list[tuple[float, float] | None] | None
+    problems: list[str]
+
+
+def price_rows(predictor: Predictor, texts: Sequence[str], problems: Sequence[str], *,
+               levels: tuple[float, float] | None = None, batch_size: int = 32,
+               progress: bool = False) -> PricedRows:
+    """Price the rows without a problem (a row with one is never sent to the model: it would price
+    an empty text anyway), each price back at its row; a row the model gave no price is flagged
+    `NO_ANSWER`."""
+    readable = [i for i, problem in enumerate(problems) if not problem]
+    prices: list[float | None] = [None] * len(texts)
+    bounds: list[tuple[float, float] | None] = [None] * len(texts)
+    predicted, ranges = (price_texts(predictor, [texts[i] for i in readable], levels=levels, batch_size=batch_size,
+                                     progress=progress) if readable else ([], None))
+    for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
+        prices[i] = price
+        if ranges is not None and ranges[k] is not None:
+            bounds[i] = (ranges[k].low, ranges[k].high)
+    flagged = [problem or ("" if price is not None else NO_ANSWER) for problem, price in zip(problems, prices, strict=True)]
+    return PricedRows(prices, bounds if gives_ranges(predictor) else None, flagged)
+
+
 def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns: Columns | None = None,
                 levels: tuple[float, float] | None = None, batch_size: int = 32,
                 progress: bool = True) -> PricingReport:
@@ -54,20 +87,12 @@ def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns:
     table with the price (and its range, `gives_ranges`) added (`write_priced`); unreadable rows
     are written too, with no price."""
     pairs = texts_of(table, columns or Columns())
-    readable = [i for i, (row, _) in enumerate(pairs) if not row.problem]
-    prices: list[float | None] = [None] * len(pairs)
-    bounds: list[tuple[float, float] | None] = [None] * len(pairs)
-    predicted, ranges = price_texts(predictor, [pairs[i][1] for i in readable], levels=levels,
-                                    batch_size=batch_size, progress=progress)
-    for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
-        prices[i] = price
-        if ranges is not None and ranges[k] is not None:
-            bounds[i] = (ranges[k].low, ranges[k].high)
     rows = [row for row, _ in pairs]
-    path = write_priced(out, table.header, rows, prices, bounds if ranges is not None else None)
-    problems = [(row.number, row.problem or NO_ANSWER)
-                for row, price in zip(rows, prices, strict=True) if price is None]
-    return PricingReport(path, len(rows), len(rows) - len(problems), problems, ranges is not None)
+    priced = price_rows(predictor, [text for _, text in pairs], [row.problem for row in rows], levels=levels,
+                        batch_size=batch_size, progress=progress)
+    path = write_priced(out, table.header, rows, priced.prices, priced.ranges, priced.problems)
+    problems = [(row.number, problem) for row, problem in zip(rows, priced.problems, strict=True) if problem]
+    return PricingReport(path, len(rows), len(rows) - len(problems), problems, priced.ranges is not None)
 
 
 @dataclass(frozen=True)

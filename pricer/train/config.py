@@ -3,15 +3,14 @@ flags, a notebook); the one model `pricer.train.loop.train` takes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic.dataclasses import dataclass as declared
+from pydantic import Field
 
-from pricer.declared import DECLARED, one_line, validate
-from pricer.errors import SpecError
+from pricer.data.fraction import Fraction
+from pricer.declared import declared, validate
 from pricer.model.catalog import TARGET_KINDS
 from pricer.model.loading import QUANTIZATIONS
 from pricer.model.prompts import DEFAULT_MAX_TOKENS
@@ -21,7 +20,7 @@ from pricer.predict.pricetree import DECODES, DEFAULT_DECODE
 SCHEDULERS = ("linear", "cosine", "constant")
 
 
-@declared(frozen=True, config=DECLARED)
+@declared("train config")
 class TrainConfig:
     """Everything a trial varies. Defaults make 30 steps on SmolLM2 beat the untrained model.
 
@@ -57,7 +56,7 @@ class TrainConfig:
     eval_batch_size: int = Field(EVAL_BATCH_SIZE, ge=1, description="prompts per batch when predicting prices")
     train_items: int | None = Field(None, ge=1, description="use at most N train items (unset: all)")
     test_items: int | None = Field(None, ge=1, description="score at most N test items (unset: all)")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="train on this fraction of the (limited) train "
+    train_fraction: Fraction = Field(1.0, description="train on this fraction of the (limited) train "
                                   "split, in (0, 1]: the same nested subset for every trial of a study; "
                                   "validation and test unchanged")
     fraction_seed: int = Field(0, description="which nested subset a train fraction draws")
@@ -68,16 +67,6 @@ class TrainConfig:
         "or the median of the model's price distribution")
     interval: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the price range median decoding "
                             "gives (0.8: the 10th to the 90th percentile), calibrated on the validation items")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _one_line(cls, data: object, handler: Callable) -> TrainConfig:
-        """Made in code (`TrainConfig(...)`, `dataclasses.replace`) or from a mapping, a bad config
-        is one SpecError naming every bad field, as before it was declared with pydantic."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise SpecError(one_line(exc, "train config", cls)) from None
 
     def to_dict(self) -> dict:
         return asdict(self)

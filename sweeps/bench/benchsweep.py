@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.spec.study import ParamSpec, PrunerSpec, StudySpec
-from sweeps.track.stores import sqlite_url
+from sweeps.spec.urls import sqlite_url
 
 
 @dataclass(frozen=True)

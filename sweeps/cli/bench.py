@@ -113,7 +113,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
                  f"{trial['wall_s']:.0f}"))
     console = print_table(f"gpu-check on {table['device']} in {table['total_s']:.0f} s -> {args.out}",
                           ("", "train tok/s", "ratio", "eval items/s", "ratio", "peak GiB", "ratio", "s"), rows,
-                          no_wrap_first=True)
+                          no_wrap={0})
     console.print(f"ratio: project / recipe; trial step: `pricer.train.loop` for one step on {trial['model']}")
     return 0
 
@@ -144,7 +144,8 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
     p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
     p.add_argument("--eval-items", type=int, default=EVAL_ITEMS, help="validation items each path predicts")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
     add_json_flag(p)
     p.set_defaults(func=cmd_bench_speed)
@@ -194,6 +195,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
     p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
     p.add_argument("--eval-items", type=int, default=16, help="items each path predicts, and the trial evaluates")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks the shapes
     p.set_defaults(func=cmd_gpu_check)

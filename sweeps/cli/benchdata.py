@@ -10,10 +10,11 @@ from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from pricer.bench.data import DEFAULT_SAMPLE, bench_data
+    from pricer.bench.data import bench_data
+    from pricer.data.sources import sample_path
 
     workers = _workers(args.workers)
-    result = bench_data(args.sample or DEFAULT_SAMPLE, args.lines, workers=workers, folder=args.dir)
+    result = bench_data(args.sample or sample_path(), args.lines, workers=workers, folder=args.dir)
     if args.json:
         print_json(result)
         return 0
@@ -48,6 +49,7 @@ def add_bench_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lines", type=int, required=True, help="raw lines to write and curate")
     p.add_argument("--workers", default=None, help="worker counts to compare, e.g. 1,2 (unset: 1 and all cores)")
     p.add_argument("--sample", type=Path, default=None,
-                   help="curated items the raw lines are made from (default: the shared sample)")
+                   help="curated items the raw lines are made from (default: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--dir", type=Path, default=None,
                    help="keep the raw lines here and reuse them (default: a temporary folder)")

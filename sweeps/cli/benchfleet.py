@@ -12,13 +12,11 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def cmd_bench_fleet(args: argparse.Namespace) -> int:
-    from pricer.bench.speed import DEFAULT_SAMPLE
+    from pricer.data.sources import sample_path
     from sweeps.bench.soak import run_soak
 
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
-    # the sample beside the checkout (where the tests find it) unless --data or PRICER_SAMPLE says
-    beside = Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"
-    sample = str(Path(args.data or (DEFAULT_SAMPLE if DEFAULT_SAMPLE.exists() else beside)).resolve())
+    sample = str(Path(args.data).resolve() if args.data else sample_path())
     out = Path(args.out or "runs/bench-fleet")
     result = run_soak(server, sample, out, workers=args.workers, trials=args.trials, steps=args.steps)
     if args.json:
@@ -48,5 +46,6 @@ def add_bench_fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=5, help="training steps a trial")
     p.add_argument("--storage", default=None, help="a PostgreSQL server URL whose user may create "
                    "databases (unset: PRICER_STORAGE, else the local test server)")
-    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
+    p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: $PRICER_SAMPLE, else "
+                   "../shared/data/amazon2023-sample/items.jsonl from the current folder)")
     p.add_argument("--out", type=Path, default=None, help="the soak's folder (unset: runs/bench-fleet)")

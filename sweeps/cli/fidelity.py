@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.cli.output import print_json
+from sweeps.cli.output import print_json, print_table
 
 
 def cmd_bench_fidelity(args: argparse.Namespace) -> int:
@@ -33,38 +33,32 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
 
 def print_fidelity(result: dict, title: str) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     def num(value, spec: str) -> str:
         return "n/a" if value is None else format(value, spec)
 
-    table = Table(title=title)
-    for column in ("fraction", "train items", "Spearman vs 1.0", "regret $", "winner", "within model: Spearman, regret",
-                   "train s", "vs 1.0"):
-        table.add_column(column, justify="right")
     items = {}
     for run in result["runs"]:
         items.setdefault(run["fraction"], run["train_items"])
+    rows = []
     for row in result["fractions"]:
         a = row["across_models"]
         within = "; ".join(f"{m} {num(c['spearman'], '.2f')}, ${num(c['regret'], ',.2f')}"
                            for m, c in row["within_model"].items()) or "n/a (< 2 configs per model)"
-        table.add_row(f"{row['fraction']:g}", str(items.get(row["fraction"], "")), num(a["spearman"], ".2f"),
-                      num(a["regret"], ",.2f"), num(a["winner"], "d"), within, f"{row['train_s']:,.0f}",
-                      f"{num(row['train_s_vs_full'], '.2f')}x")
-    console = Console(width=170)
-    console.print(table)
-    runs = Table(title="every run: test $ error (steps)")
-    runs.add_column("config")
-    runs.add_column("model")
+        rows.append((f"{row['fraction']:g}", str(items.get(row["fraction"], "")), num(a["spearman"], ".2f"),
+                     num(a["regret"], ",.2f"), num(a["winner"], "d"), within, f"{row['train_s']:,.0f}",
+                     f"{num(row['train_s_vs_full'], '.2f')}x"))
+    console = print_table(title, ("fraction", "train items", "Spearman vs 1.0", "regret $", "winner",
+                                  "within model: Spearman, regret", "train s", "vs 1.0"), rows,
+                          console=Console(width=170), left=())
     fractions = [row["fraction"] for row in result["fractions"]]
-    for f in fractions:
-        runs.add_column(f"{f:g}", justify="right")
+    runs = []
     for index, config in enumerate(result["configs"]):
         cells = {r["fraction"]: f"{r['test_mae']:,.2f} ({r['steps']})" for r in result["runs"] if r["config"] == index}
         model = next((r["model"] for r in result["runs"] if r["config"] == index), config.get("model", ""))
-        runs.add_row(str(index) + (" default" if index == 0 else ""), model, *(cells.get(f, "") for f in fractions))
-    console.print(runs)
+        runs.append((str(index) + (" default" if index == 0 else ""), model, *(cells.get(f, "") for f in fractions)))
+    print_table("every run: test $ error (steps)", ("config", "model", *(f"{f:g}" for f in fractions)), runs,
+                console=console, left=(0, 1))
 
 
 def add_fidelity_flags(p: argparse.ArgumentParser) -> None:

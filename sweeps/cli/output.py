@@ -4,11 +4,13 @@ wide enough for them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from sweeps.results.leaderboard import Row
 
 
 def print_json(obj: object) -> None:
@@ -24,24 +26,53 @@ def wide_console() -> Console:
 
 
 def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]], *,
-                console: Console | None = None, bold: Collection[int] = (),
-                no_wrap_first: bool = False) -> Console:
+                console: Console | None = None, styles: Mapping[int, str] | None = None,
+                left: Collection[int] = (0,), no_wrap: Collection[int] = ()) -> Console:
     """Print a table whose first column names the rows (left-aligned) and whose other columns are
     numbers (right-aligned); returns the console, for the notes printed under it.
 
     Args:
         console: where to print (default: a plain `rich.console.Console`).
-        bold: indices of rows to print in bold (e.g. the ensemble above its members).
-        no_wrap_first: keep each row's name on one line.
+        styles: a rich style per row index (``{0: "bold"}``: the ensemble above its members).
+        left: the columns (by index) of text, left-aligned.
+        no_wrap: the columns whose cells stay on one line (e.g. the row names).
     """
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    styles = styles or {}
+    table = Table(title=title or None)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=no_wrap_first and i == 0)
+        table.add_column(header, justify="left" if i in left else "right", no_wrap=i in no_wrap)
     for i, row in enumerate(rows):
-        table.add_row(*row, style="bold" if i in bold else None)
+        table.add_row(*row, style=styles.get(i))
     console = console or Console()
     console.print(table)
     return console
+
+
+def print_leaderboard(rows: Sequence[Row], title: str) -> None:
+    """`sweeps.results.leaderboard` rows as a table: validation error with its 95 % interval, then
+    the test split's scores (what a trial is worth on items nothing was tuned on)."""
+    def fmt(value, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    def pct(value) -> str:
+        return fmt(None if value is None else 100 * value, ".1f")
+
+    cells, styles = [], {}
+    for i, row in enumerate(rows):
+        if row.baseline or row.rank == 1:
+            styles[i] = "dim" if row.baseline else "bold"
+        val = fmt(row.mae, ",.2f")
+        if row.mae is not None and row.mae_low is not None:
+            val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
+        trial = "baseline" if row.baseline else fmt(row.trial, "d") + (" refit" if row.refit_of is not None else "")
+        cells.append((fmt(row.rank, "d"), trial, f"{row.model} ({row.variant})" if row.variant else row.model,
+                      fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val, fmt(row.rmsle, ".3f"),
+                      pct(row.hit_rate), fmt(row.test_mae, ",.2f"), fmt(row.test_rmsle, ".3f"),
+                      pct(row.test_hit_rate), pct(row.test_coverage), fmt(row.test_interval_width, ".2f"),
+                      row.state, fmt(row.minutes, ".1f")))
+    headers = ("rank", "trial", "model", "r", "lr", "val $ error [95% CI]", "val RMSLE", "val hits %",
+               "test $ error", "test RMSLE", "test hits %", "range cover %", "range width", "state", "min")
+    print_table(title, headers, cells, console=wide_console(), styles=styles, left=(2, 13), no_wrap=(2, 5, 13))

@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def _per_model(text: str | None, flag: str, models: list[str]) -> dict[str, float]:
@@ -53,31 +53,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def print_plan(plan) -> None:
-    from rich.table import Table
-
     console = wide_console()
     batches = sorted({b for m in plan.models for b in m.peaks})
-    table = Table(title=f"{plan.study}: memory of a step (estimate) against {plan.gpu_gib:g} GiB, "
-                        f"~{plan.tokens_per_item:.0f} tokens a prompt, the largest LoRA rank searched")
-    for column in ("model", "params B", "4-bit weights GiB", *(f"batch {b}: peak GiB" for b in batches)):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for m in plan.models:
-        cells = [f"{m.peaks[b][0]:.1f} ({m.peaks[b][1]})" if b in m.peaks else "" for b in batches]
-        table.add_row(m.model, f"{m.params_b:.2f}" if m.params_b else "?",
-                      f"{m.weights_gib:.2f}" if m.weights_gib is not None else "?", *cells)
-    console.print(table)
-    time = Table(title=f"time per trial: {plan.train_items:,} train items ({plan.train_items_source}); "
-                       "every trial run to its end")
-    for column in ("model", "train tokens/trial", "eval items/trial", "train tok/s", "eval items/s",
-                   "h/trial", "min/trial by batch", "h/refit", "throughput from"):
-        time.add_column(column, justify="left" if column in ("model", "throughput from") else "right")
-    for m in plan.models:
-        t = m.throughput
-        time.add_row(m.model, f"{m.tokens_per_trial:,.0f}", f"{m.eval_items_per_trial:,.0f}",
-                     f"{t.train_tokens_per_s:,.0f}", f"{t.eval_items_per_s:,.2f}", f"{m.hours_per_trial:.2f}",
-                     ", ".join(f"{b}: {60 * h:,.1f}" for b, h in m.hours_by_batch.items()),
-                     f"{m.refit_hours:.2f}" if plan.refit_trials else "", t.source)
-    console.print(time)
+    print_table(f"{plan.study}: memory of a step (estimate) against {plan.gpu_gib:g} GiB, "
+                f"~{plan.tokens_per_item:.0f} tokens a prompt, the largest LoRA rank searched",
+                ("model", "params B", "4-bit weights GiB", *(f"batch {b}: peak GiB" for b in batches)),
+                [(m.model, f"{m.params_b:.2f}" if m.params_b else "?",
+                  f"{m.weights_gib:.2f}" if m.weights_gib is not None else "?",
+                  *(f"{m.peaks[b][0]:.1f} ({m.peaks[b][1]})" if b in m.peaks else "" for b in batches))
+                 for m in plan.models], console=console)
+    headers = ("model", "train tokens/trial", "eval items/trial", "train tok/s", "eval items/s", "h/trial",
+               "min/trial by batch", "h/refit", "throughput from")
+    print_table(f"time per trial: {plan.train_items:,} train items ({plan.train_items_source}); "
+                "every trial run to its end", headers,
+                [(m.model, f"{m.tokens_per_trial:,.0f}", f"{m.eval_items_per_trial:,.0f}",
+                  f"{m.throughput.train_tokens_per_s:,.0f}", f"{m.throughput.eval_items_per_s:,.2f}",
+                  f"{m.hours_per_trial:.2f}", ", ".join(f"{b}: {60 * h:,.1f}" for b, h in m.hours_by_batch.items()),
+                  f"{m.refit_hours:.2f}" if plan.refit_trials else "", m.throughput.source) for m in plan.models],
+                console=console, left=(0, len(headers) - 1))
     total = plan.search_hours + plan.refit_hours
     console.print(f"study total: {plan.search_trials} search trials {plan.search_hours:,.1f} h + "
                   f"{plan.refit_trials} refits {plan.refit_hours:,.1f} h = {total:,.1f} device-hours "

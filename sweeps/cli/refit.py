@@ -6,11 +6,11 @@ import argparse
 import os
 from pathlib import Path
 
-from sweeps.cli.output import wide_console
+from sweeps.cli.output import print_leaderboard
 
 
 def cmd_refit(args: argparse.Namespace) -> int:
-    from sweeps.results.leaderboard import leaderboard, render
+    from sweeps.results.leaderboard import leaderboard
     from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.refit import REFIT_ATTR, refit
     from sweeps.spec.study import load_study
@@ -23,8 +23,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
     print(f"study {spec.name}: {len(done)} refit(s): " + ", ".join(
         f"trial {t.user_attrs[REFIT_ATTR]} {t.state.name.lower()}" for t in done))
     rows = leaderboard(spec.tracking_uri, spec.name)
-    wide_console().print(render(rows, title=f"{spec.name}: trials, refits and baselines on the validation "
-                                            "items, best first"))
+    print_leaderboard(rows, f"{spec.name}: trials, refits and baselines on the validation items, best first")
     return 0
 
 

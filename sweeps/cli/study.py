@@ -9,17 +9,16 @@ from pathlib import Path
 
 from pricer.errors import SpecError
 from sweeps.cli.flags import add_json_flag, add_tracking_uri_flag
-from sweeps.cli.output import print_json, print_table, wide_console
+from sweeps.cli.output import print_json, print_leaderboard, print_table, wide_console
 
 
 def _print_leaderboard(name: str, tracking_uri: str) -> list:
-    from sweeps.results.leaderboard import failures, leaderboard, render
+    from sweeps.results.leaderboard import failures, leaderboard
 
     rows = leaderboard(tracking_uri, name)
-    console = wide_console()
-    console.print(render(rows, title=f"{name}: trials and baselines on the validation items, best first"))
+    print_leaderboard(rows, f"{name}: trials and baselines on the validation items, best first")
     if line := failures(rows):
-        console.print(line, markup=False, highlight=False)
+        wide_console().print(line, markup=False, highlight=False)
     return rows
 
 
@@ -103,7 +102,7 @@ def _print_ensemble(result) -> None:
     console = print_table(f"ensemble -> {result.folder} (weights fitted on {result.ensemble.val.n} validation "
                           f"items; scored on {result.ensemble.test.n if result.ensemble.test else 0} test items)",
                           ("", "weight", "val $ error", "test $ error", "test RMSLE", "test hits %"), rows,
-                          console=wide_console(), bold={0})
+                          console=wide_console(), styles={0: "bold"})
     mine = result.ensemble.test
     if mine is None:
         return

@@ -7,11 +7,10 @@ import argparse
 from pathlib import Path
 
 from sweeps.cli.flags import add_json_flag, add_tracking_uri_flag
-from sweeps.cli.output import print_json, wide_console
+from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from rich.table import Table
 
     from sweeps.results.verdict import compare_runs
     from sweeps.spec.study import locate
@@ -21,14 +20,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print_json(paired.to_dict())
         return 0
-    table = Table(title=f"{name}: {paired.n:,} test items, paired")
-    for column in ("", "test $ error", "95% CI"):
-        table.add_column(column, justify="left" if not column else "right")
-    table.add_row(f"A  {paired.a}", f"{paired.a_mae:,.2f}", _ci(paired.a_interval))
-    table.add_row(f"B  {paired.b}", f"{paired.b_mae:,.2f}", _ci(paired.b_interval))
-    table.add_row("A - B (paired)", f"{paired.difference:+,.2f}", _ci(paired.difference_interval, signed=True))
-    console = wide_console()
-    console.print(table)
+    console = print_table(f"{name}: {paired.n:,} test items, paired", ("", "test $ error", "95% CI"),
+                          [(f"A  {paired.a}", f"{paired.a_mae:,.2f}", _ci(paired.a_interval)),
+                           (f"B  {paired.b}", f"{paired.b_mae:,.2f}", _ci(paired.b_interval)),
+                           ("A - B (paired)", f"{paired.difference:+,.2f}",
+                            _ci(paired.difference_interval, signed=True))], console=wide_console())
     console.print(f"Wilcoxon signed-rank p = {paired.p_value:.4g}")
     console.print(paired.sentence())
     return 0

@@ -8,7 +8,6 @@ validation only; the test split scores the ensemble beside each of its members.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pricer.predict.baselinefile import SUFFIX
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
 from sweeps.results.export import _MARKER, CARD, _clear
 from sweeps.results.leaderboard import Row, leaderboard
-from sweeps.track.records import PREDICTIONS
+from sweeps.track.records import read_predictions
 from sweeps.track.redact import redact
 from sweeps.track.tracking import MlflowTracker
 
@@ -52,15 +51,6 @@ class EnsembleExport:
                 "members": [{"name": s.name, "weight": s.weight, "val": brief(s.val), "test": brief(s.test)}
                             for s in self.members],
                 "baselines_test": {k: brief(v) for k, v in self.baselines.items()}}
-
-
-def _predictions(tracker: MlflowTracker, row: Row, tmp: Path) -> dict:
-    try:
-        path = tracker.client.download_artifacts(row.run_id, PREDICTIONS, str(tmp))
-    except OSError as exc:
-        raise SpecError(f"{_name(row)}: no {PREDICTIONS} in its MLflow run (a study launched before "
-                        "ensembles existed? launch it again in a fresh workdir)") from exc
-    return json.loads(Path(path).read_text())
 
 
 def _name(row: Row) -> str:
@@ -97,7 +87,7 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
 
         def predictions_of(row: Row) -> dict:
             if row.run_id not in fetched:
-                fetched[row.run_id] = _predictions(tracker, row, tmp / f"p{len(fetched)}")
+                fetched[row.run_id] = read_predictions(tracker, row.run_id, tmp / f"p{len(fetched)}", _name(row))
             return fetched[row.run_id]
 
         baseline_rows = [r for r in rows if r.baseline]

@@ -18,7 +18,7 @@ from pricer.model.adapter import base_model_id, make_portable, merge_into_base, 
 from pricer.model.catalog import ModelSpec, how_to_fetch
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
 from sweeps.track.redact import redact
-from sweeps.track.tracking import MlflowTracker
+from sweeps.track.tracking import REFIT_OF, MlflowTracker
 
 CARD = "README.md"
 MERGED = "merged"
@@ -108,7 +108,7 @@ def register(tracking_uri: str, study: str, folder: Path, name: str, *, trial: i
     run = MlflowTracker(tracking_uri, study, create=False).client.get_run(row.run_id)
     metrics = {k: v for k, v in run.data.metrics.items() if k in VERSION_METRICS}
     tags = {"pricer.study": study, "pricer.trial": str(row.trial), "pricer.model": row.model,
-            **({"pricer.refit_of": str(row.refit_of)} if row.refit_of is not None else {}),
+            **({REFIT_OF: str(row.refit_of)} if row.refit_of is not None else {}),
             "pricer.kind": read_meta(folder).get("kind", "adapter")}
     description = (f"{study}, {_what(row)}: {row.model} price predictor; validation $ error "
                    f"{metrics.get('val_mae', float('nan')):.2f}, RMSLE {metrics.get('val_rmsle', float('nan')):.3f}")

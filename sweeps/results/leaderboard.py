@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 from pricer.errors import SpecError
 from sweeps.track.redact import redact
-from sweeps.track.tracking import REASON, STATE, STUDY, MlflowTracker
+from sweeps.track.tracking import REASON, REFIT_OF, STATE, STUDY, MlflowTracker
 
 _STATE_ORDER = {"COMPLETE": 0, "PRUNED": 1, "RUNNING": 2, "FAIL": 3}
 
@@ -62,7 +62,7 @@ def _number(value: str | None, kind: type) -> int | float | None:
 
 def _row(run, baseline: bool) -> Row:
     m, p, t = run.data.metrics, run.data.params, run.data.tags
-    refit_of = _number(t.get("pricer.refit_of"), int)
+    refit_of = _number(t.get(REFIT_OF), int)
     state = t.get(STATE) or ("RUNNING" if run.info.status == "RUNNING" else "FAIL")
     return Row(rank=None, trial=_number(t.get("pricer.trial"), int), model=t.get("pricer.model", p.get("model", "?")),
                variant=t.get("pricer.variant", ""), lora_r=_number(p.get("lora_r"), int),
@@ -130,37 +130,3 @@ def best_trial_row(rows: list[Row]) -> Row:
         if not row.baseline and row.rank is not None:
             return row
     raise SpecError("no finished trial yet: launch the study (or wait for a trial to complete)")
-
-
-def render(rows: list[Row], title: str = ""):
-    """A `rich.table.Table` of the rows: validation error with its 95 % interval, then the test
-    split's scores (what a trial is worth on items nothing was tuned on)."""
-    from rich.table import Table
-
-    table = Table(title=title or None)
-    columns = ("rank", "trial", "model", "r", "lr", "val $ error [95% CI]", "val RMSLE", "val hits %",
-               "test $ error", "test RMSLE", "test hits %", "range cover %", "range width", "state", "min")
-    for name in columns:
-        table.add_column(name, justify="left" if name in ("model", "state") else "right",
-                         no_wrap=name in ("model", "state", "val $ error [95% CI]"))
-
-    def fmt(value, spec: str) -> str:
-        return "" if value is None else format(value, spec)
-
-    def pct(value) -> str:
-        return fmt(None if value is None else 100 * value, ".1f")
-
-    for row in rows:
-        style = "dim" if row.baseline else ("bold" if row.rank == 1 else None)
-        val = fmt(row.mae, ",.2f")
-        if row.mae is not None and row.mae_low is not None:
-            val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
-        model = f"{row.model} ({row.variant})" if row.variant else row.model
-        trial = "baseline" if row.baseline else fmt(row.trial, "d") + (" refit" if row.refit_of is not None else "")
-        table.add_row(fmt(row.rank, "d"), trial, model,
-                      fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
-                      fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
-                      fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), pct(row.test_coverage),
-                      fmt(row.test_interval_width, ".2f"), row.state, fmt(row.minutes, ".1f"),
-                      style=style)
-    return table

@@ -16,11 +16,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.metrics import BAND_NAMES, price_band
 from pricer.predict.compare import dollars
 from sweeps.results.costs import cost_figure
 from sweeps.results.verdict import Entry, StudyResults, Verdict, verdict
 
-BANDS = ((0, 25), (25, 50), (50, 100), (100, 250), (250, 500), (500, math.inf))
 ARTIFACT_DIR = "report"
 
 
@@ -246,7 +246,7 @@ def _grouped(found: Verdict, key, order: list[str] | None = None):
     categories = found.categories() if key == "category" else None
     if key == "category" and not categories:
         return None, "no trial's run has a predictions.csv (categories unknown)"
-    groups = categories if categories else [_band(t) for t in found.truth]
+    groups = categories if categories else [BAND_NAMES[price_band(t)] for t in found.truth]
     names = order or sorted(set(groups))
     fig = go.Figure()
     for entry in [found.winner, _runner_up(found)]:
@@ -268,16 +268,7 @@ def _by_category(found: Verdict):
 
 
 def _by_band(found: Verdict):
-    return _grouped(found, "band", [_band_name(b) for b in BANDS])
-
-
-def _band_name(band: tuple[float, float]) -> str:
-    low, high = band
-    return f"${low:,.0f}+" if math.isinf(high) else f"${low:,.0f}-{high:,.0f}"
-
-
-def _band(price: float) -> str:
-    return next(_band_name(b) for b in BANDS if b[0] <= price < b[1])
+    return _grouped(found, "band", list(BAND_NAMES))
 
 
 def _importance(optuna_study):

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 from pricer.errors import SpecError
+from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
-from sweeps.track.stores import sqlite_path
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"

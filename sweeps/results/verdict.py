@@ -13,7 +13,6 @@ as such beside it. Every other contender is compared with the winner.
 from __future__ import annotations
 
 import csv
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +22,8 @@ from mlflow.exceptions import MlflowException
 from pricer.errors import SpecError
 from pricer.predict.compare import Paired, compare, dollars
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
-from sweeps.track.records import PREDICTIONS
-from sweeps.track.tracking import MlflowTracker
-
-REFIT_OF = "pricer.refit_of"
+from sweeps.track.records import read_predictions
+from sweeps.track.tracking import REFIT_OF, MlflowTracker
 
 
 @dataclass
@@ -127,13 +124,8 @@ class StudyResults:
 
     def predictions(self, row: Row) -> dict:
         if row.run_id not in self._json:
-            try:
-                path = self.tracker.client.download_artifacts(row.run_id, PREDICTIONS,
-                                                              str(Path(self._tmp.name) / row.run_id))
-            except (OSError, MlflowException) as exc:
-                raise SpecError(f"{name_of(row)}: no {PREDICTIONS} in its MLflow run (logged before per-item "
-                                "predictions existed?); launch the study again in a fresh workdir") from exc
-            self._json[row.run_id] = json.loads(Path(path).read_text())
+            self._json[row.run_id] = read_predictions(self.tracker, row.run_id, Path(self._tmp.name) / row.run_id,
+                                                      name_of(row))
         return self._json[row.run_id]
 
     def test_rows(self, row: Row) -> list[dict]:

@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricer.errors import SpecError
+from pricer.machine import usable_cores
 from sweeps.run.studies import WORKER_ENV
 from sweeps.spec.study import StudySpec
+from sweeps.spec.urls import is_sqlite
 from sweeps.track.redact import redact
 
 STORAGE_ENV, TRACKING_ENV = "PRICER_STORAGE", "PRICER_TRACKING_URI"
@@ -39,14 +41,6 @@ THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RA
 # how long stopped workers get to fail their trials and end their runs before they are killed
 STOP_GRACE_S = 60.0
 POLL_S = 0.5
-
-
-def cores() -> int:
-    """The cores this process may run on (a container's or a job's share, not the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def parse_gpus(text: str | None) -> list[str]:
@@ -82,11 +76,11 @@ def fleet_slots(spec: StudySpec, workers: int | None, gpus: list[str], *, n_core
     n = workers if workers is not None else len(gpus)
     if n < 1:
         raise SpecError(f"--workers {n}: at least 1 (or give --gpus, one worker per GPU)")
-    if n > 1 and spec.storage.startswith("sqlite:"):
+    if n > 1 and is_sqlite(spec.storage):
         raise SpecError(f"storage {redact(spec.storage)}: {n} workers can't share a SQLite file (one writer at a "
                         "time: they would fail on 'database is locked'); use PostgreSQL, e.g. PRICER_STORAGE="
                         "postgresql://USER@HOST:5432/DB (or --storage), or --workers 1")
-    threads = max(1, (n_cores or cores()) // n)
+    threads = max(1, (n_cores or usable_cores()) // n)
     slots = []
     for i in range(n):
         gpu = gpus[i % len(gpus)] if gpus else None

@@ -119,9 +119,3 @@ def cap_process() -> None:
     limit = int(budget_gib() * GIB)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
-
-def rss_gib() -> float:
-    """This process's resident memory now (a worker's, measured after each trial)."""
-    import psutil
-
-    return psutil.Process().memory_info().rss / GIB

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricer.errors import PricerError, TrialFailed
+from pricer.machine import rss_gib
 from pricer.phases import phase, record
 from sweeps.run import guard
 from sweeps.run.process import run_in_child
@@ -120,7 +121,7 @@ class Objective:
         if result.resumed_from is not None:
             self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
         # the worker's own memory after each trial: flat unless something leaks across trials
-        self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
+        self.tracker.log_metrics(run_id, {"worker_rss_gib": rss_gib()})
         _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
         if result.stopped_early:
             # FINISHED, not KILLED: MLflow's UI draws KILLED as a failure (a red cross); the
@@ -182,7 +183,7 @@ class Objective:
         reason = redact(reason)  # a driver's error quotes the URL it failed on, password and all
         trial.set_user_attr(REASON_ATTR, reason[:2000])
         try:
-            self.tracker.log_metrics(run_id, {"worker_rss_gib": guard.rss_gib()})
+            self.tracker.log_metrics(run_id, {"worker_rss_gib": rss_gib()})
             self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: reason})
             if details:
                 self.tracker.log_json(run_id, {"reason": reason, "traceback": redact(details)}, "failure.json")

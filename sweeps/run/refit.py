@@ -36,15 +36,14 @@ from sweeps.run.studies import (
     optuna_experimental,
 )
 from sweeps.spec.study import FidelitySpec, PrunerSpec, SamplerSpec, StudySpec
-from sweeps.track.tracking import ROLE, STATE, TRIAL, MlflowTracker
+from sweeps.track.tracking import REFIT_OF, ROLE, STATE, TRIAL, MlflowTracker
 
 if TYPE_CHECKING:
     import optuna
 
 log = logging.getLogger(__name__)
 
-REFIT_OF = "pricer.refit_of"  # MLflow tag: the search trial a refit retrains
-REFIT_ATTR = "refit_of"  # the same, in the refit trial's Optuna user attrs
+REFIT_ATTR = "refit_of"  # the search trial a refit retrains (`REFIT_OF`), in its Optuna user attrs
 READY = "refits_enqueued"  # the refit study's user attr, set once its trials are queued
 
 

@@ -17,8 +17,9 @@ from pricer.errors import DataError, SpecError
 from sweeps.run.objective import RUN_ID_ATTR
 from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
+from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
-from sweeps.track.stores import retried, sqlite_path
+from sweeps.track.stores import retried
 from sweeps.track.tracking import REASON, STATE, MlflowTracker
 
 if TYPE_CHECKING:

@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic.dataclasses import dataclass
 
+from pricer.data.fraction import Fraction
+from pricer.data.sampling import Sampling
 from pricer.declared import DECLARED, Problems
 from pricer.errors import SpecError
 from pricer.train.config import TrainConfig
@@ -66,14 +68,13 @@ class DataSpec:
     limit: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
     balance: Annotated[int, Field(ge=1)] | None = None
-    sampling: Any = None
+    sampling: Sampling | None = None
     workers: Annotated[int, Field(ge=1)] | None = None
 
     _from_string = _bare("source")
 
     @model_validator(mode="after")
     def _one_form(self) -> DataSpec:
-        from pricer.data.sampling import Sampling
         from pricer.data.sources import SHORTHAND, expand
         from pricer.errors import DataError
 
@@ -93,25 +94,9 @@ class DataSpec:
                     expand(source)
                 except DataError as exc:
                     problems.add(("sources", n) if self.sources else ("source",), str(exc))
-        if self.sampling is not None:
-            if self.balance is not None:
-                problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
-                                            "per-dollar cap)")
-            elif isinstance(self.sampling, Mapping):
-                unknown = sorted(set(self.sampling) - {"cap", "category_weights", "keep_all_from"})
-                if unknown:
-                    problems.add(("sampling",), f"unknown key(s) {', '.join(map(str, unknown))}; expected cap, "
-                                                "category_weights, keep_all_from")
-                elif "cap" not in self.sampling:
-                    problems.add(("sampling", "cap"), "required (items per dollar bucket kept as they are; "
-                                                      "the recipe: 1200)")
-                else:
-                    try:
-                        object.__setattr__(self, "sampling", Sampling(**self.sampling))
-                    except SpecError as exc:
-                        problems.add(("sampling",), str(exc).removeprefix("sampling."))
-            elif not isinstance(self.sampling, Sampling):
-                problems.add(("sampling",), f"a mapping of cap, category_weights, keep_all_from (got {self.sampling!r})")
+        if self.sampling is not None and self.balance is not None:
+            problems.add(("sampling",), "give balance or sampling, not both (a uniform or a category-weighted "
+                                        "per-dollar cap)")
         problems.check()
         return self
 
@@ -333,7 +318,7 @@ class FidelitySpec:
         seed: which subset (the 0.1 subset of a seed lies inside its 0.25 subset).
     """
 
-    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    train_fraction: Fraction = 1.0
     seed: int = 0
 
     _from_number = model_validator(mode="before")(classmethod(
@@ -354,7 +339,7 @@ class RefitSpec:
     """
 
     top_k: Annotated[int, Field(ge=1)] = 1
-    train_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+    train_fraction: Fraction = 1.0
     overrides: dict[str, Any] = field(default_factory=dict)
 
     @model_validator(mode="before")

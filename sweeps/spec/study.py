@@ -47,6 +47,7 @@ from sweeps.spec.sections import (
     RefitSpec,
     SamplerSpec,
 )
+from sweeps.spec.urls import sqlite_url
 
 __all__ = ["ALPHA_RATIO", "METRICS", "PRUNERS", "SAMPLERS", "STEP_PRUNERS", "DataSpec", "FidelitySpec",
            "ObjectiveSpec", "ParamSpec", "PrunerSpec", "RefitSpec", "SamplerSpec", "StudySpec", "load_study", "locate", "to_config"]
@@ -272,7 +273,7 @@ class StudySpec:
             object.__setattr__(self, "workdir", Path("runs") / self.name)
         for name, file in (("storage", "optuna.db"), ("tracking_uri", "mlflow.db")):
             if not getattr(self, name):
-                object.__setattr__(self, name, f"sqlite:///{self.workdir / file}")
+                object.__setattr__(self, name, sqlite_url(self.workdir / file))
         return self
 
     def with_overrides(self, *, storage: str | None = None, tracking_uri: str | None = None,
@@ -353,4 +354,4 @@ def locate(ref: str | Path, tracking_uri: str | None = None) -> tuple[str, str]:
     name = str(ref)
     if not _NAME.match(name):
         raise SpecError(f"{name!r}: neither a study file nor a study name")
-    return name, tracking_uri or f"sqlite:///{Path('runs') / name / 'mlflow.db'}"
+    return name, tracking_uri or sqlite_url(Path("runs") / name / "mlflow.db")

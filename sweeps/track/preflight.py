@@ -8,6 +8,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
+from sweeps.spec.urls import is_sqlite
 from sweeps.track.redact import redact
 
 TIMEOUT_S = 5
@@ -15,7 +16,7 @@ TIMEOUT_S = 5
 
 def check_storage(url: str, *, what: str = "storage", flag: str = "--storage") -> None:
     """Connect once to an RDB URL (SQLite files are made on first use, so they are not tried)."""
-    if url.startswith("sqlite:"):
+    if is_sqlite(url):
         return
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError

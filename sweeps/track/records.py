@@ -11,6 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from pricer.errors import SpecError
 from sweeps.track.tracking import ROLE, STATE, Tracker
 
 PREDICTIONS = "predictions.json"
@@ -36,6 +37,22 @@ def log_predictions(tracker: Any, run_id: str, validation: list, test: list, tru
     tracker.log_json(run_id, payload, PREDICTIONS)
 
 
+def read_predictions(tracker: Any, run_id: str, folder: Path, name: str) -> dict:
+    """A run's `log_predictions` file, downloaded into `folder`.
+
+    Raises:
+        SpecError: the run has none (logged before per-item predictions existed), naming it `name`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        path = tracker.client.download_artifacts(run_id, PREDICTIONS, str(folder))
+    except (OSError, MlflowException) as exc:
+        raise SpecError(f"{name}: no {PREDICTIONS} in its MLflow run (logged before per-item predictions "
+                        "existed?); launch the study again in a fresh workdir") from exc
+    return json.loads(Path(path).read_text())
+
+
 def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: float,
                      streamed: Collection[int] = ()) -> None:
     """A finished (or pruned) trial's `pricer.train.loop.Result`: curves, final metrics, costs, and
@@ -48,9 +65,8 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
 
     from pricer.metrics import scatter_chart
 
-    for step, loss in result.train_losses:
-        if step not in streamed:  # e.g. the steps a resumed trial's first try trained
-            tracker.log_metrics(run_id, {"train_loss": loss}, step=step)
+    # e.g. the steps a resumed trial's first try trained
+    steps = {step: {"train_loss": loss} for step, loss in result.train_losses if step not in streamed}
     # val_mae / val_rmsle / val_hit_rate arrived through report(), the final step's included
     reported = {"val_mae", "val_rmsle", "val_hit_rate"}
     final = {**{k: v for k, v in _metrics("val", result.val_metrics).items() if k not in reported}, "wall_s": result.wall_s, "minutes": result.wall_s / 60,
@@ -63,7 +79,8 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
     if result.plan is not None:  # how the step ran in the memory budget
         final.update(micro_batch_size=result.plan.micro_batch_size,
                      gradient_checkpointing=int(result.plan.gradient_checkpointing))
-    tracker.log_metrics(run_id, final, step=result.steps)
+    steps[result.steps] = {**steps.get(result.steps, {}), **final}
+    tracker.log_steps(run_id, steps)  # the curve and the final numbers in one call
     with tempfile.TemporaryDirectory() as tmp:
         result_path = Path(tmp) / "result.json"
         summary = {k: v for k, v in result.to_dict().items() if k not in ("predictions", "val_predictions")}

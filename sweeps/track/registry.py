@@ -36,7 +36,7 @@ class PricerModel(mlflow.pyfunc.PythonModel):
     cleaned as training texts were. Output: a DataFrame with ``price`` (NaN where there is none),
     the range around it, ``price_low`` and ``price_high`` (NaN when the folder gives no range: an
     ensemble, or a folder that reads greedily), and ``problem`` (why no price: an empty or
-    unreadable text, or a model that wrote no number; empty when priced). An empty text is never
+    unreadable text, or a model that wrote no price; empty when priced). An empty text is never
     sent to the model: it would price it anyway ($40)."""
 
     def load_context(self, context) -> None:
@@ -46,7 +46,7 @@ class PricerModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from pricer.data.curate import clean_text
-        from pricer.predict.pricing import price_texts
+        from pricer.predict.pricing import price_rows
 
         texts, problems = [], []
         for value in model_input[TEXT]:
@@ -55,18 +55,12 @@ class PricerModel(mlflow.pyfunc.PythonModel):
             problems.append("" if text.strip() else
                             "empty text" if isinstance(value, str) or value is None else
                             f"unreadable text (a {type(value).__name__}, not a string)")
-        readable = [i for i, problem in enumerate(problems) if not problem]
+        priced = price_rows(self.predictor, texts, problems)
         nan = float("nan")
-        prices, lows, highs = [nan] * len(texts), [nan] * len(texts), [nan] * len(texts)
-        predicted, ranges = price_texts(self.predictor, [texts[i] for i in readable]) if readable else ([], None)
-        for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
-            if price is None:
-                problems[i] = "the model wrote no number"
-                continue
-            prices[i] = float(price)
-            if ranges is not None and ranges[k] is not None:
-                lows[i], highs[i] = ranges[k].low, ranges[k].high
-        return pd.DataFrame({PRICE: prices, LOW: lows, HIGH: highs, PROBLEM: problems})
+        bounds = [r or (nan, nan) for r in priced.ranges or [None] * len(texts)]
+        return pd.DataFrame({PRICE: [nan if p is None else float(p) for p in priced.prices],
+                             LOW: [low for low, _ in bounds], HIGH: [high for _, high in bounds],
+                             PROBLEM: priced.problems})
 
 
 def signature():

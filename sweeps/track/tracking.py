@@ -23,12 +23,14 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pricer.errors import SpecError
+from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
-from sweeps.track.stores import retried, sqlite_path
+from sweeps.track.stores import retried
 
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
 WORKER = "pricer.worker"  # host:pid of the worker that made the run
+REFIT_OF = "pricer.refit_of"  # the search trial a refit retrains
 # MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
@@ -52,6 +54,9 @@ class Tracker(Protocol):
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None: ...
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None: ...
+
+    def log_steps(self, run_id: str, steps: Mapping[int, Mapping[str, float]]) -> None:
+        """Metrics at several steps (a curve and the final numbers), in as few calls as the backend allows."""
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None: ...
 
@@ -189,11 +194,15 @@ class MlflowTracker:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int | None = None) -> None:
+        self.log_steps(run_id, {step or 0: metrics})
+
+    def log_steps(self, run_id: str, steps: Mapping[int, Mapping[str, float]]) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
-        for i in range(0, len(items), 1000):
+        items = [Metric(k, float(v), now, step) for step, metrics in steps.items()
+                 for k, v in metrics.items() if v is not None]
+        for i in range(0, len(items), 1000):  # MLflow's batch limit
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeps.run.fleet import cores
+from pricer.machine import usable_cores
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
@@ -93,7 +93,7 @@ def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided
             assert password not in " ".join(worker.cmdline())
             env = worker.environ()
             assert env["PRICER_STORAGE"] == storage
-            assert env["OMP_NUM_THREADS"] == str(max(1, cores() // 2))
+            assert env["OMP_NUM_THREADS"] == str(max(1, usable_cores() // 2))
         output = fleet.communicate(timeout=900)[0]
     finally:
         _kill_all(fleet)

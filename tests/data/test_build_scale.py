@@ -96,6 +96,38 @@ def test_cached_build_reuses_the_same_sources_and_settings(raw_files: list[Path]
     assert cached_build(raw_files, tmp_path, workers=1, progress=False, balance=3) != out
 
 
+_BUILD_WHEN_TOLD = """
+import sys, time
+from pathlib import Path
+from pricer.data.dataset import cached_build
+root, *files = sys.argv[1:]
+(Path(root) / f"ready-{len(list(Path(root).glob('ready-*')))}-{time.time_ns()}").touch()
+while not (Path(root) / "go").exists():
+    time.sleep(0.01)
+print(cached_build(files, Path(root) / "cache", workers=1, progress=False))
+"""
+
+
+def test_workers_started_together_build_the_data_once(raw_files: list[Path], tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    workers = [subprocess.Popen([sys.executable, "-c", _BUILD_WHEN_TOLD, str(tmp_path), *map(str, raw_files)],
+                                stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    while len(list(tmp_path.glob("ready-*"))) < len(workers):  # every one imported, waiting
+        assert all(w.poll() is None for w in workers), "a worker died before the start"
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    building: set[str] = set()  # every scratch folder a build wrote, seen while they ran
+    while any(w.poll() is None for w in workers):
+        building.update(p.name for p in (tmp_path / "cache").glob("*.partial-*"))
+        time.sleep(0.01)
+    outs = {w.stdout.read().strip() for w in workers}
+    assert all(w.returncode == 0 for w in workers)
+    assert len(outs) == 1 and len(building) == 1, (outs, building)
+    assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == [Path(outs.pop()).name]
+
+
 def test_scrubs_fast_character_classes_match_the_unicode_definitions() -> None:
     import re
     import unicodedata

@@ -53,17 +53,6 @@ def test_sampling_is_reproducible_and_follows_the_seed() -> None:
     assert sum(counts_by_band(prices[kept]).values()) == len(kept)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"cap": 0}, "sampling.cap: must be a whole number >= 1"),
-    ({"cap": 5, "category_weights": "flat"}, "sampling.category_weights: 'inverse' or a mapping"),
-    ({"cap": 5, "category_weights": {"Automotive": 0}}, r"sampling.category_weights.Automotive: must be a number > 0"),
-    ({"cap": 5, "keep_all_from": -1}, "sampling.keep_all_from: must be a price > 0"),
-])
-def test_bad_sampling_names_its_field(kwargs, message) -> None:
-    with pytest.raises(SpecError, match=message):
-        Sampling(**kwargs)
-
-
 def test_category_weights_parse_from_the_command_line() -> None:
     assert Sampling.parse_weights("Automotive=1,*=5") == {"Automotive": 1.0, "*": 5.0}
     assert Sampling.parse_weights("inverse") == "inverse"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pricer.data.curate import item_from_raw
-from pricer.data.tables import BAD_ROW, Columns, product_of, read_table, texts_of, write_priced
+from pricer.data.tables import BAD_ROW, NO_ANSWER, Columns, product_of, read_table, texts_of, write_priced
 from pricer.errors import DataError, SpecError
 
 RAW = {"title": "Stainless Steel Electric Kettle, 1.7 L", "price": "$39.99", "main_category": "Appliances",
@@ -75,7 +75,8 @@ def test_priced_output_keeps_every_row_and_column_in_csv_jsonl_and_parquet(tmp_p
     table = read_table(path)
     rows = [row for row, _ in texts_of(table, Columns())]
     for suffix in (".csv", ".jsonl", ".parquet"):
-        out = write_priced(tmp_path / f"priced{suffix}", table.header, rows, [24.0, None, None])
+        problems = ["", rows[1].problem, NO_ANSWER]
+        out = write_priced(tmp_path / f"priced{suffix}", table.header, rows, [24.0, None, None], None, problems)
         if suffix == ".parquet":
             records = pq.read_table(out).to_pylist()
         elif suffix == ".jsonl":

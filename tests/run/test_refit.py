@@ -19,9 +19,9 @@ from pricer.errors import SpecError
 from sweeps.results.export import export
 from sweeps.results.leaderboard import leaderboard
 from sweeps.run.launch import launch
-from sweeps.run.refit import REFIT_OF, refit
+from sweeps.run.refit import refit
 from sweeps.spec.study import RefitSpec, load_study
-from sweeps.track.tracking import PARENT, MlflowTracker
+from sweeps.track.tracking import PARENT, REFIT_OF, MlflowTracker
 
 STUDY = """\
 name: refit-test

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.track.stores import retried, sqlite_path, sqlite_url
+from sweeps.spec.urls import sqlite_path, sqlite_url
+from sweeps.track.stores import retried
 
 
 def test_a_query_string_stays_out_of_the_sqlite_file_path(tmp_path: Path) -> None:

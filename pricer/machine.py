@@ -1,0 +1,22 @@
+"""What this process may use of the machine it runs on: its cores (a container's or a job's share,
+not the machine's) and the memory it holds now."""
+
+from __future__ import annotations
+
+import os
+
+GIB = 1024**3
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one, else all)."""
+    if hasattr(os, "sched_getaffinity"):  # not on macOS
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
+def rss_gib() -> float:
+    """This process's resident memory now, in GiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / GIB
