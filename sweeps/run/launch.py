@@ -8,12 +8,12 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
+from sweeps.run.budget import REQUEUED
 from sweeps.run.objective import Objective
 from sweeps.run.opening import (
     SURPLUS,
@@ -24,11 +24,11 @@ from sweeps.run.opening import (
     optuna_experimental,
     prepare_data,
 )
-from sweeps.run.presence import Presence
+from sweeps.run.presence import Presence, end_orphan_runs, end_parent_run
 from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
-from sweeps.track.tracking import MlflowTracker, log_baselines, log_study_plots
+from sweeps.track.tracking import MlflowTracker, log_baselines
 
 if TYPE_CHECKING:
     import optuna
@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
-    that a heartbeat retry replaced (the retry counts instead)."""
+    that a retry replaced (a heartbeat retry, or a re-queue: `sweeps.run.budget`; the retry
+    counts instead)."""
     from optuna.storages import fail_stale_trials
 
     with optuna_experimental():
@@ -48,10 +49,11 @@ def counted(study: optuna.Study) -> int:
 def _counting(trials: list) -> int:
     from optuna.trial import TrialState
 
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    # every try a retry replaced, not only the first: a retry of a retry names both
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or ()}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     return sum(1 for t in trials if t.state in states and not t.system_attrs.get(SURPLUS)
-               and not (t.state == TrialState.FAIL and t.number in retried))
+               and not (t.state == TrialState.FAIL and (t.number in retried or t.system_attrs.get(REQUEUED))))
 
 
 def within_total(objective: Objective, total: int | None):
@@ -112,6 +114,7 @@ def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTra
     if spec.path is not None:
         # the study file as written, less any password in its storage or tracking URL
         tracker.client.log_text(parent_id, redact(Path(spec.path).read_text()), Path(spec.path).name)
+    end_orphan_runs(tracker, study)
     if not tracker.runs("baseline"):
         _baselines(spec, tracker, parent_id, data)
     enqueue(spec, study)
@@ -141,6 +144,7 @@ def launch(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
                 done = True
                 break
             if total is None or counted(study) < total:
+                objective.backoff.wait()  # the tracking store was down at the last trial's start
                 study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,))
                 continue
             if not (running := _running(study)):
@@ -169,10 +173,7 @@ def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: op
     worker's database connections are closed either way."""
     try:
         if presence.leave():
-            log_study_plots(tracker, parent_id, study)
-            tracker.end_run(parent_id, "FINISHED")
-            # one entry per end: a fleet's soak counts them (exactly one per launch of the fleet)
-            tracker.log_metrics(parent_id, {"parent_run_ends": 1}, step=os.getpid())
+            end_parent_run(tracker, parent_id, study)
     finally:
         close_storage(study)
 

@@ -7,6 +7,7 @@ The trial loop (`sweeps.run.launch`) and the refits (`sweeps.run.refit`) both op
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -19,10 +20,12 @@ from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
 from sweeps.track.stores import retried, sqlite_path
-from sweeps.track.tracking import REASON, STATE, MlflowTracker
+from sweeps.track.tracking import REASON, STATE, MlflowTracker, tracking_errors
 
 if TYPE_CHECKING:
     import optuna
+
+log = logging.getLogger(__name__)
 
 # A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
@@ -115,12 +118,19 @@ class FailStaleRun:
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # re-queued first: an MLflow error below crashed the worker, and the dead worker's trial
+        # was never retried
+        self.retry(study, trial)
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if run_id:
+        if not run_id:
+            return
+        try:
             self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: f"worker stopped sending heartbeats for "
                                                                  f"{self.grace_s} s (killed or lost); re-queued"})
             self.tracker.end_run(run_id, "FAILED")
-        self.retry(study, trial)
+        except tracking_errors() as exc:  # the run is ended later (`sweeps.run.launch.end_orphan_runs`)
+            log.warning("trial %d: re-queued; MLflow could not record its failure: %s", trial.number,
+                        redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
 
 def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.storages.BaseStorage:
@@ -134,8 +144,11 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
 
     def connect() -> optuna.storages.BaseStorage:
         with optuna_experimental():
+            # pre-ping: a pooled connection the server dropped (restarted, or its backend
+            # terminated) is replaced at checkout instead of failing the call that drew it
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                              heartbeat_stale_trial_callback=on_stale)
+                                              heartbeat_stale_trial_callback=on_stale,
+                                              engine_kwargs={"pool_pre_ping": True})
 
     try:
         # workers started together on a fresh database race to create its tables: the loser
