@@ -11,19 +11,19 @@ from sweeps.spec.study import StudySpec
 
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
-    from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet
+    from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet, visible_gpus
     from sweeps.run.launch import open_run
     from sweeps.run.opening import SURPLUS, close_storage, open_storage
 
-    plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus))
+    plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus, visible_gpus()))
     # stores checked (one error line, not N), data built, baselines fitted: once here, not N times at once
     close_storage(open_run(spec)[2])
-    fleet = start_fleet(spec, Path(args.study), plans, n_trials=args.n_trials)
-    for plan, proc, log in zip(fleet.plans, fleet.procs, fleet.logs, strict=True):
-        device = f"GPU {plan.gpu}" if plan.gpu is not None else "CPU"
-        print(f"worker {plan.index}: pid {proc.pid}, {device}, {plan.threads} thread(s), log {log}", flush=True)
-    print(f"{len(plans)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
-    codes = fleet.wait()
+    with start_fleet(spec, Path(args.study), plans, n_trials=args.n_trials) as fleet:
+        for plan, proc, log in zip(fleet.plans, fleet.procs, fleet.logs, strict=True):
+            device = f"GPU {plan.gpu}" if plan.gpu is not None else "CPU"
+            print(f"worker {plan.index}: pid {proc.pid}, {device}, {plan.threads} thread(s), log {log}", flush=True)
+        print(f"{len(plans)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
+        codes = fleet.wait()
 
     import optuna
 
