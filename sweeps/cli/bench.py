@@ -9,6 +9,7 @@ from pathlib import Path
 from pricer.bench.gpucheck import SHAPE_NAMES
 from pricer.errors import SpecError
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
+from sweeps.cli.benchfaults import add_faults_flags
 from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.flags import add_json_flag
 from sweeps.cli.output import print_json, print_table
@@ -88,10 +89,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from sweeps.cli.benchfleet import cmd_bench_fleet
 
             return cmd_bench_fleet(args)
+        if args.target == ["faults"]:
+            from sweeps.cli.benchfaults import cmd_bench_faults
+
+            return cmd_bench_faults(args)
         if args.target[0] != "sweep":
             raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
                             "`pricer bench fidelity STUDY.yaml`, `pricer bench decode FOLDER --items FILE`, "
-                            "`pricer bench data --lines N` or `pricer bench fleet`?")
+                            "`pricer bench data --lines N`, `pricer bench fleet` or `pricer bench faults`?")
         return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
@@ -146,8 +151,10 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                                      "`bench decode FOLDER --items F`: greedy vs median decoding; "
                                      "`bench data --lines N`: curation, 1 worker vs all; "
                                      "`bench fleet`: N workers, two killed, on one PostgreSQL study; "
+                                     "`bench faults`: a study through each fault (MLflow, PostgreSQL, a killed "
+                                     "worker, a full disk, a corrupted checkpoint, Ctrl-C twice); "
                                      "`bench fidelity STUDY.yaml`: does a fraction of the data rank like all of it")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, fleet, or fidelity STUDY.yaml")
+    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, fleet, faults, or fidelity STUDY.yaml")
     p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
                    "(unset: the study's workdir/bench-sweep)")
     p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
@@ -168,12 +175,13 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                         "study's)")
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
-    p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
-    p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
+    p.add_argument("--trials", type=int, default=None, help="bench fleet / faults: the study's total (unset: 64 / 6)")
+    p.add_argument("--storage", default=None, help="bench fleet / faults: a PostgreSQL server URL whose user may create "
                    "databases (unset: PRICER_STORAGE, else the local test server)")
     add_json_flag(p)
     add_bench_data_args(p)
     add_fidelity_flags(p)
+    add_faults_flags(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")

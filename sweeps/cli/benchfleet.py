@@ -20,7 +20,7 @@ def cmd_bench_fleet(args: argparse.Namespace) -> int:
     beside = Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"
     sample = str(Path(args.data or (DEFAULT_SAMPLE if DEFAULT_SAMPLE.exists() else beside)).resolve())
     out = Path(args.out or "runs/bench-fleet")
-    result = run_soak(server, sample, out, workers=int(args.workers or 16), trials=args.trials, steps=args.steps)
+    result = run_soak(server, sample, out, workers=int(args.workers or 16), trials=args.trials or 64, steps=args.steps)
     if args.json:
         print_json(result.to_dict())
         return 0

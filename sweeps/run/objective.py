@@ -149,11 +149,29 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
     except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
-        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        full = _disk_full(checkpoint_dir or out)
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), full))
         raise SystemExit(1) from None
     finally:
         conn.close()
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether `folder`'s disk takes no more (full, over quota, or past this process's file-size
+    limit). Asked after a trial failed: torch reports a failed write as a RuntimeError, whatever
+    the cause, so the error alone can't tell a full disk from a bug."""
+    probe = Path(folder) / f".disk-probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as handle:
+            handle.write(b"\0" * (1 << 20))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    finally:
+        probe.unlink(missing_ok=True)
+    return False
 
 
 def _death(exitcode: int | None) -> str:
