@@ -34,7 +34,6 @@ from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
 from sweeps.track.redact import redact
-from sweeps.track.stores import retried
 from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result, tracking_errors
 
 if TYPE_CHECKING:
@@ -386,21 +385,14 @@ class Objective:
         return float(getattr(metrics, self.spec.objective.metric))
 
     def _report(self, trial: optuna.Trial, live: LiveMetrics, step: int, metrics: Metrics) -> bool:
-        from sqlalchemy.exc import SQLAlchemyError
-
         live.add(_val(metrics), step)
         live.flush()
         if self.spec.objective.gpu_hours:
             return False  # Optuna can't prune multi-objective trials
-
-        def report() -> bool:
-            if metrics.errors:
-                record_errors(trial, step, metrics.errors)
-            trial.report(self._value(metrics), step)
-            return trial.should_prune()
-
-        # a connection the database dropped (restarted, or a severed backend) fails once, then reconnects
-        return retried(report, attempts=3, errors=(SQLAlchemyError,))
+        if metrics.errors:
+            record_errors(trial, step, metrics.errors)
+        trial.report(self._value(metrics), step)
+        return trial.should_prune()
 
     def _guard(self, trial: optuna.Trial, run_id: str, config: TrainConfig, model_spec) -> None:
         """Prune, before loading, a config whose estimated peak can't fit (`sweeps.run.guard`)."""

@@ -7,6 +7,7 @@ The trial loop (`sweeps.run.launch`) and the refits (`sweeps.run.refit`) both op
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import warnings
@@ -133,9 +134,44 @@ class FailStaleRun:
                         redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
 
 
+# the storage calls a worker makes (Optuna's cache calls the underscored ones); each is retried
+# when the database dropped its connection
+STORAGE_CALLS = (
+    "create_new_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "_create_new_trial", "_set_trial_param",
+    "get_trial_id_from_study_id_trial_number", "_get_best_trial_id", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial", "_get_trials",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+@functools.cache
+def reconnecting_storage() -> type:
+    """`RDBStorage` whose calls are tried again (1 s, then 2 s later) when the database dropped the
+    connection under them: a restarted server, or its backends terminated. Optuna rolls the
+    session back and raises StorageInternalError once; the pool's pre-ping then reconnects, but
+    the error itself crashed the worker (measured by `pricer bench faults`: both workers died on
+    the first severed connection). A call that fails three times propagates."""
+    from optuna.exceptions import StorageInternalError
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import OperationalError
+
+    def retrying(name: str):
+        call = getattr(RDBStorage, name)
+
+        @functools.wraps(call)
+        def method(self, *args, **kwargs):
+            return retried(lambda: call(self, *args, **kwargs), attempts=3,
+                           errors=(StorageInternalError, OperationalError))
+
+        return method
+
+    return type("ReconnectingRDBStorage", (RDBStorage,), {name: retrying(name) for name in STORAGE_CALLS})
+
+
 def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a trial whose worker died is failed and re-queued."""
-    import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     heartbeat, grace = heartbeat_settings()
@@ -146,9 +182,9 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
         with optuna_experimental():
             # pre-ping: a pooled connection the server dropped (restarted, or its backend
             # terminated) is replaced at checkout instead of failing the call that drew it
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                              heartbeat_stale_trial_callback=on_stale,
-                                              engine_kwargs={"pool_pre_ping": True})
+            return reconnecting_storage()(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                          heartbeat_stale_trial_callback=on_stale,
+                                          engine_kwargs={"pool_pre_ping": True})
 
     try:
         # workers started together on a fresh database race to create its tables: the loser
