@@ -61,7 +61,7 @@ sampler: {{type: random, seed: 0}}
 n_trials: {trials}
 """
 # a killed worker's trial is failed and retried within seconds, not minutes
-ENV = {"PRICER_HEARTBEAT_S": "2", "PRICER_GRACE_S": "10"}
+ENV = {"PRICER_HEARTBEAT_S": "2", "PRICER_GRACE_S": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 FSIZE_LIMIT = 64 * 1024
 
 
@@ -108,6 +108,7 @@ def run_faults(server: str, sample: str, out: Path, *, faults: tuple[str, ...] =
     except Exception as exc:  # noqa: BLE001 -- any driver error is one line for the user
         raise SpecError(f"--storage {redact(server)}: can't create the bench's databases ({redact(exc)})") from None
     out.mkdir(parents=True, exist_ok=True)
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the checks download every run's artifacts
     bench = Bench(server, f"{base}/{names['storage']}", f"{base}/{names['tracking']}", names["storage"], sample,
                   out / f"faults-{tag}", workers=workers, trials=trials, steps=steps, outage_s=outage_s)
     results = []

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
-from sweeps.run.budget import REQUEUED
-from sweeps.run.objective import Objective
+from sweeps.run.budget import REQUEUED, requeue
+from sweeps.run.objective import REASON_ATTR, RUN_ID_ATTR, Objective
 from sweeps.run.opening import (
     SURPLUS,
     WAIT_POLL_S,
@@ -64,14 +64,22 @@ def within_total(objective: Objective, total: int | None):
     queue (enqueued, or a heartbeat retry) always runs: its parameters would be lost."""
 
     def guarded(trial: optuna.Trial):
-        system = trial.storage.get_trial_system_attrs(trial._trial_id)
-        queued = "fixed_params" in system or "failed_trial" in system
-        if total is not None and not queued:
-            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
-            if _counting(earlier) >= total:
-                trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
-                raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
-        return objective(trial)
+        try:
+            system = trial.storage.get_trial_system_attrs(trial._trial_id)
+            queued = "fixed_params" in system or "failed_trial" in system
+            if total is not None and not queued:
+                earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+                if _counting(earlier) >= total:
+                    trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+                    raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
+            return objective(trial)
+        except KeyboardInterrupt as exc:
+            # a stop that came before the trial's run started (the objective re-queues the others)
+            if not trial.storage.get_trial_system_attrs(trial._trial_id).get(REQUEUED):
+                requeue(trial, limited=True, drop=(RUN_ID_ATTR, REASON_ATTR))
+                trial.set_user_attr(REASON_ATTR, f"{str(exc) or 'interrupted (Ctrl-C)'} before it started "
+                                                 "(re-queued: not charged to the study's n_trials)")
+            raise
 
     return guarded
 
