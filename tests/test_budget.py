@@ -120,7 +120,7 @@ def test_a_dead_workers_trial_is_requeued_even_when_mlflow_fails_in_the_stale_tr
     from optuna.trial import TrialState
 
     from sweeps.run.objective import RUN_ID_ATTR
-    from sweeps.run.opening import FailStaleRun
+    from sweeps.run.studies import FailStaleRun
 
     tracker = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "stale")
     study = optuna.create_study(study_name="stale", storage=f"sqlite:///{tmp_path / 'optuna.db'}")

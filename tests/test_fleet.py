@@ -102,7 +102,7 @@ def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided
 
     import optuna
 
-    from sweeps.run.opening import SURPLUS
+    from sweeps.run.studies import SURPLUS
 
     trials = optuna.load_study(study_name="fleet", storage=storage).get_trials(deepcopy=False)
     # a trial both workers created at once past the total is failed unrun, and not counted
@@ -178,13 +178,13 @@ def test_a_gpu_id_that_is_not_here_is_refused_in_one_line(fleet_study, capsys) -
 
 def test_workers_spread_over_every_visible_gpu_unless_told(fleet_study, pg_url: str, mlflow_pg: str) -> None:
     """--workers N without --gpus put every worker on GPU 0."""
-    from sweeps.run.fleet import parse_gpus, plan_fleet
+    from sweeps.run.fleet import fleet_slots, parse_gpus
 
     spec = load_study(fleet_study(2)).with_overrides(storage=pg_url, tracking_uri=mlflow_pg)
-    plans = plan_fleet(spec, 4, parse_gpus(None, ["2", "3"]))
-    assert [p.env.get("CUDA_VISIBLE_DEVICES") for p in plans] == ["2", "3", "2", "3"]
-    assert [p.env.get("CUDA_VISIBLE_DEVICES") for p in plan_fleet(spec, 2, parse_gpus("3", ["2", "3"]))] == ["3"] * 2
-    assert [p.gpu for p in plan_fleet(spec, 2, parse_gpus(None, []))] == [None, None]  # a CPU machine
+    slots = fleet_slots(spec, 4, parse_gpus(None, ["2", "3"]))
+    assert [p.env.get("CUDA_VISIBLE_DEVICES") for p in slots] == ["2", "3", "2", "3"]
+    assert [p.env.get("CUDA_VISIBLE_DEVICES") for p in fleet_slots(spec, 2, parse_gpus("3", ["2", "3"]))] == ["3"] * 2
+    assert [p.gpu for p in fleet_slots(spec, 2, parse_gpus(None, []))] == [None, None]  # a CPU machine
 
 
 def _two_running(fleet: subprocess.Popen, storage) -> list:

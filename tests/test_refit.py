@@ -201,8 +201,8 @@ def test_the_refit_study_trains_on_the_refit_fraction_unpruned_with_a_scaled_tri
 def test_pricer_refit_leaves_the_parent_run_to_the_last_worker_out(searched) -> None:
     """`pricer refit` beside a worker still searching: the study's parent run stays RUNNING (it
     ended it unconditionally); alone, it ends it."""
-    from sweeps.run.opening import close_storage, heartbeat_settings, open_study
     from sweeps.run.presence import Presence
+    from sweeps.run.studies import close_storage, heartbeat_settings, open_study
 
     search = open_study(searched.spec)
     searching = Presence(search, *heartbeat_settings())  # another worker, on the roll and alive

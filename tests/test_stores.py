@@ -68,7 +68,7 @@ def test_a_storage_call_whose_connection_the_database_severs_is_tried_again(pg_u
     import psycopg
     from conftest import PG_ADMIN
 
-    from sweeps.run.opening import close_storage, open_storage
+    from sweeps.run.studies import close_storage, open_storage
 
     study = optuna.create_study(study_name="severed", storage=open_storage(pg_url))
     study.enqueue_trial({"x": 1.0})

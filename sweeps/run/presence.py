@@ -25,8 +25,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from sweeps.track.records import log_study_plots
 from sweeps.track.redact import redact
-from sweeps.track.tracking import PARENT_ENDS, MlflowTracker, log_study_plots, tracking_errors
+from sweeps.track.tracking import PARENT_ENDS, MlflowTracker, tracking_errors
 
 if TYPE_CHECKING:
     import optuna

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import SpecError, TrialFailed
 from sweeps.run.objective import Objective
-from sweeps.run.opening import (
+from sweeps.run.presence import Presence, end_parent_run
+from sweeps.run.studies import (
     WAIT_POLL_S,
     FailStaleRun,
     heartbeat_settings,
     open_storage,
     optuna_experimental,
 )
-from sweeps.run.presence import Presence, end_parent_run
 from sweeps.spec.study import FidelitySpec, PrunerSpec, SamplerSpec, StudySpec
 from sweeps.track.tracking import ROLE, STATE, TRIAL, MlflowTracker
 
@@ -171,7 +171,7 @@ def refit(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     Returns:
         The refit study.
     """
-    from sweeps.run.opening import open_study, prepare_data
+    from sweeps.run.studies import open_study, prepare_data
     from sweeps.track.preflight import check_stores
 
     refit_spec(spec)  # no refit section: one line, before anything is opened

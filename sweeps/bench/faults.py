@@ -313,7 +313,7 @@ class Bench:
 
         from sweeps.run.budget import REQUEUED
         from sweeps.run.launch import counted
-        from sweeps.run.opening import close_storage
+        from sweeps.run.studies import close_storage
         from sweeps.track.tracking import TRIAL, MlflowTracker
 
         study = optuna.load_study(study_name=name, storage=self.storage)
