@@ -42,7 +42,7 @@ from pathlib import Path
 import psutil
 
 from pricer.errors import SpecError
-from sweeps.run.objective import PROCESS_NAME
+from sweeps.run.process import PROCESS_NAME
 from sweeps.track.redact import redact
 
 FAULTS = ("mlflow-restart", "postgres-severed", "worker-sigkill", "disk-full", "checkpoint-corrupt", "second-ctrl-c")
