@@ -89,6 +89,20 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def mlflow_pg(pg_url: str) -> str:
+    """A second fresh database beside `pg_url`'s, for an MLflow store (Optuna's tables and MLflow's
+    both keep an ``alembic_version``: they can't share one database). Dropped afterwards."""
+    import psycopg
+
+    name = pg_url.rsplit("/", 1)[1] + "_mlflow"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 # --- the two PyPI tiny models and one short real fine-tune (trial) -------------------------------
 
 TINY_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")

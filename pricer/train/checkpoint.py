@@ -9,6 +9,7 @@ On an 8B model a retried trial that resumes saves the hours its first try alread
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pricer.errors import SpecError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -90,13 +93,18 @@ def save_checkpoint(run: Trainable, fit: Progress, folder: Path) -> Path:
     }
     path = folder / FILE
     partial = folder / f"{FILE}.partial-{os.getpid()}-{time.time_ns()}"
-    torch.save(state, partial)
-    os.replace(partial, path)
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk or a stop mid-write leaves no half-written file
+        raise
     return path
 
 
 def load_checkpoint(folder: Path, config: Config) -> Checkpoint | None:
-    """The checkpoint in `folder`, or None when there is none.
+    """The checkpoint in `folder`, or None when there is none or it can't be read (corrupted,
+    truncated: the trial then starts from step 0 rather than fail).
 
     Raises:
         SpecError: it was made with another training config (resuming would mix two trials).
@@ -106,7 +114,13 @@ def load_checkpoint(folder: Path, config: Config) -> Checkpoint | None:
     path = Path(folder) / FILE
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"config", "step", "lora", "optimizer"} <= state.keys():
+            raise ValueError("not a checkpoint of this project")
+    except Exception as exc:  # noqa: BLE001 -- torch.load raises many kinds on a damaged file
+        log.warning("%s: unreadable (%s: %s); training from step 0", path, type(exc).__name__, exc)
+        return None
     if state["config"] != config.to_dict():
         changed = sorted(k for k in config.to_dict() if state["config"].get(k) != config.to_dict()[k])
         raise SpecError(f"{path}: made with another training config ({', '.join(changed)} differ); "

@@ -1,5 +1,5 @@
 """The benches that run studies: bench sweep (`benchsweep`), bench fidelity (`fidelity`), the fleet
-soak (`soak`).
+soak (`soak`), the fault matrix (`faults`).
 
 May import `sweeps.results`, `sweeps.run`, `sweeps.track`, `sweeps.spec` and `pricer`.
 """

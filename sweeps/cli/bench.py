@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pricer.bench.gpucheck import SHAPE_NAMES
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
+from sweeps.cli.benchfaults import add_bench_faults_args, cmd_bench_faults
 from sweeps.cli.benchfleet import add_bench_fleet_args, cmd_bench_fleet
 from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.flags import add_json_flag
@@ -119,7 +120,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 
 
 # `pricer bench` with no target, or with a flag first, is the speed bench (its form before targets)
-TARGETS = ("speed", "sweep", "fidelity", "decode", "data", "fleet")
+TARGETS = ("speed", "sweep", "fidelity", "decode", "data", "fleet", "faults")
 
 
 def with_bench_target(argv: list[str]) -> list[str]:
@@ -132,7 +133,7 @@ def with_bench_target(argv: list[str]) -> list[str]:
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     bench = sub.add_parser("bench", help="measurements as ratios against a reference in the same process: the "
                                          "trial path against the recipe's (`bench speed`, or plain `bench`), the "
-                                         "search's arms, fidelity, decoding, curation, the fleet soak")
+                                         "search's arms, fidelity, decoding, curation, the fleet soak, the fault matrix")
     targets = bench.add_subparsers(dest="bench_cmd", required=True, metavar="TARGET")
 
     p = targets.add_parser("speed", help="the project's trial path against the recipe's, as ratios (the plain "
@@ -184,6 +185,12 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     add_bench_fleet_args(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_bench_fleet)
+
+    p = targets.add_parser("faults", help="a study through each fault: MLflow restarted, PostgreSQL severed, a "
+                                          "worker killed, a full disk, a corrupted checkpoint, Ctrl-C thrice")
+    add_bench_faults_args(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_faults)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")
     p.add_argument("--out", type=Path, default=Path("gpu-check.json"),

@@ -11,19 +11,19 @@ from sweeps.spec.study import StudySpec
 
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
-    from sweeps.run.fleet import fleet_slots, parse_gpus, start_fleet
+    from sweeps.run.fleet import fleet_slots, parse_gpus, start_fleet, visible_gpus
     from sweeps.run.launch import open_run
     from sweeps.run.studies import SURPLUS, close_storage, open_storage
 
-    slots = fleet_slots(spec, args.workers, parse_gpus(args.gpus))
+    slots = fleet_slots(spec, args.workers, parse_gpus(args.gpus, visible_gpus()))
     # stores checked (one error line, not N), data built, baselines fitted: once here, not N times at once
     close_storage(open_run(spec)[2])
-    fleet = start_fleet(spec, Path(args.study), slots, n_trials=args.n_trials)
-    for slot, proc, log in zip(fleet.slots, fleet.procs, fleet.logs, strict=True):
-        device = f"GPU {slot.gpu}" if slot.gpu is not None else "CPU"
-        print(f"worker {slot.index}: pid {proc.pid}, {device}, {slot.threads} thread(s), log {log}", flush=True)
-    print(f"{len(slots)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
-    codes = fleet.wait()
+    with start_fleet(spec, Path(args.study), slots, n_trials=args.n_trials) as fleet:
+        for slot, proc, log in zip(fleet.slots, fleet.procs, fleet.logs, strict=True):
+            device = f"GPU {slot.gpu}" if slot.gpu is not None else "CPU"
+            print(f"worker {slot.index}: pid {proc.pid}, {device}, {slot.threads} thread(s), log {log}", flush=True)
+        print(f"{len(slots)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
+        codes = fleet.wait()
 
     import optuna
 

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pricer: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"pricer: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"pricer: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 143 if type(exc).__name__ == "Terminated" else 130
 
 

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from pricer.errors import SpecError
+from sweeps.run.stop import stop_with_parent
 from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
 
@@ -78,7 +79,8 @@ def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
     output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115 -- the child owns it
     try:
         return subprocess.Popen(server_command(host, port, artifacts), env=env,
-                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=stop_with_parent)  # no server left behind by a killed pricer ui
     finally:
         if log is not None:
             output.close()

@@ -8,7 +8,6 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
 from pricer.phases import phase
-from sweeps.run.objective import Objective
-from sweeps.run.presence import Presence
+from sweeps.run.budget import REQUEUED, requeue
+from sweeps.run.objective import REASON_ATTR, RUN_ID_ATTR, Objective
+from sweeps.run.presence import Presence, end_orphan_runs, end_parent_run
 from sweeps.run.stop import raise_if_stopped
 from sweeps.run.studies import (
     SURPLUS,
@@ -29,7 +29,7 @@ from sweeps.run.studies import (
     prepare_data,
 )
 from sweeps.spec.study import StudySpec
-from sweeps.track.records import log_baselines, log_study_plots
+from sweeps.track.records import log_baselines
 from sweeps.track.redact import redact
 from sweeps.track.tracking import MlflowTracker
 
@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 def counted(study: optuna.Study) -> int:
     """Trials that count toward the study's total: finished or running, except failed trials
-    that a heartbeat retry replaced (the retry counts instead)."""
+    that a retry replaced (a heartbeat retry, or a re-queue: `sweeps.run.budget`; the retry
+    counts instead)."""
     from optuna.storages import fail_stale_trials
 
     with optuna_experimental():
@@ -51,10 +52,11 @@ def counted(study: optuna.Study) -> int:
 def _counting(trials: list) -> int:
     from optuna.trial import TrialState
 
-    retried = {t.system_attrs.get("failed_trial") for t in trials} - {None}
+    # every try a retry replaced, not only the first: a retry of a retry names both
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history") or ()}
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
     return sum(1 for t in trials if t.state in states and not t.system_attrs.get(SURPLUS)
-               and not (t.state == TrialState.FAIL and t.number in retried))
+               and not (t.state == TrialState.FAIL and (t.number in retried or t.system_attrs.get(REQUEUED))))
 
 
 def within_total(objective: Objective, total: int | None):
@@ -65,14 +67,22 @@ def within_total(objective: Objective, total: int | None):
     queue (enqueued, or a heartbeat retry) always runs: its parameters would be lost."""
 
     def guarded(trial: optuna.Trial):
-        system = trial.storage.get_trial_system_attrs(trial._trial_id)
-        queued = "fixed_params" in system or "failed_trial" in system
-        if total is not None and not queued:
-            earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
-            if _counting(earlier) >= total:
-                trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
-                raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
-        return objective(trial)
+        try:
+            system = trial.storage.get_trial_system_attrs(trial._trial_id)
+            queued = "fixed_params" in system or "failed_trial" in system
+            if total is not None and not queued:
+                earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+                if _counting(earlier) >= total:
+                    trial.storage.set_trial_system_attr(trial._trial_id, SURPLUS, True)
+                    raise TrialFailed(f"surplus: the study's total of {total} was reached by other workers meanwhile")
+            return objective(trial)
+        except KeyboardInterrupt as exc:
+            # a stop that came before the trial's run started (the objective re-queues the others)
+            if not trial.storage.get_trial_system_attrs(trial._trial_id).get(REQUEUED):
+                requeue(trial, limited=True, drop=(RUN_ID_ATTR, REASON_ATTR))
+                trial.set_user_attr(REASON_ATTR, f"{str(exc) or 'interrupted (Ctrl-C)'} before it started "
+                                                 "(re-queued: not charged to the study's n_trials)")
+            raise
 
     return guarded
 
@@ -118,6 +128,7 @@ def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTra
         if spec.path is not None:
             # the study file as written, less any password in its storage or tracking URL
             tracker.client.log_text(parent_id, redact(Path(spec.path).read_text()), Path(spec.path).name)
+        end_orphan_runs(tracker, study)
     if not tracker.runs("baseline"):
         with phase("baselines"):
             _baselines(spec, tracker, parent_id, data)
@@ -154,6 +165,7 @@ def launch(spec: StudySpec, *, progress: bool = True,
                 done = True
                 break
             if total is None or counted(study) < total:
+                objective.backoff.wait()  # the tracking store was down at the last trial's start
                 study.optimize(within_total(objective, total), n_trials=1, catch=(TrialFailed,),
                                callbacks=callbacks)
                 continue
@@ -183,10 +195,7 @@ def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: op
     worker's database connections are closed either way."""
     try:
         if presence.leave():
-            log_study_plots(tracker, parent_id, study)
-            tracker.end_run(parent_id, "FINISHED")
-            # one entry per end: a fleet's soak counts them (exactly one per launch of the fleet)
-            tracker.log_metrics(parent_id, {"parent_run_ends": 1}, step=os.getpid())
+            end_parent_run(tracker, parent_id, study)
     finally:
         close_storage(study)
 

@@ -13,6 +13,7 @@ import logging
 import shutil
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,10 @@ from pricer.errors import PricerError, TrialFailed
 from pricer.machine import rss_gib
 from pricer.phases import phase, record
 from sweeps.run import guard
+from sweeps.run.budget import Backoff, Requeue, patience_s, requeue
 from sweeps.run.process import run_in_child
 from sweeps.run.pruning import record_errors
+from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
 from sweeps.track.records import log_trial_result
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
     from pricer.metrics import Metrics
     from pricer.train.config import TrainConfig
+    from pricer.train.loop import Result
 
 log = logging.getLogger(__name__)
 RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
@@ -55,6 +59,7 @@ class Objective:
                  progress: bool = False) -> None:
         self.spec, self.data, self.tracker, self.parent_id = spec, data, tracker, parent_id
         self.progress = progress
+        self.backoff = Backoff(patience_s())  # the launch loop waits on it between trials
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         params = suggest(trial, self.spec.search_space)
@@ -62,22 +67,34 @@ class Objective:
         try:
             run_id = self._start_run(trial)
         except tracking_errors() as exc:
+            # nothing ran: re-queued, not charged; the worker backs off before its next trial
             reason = _tracking_reason(exc)
-            trial.set_user_attr(REASON_ATTR, reason)
-            raise TrialFailed(reason) from exc
+            self.backoff.failed(reason)
+            requeue(trial, limited=False, drop=(RUN_ID_ATTR, REASON_ATTR))
+            trial.set_user_attr(REASON_ATTR, f"{reason} (re-queued)")
+            raise Requeue(reason, limited=False) from exc
+        self.backoff.succeeded()
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         try:
             return self._run(trial, run_id, params, work, earlier)
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`sweeps.run.stop`), wherever it lands
-            self._fail(trial, run_id, str(exc) or "interrupted (Ctrl-C)", None)
-            _remove(work, *earlier)
+            # a stop is not the configuration's fault: the next launch runs the trial again, from its checkpoint
+            self._fail(trial, run_id, str(exc) or "interrupted (Ctrl-C)", None, work, earlier, queue=True)
             raise
+        except Requeue as exc:
+            if not exc.limited:
+                self.backoff.failed(str(exc))
+            self._fail(trial, run_id, str(exc), getattr(exc, "details", None), work, earlier, queue=True,
+                       limited=exc.limited)
+            raise
+        except PricerError as exc:
+            self._fail(trial, run_id, str(exc), getattr(exc, "details", None), work, earlier)
+            raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
         except tracking_errors() as exc:
-            # MLflow (a server that went away, a run deleted under the trial) or the pipe to a dead
-            # trial process: this trial fails with the reason, and the worker goes on to the next
+            # the pipe to a dead trial process, a run deleted under the trial: this trial fails
+            # with the reason, and the worker goes on to the next
             reason = _tracking_reason(exc)
-            self._fail(trial, run_id, reason, traceback.format_exc())
-            _remove(work, *earlier)
+            self._fail(trial, run_id, reason, traceback.format_exc(), work, earlier)
             raise TrialFailed(reason) from exc
 
     def _run(self, trial: optuna.Trial, run_id: str, params: dict, work: Path,
@@ -86,54 +103,59 @@ class Objective:
 
         from pricer.model import catalog
 
+        config = to_config(self.spec, params)
+        model_spec = catalog.resolve(config.model, self.spec.models)
         try:
-            config = to_config(self.spec, params)
-            model_spec = catalog.resolve(config.model, self.spec.models)
             self.tracker.set_tags(run_id, {"pricer.model": config.model, "pricer.variant": model_spec.variant,
                                            "pricer.family": model_spec.family})
             self.tracker.log_params(run_id, {**config.to_dict(), **{f"optuna.{k}": v for k, v in params.items()}})
             self.tracker.log_json(run_id, _spec_dict(model_spec), "catalog_entry.json")
             with phase("memory guard", children=False):
                 self._guard(trial, run_id, config, model_spec)
-            resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
-            if resume_from is not None:
-                self.tracker.set_tags(run_id, {RESUMED: str(resume_from.parent.name)})
-            losses = LiveLosses(self.tracker, run_id)
-            try:
-                # the worker's own CPU only: the trial process measures itself (`Result.phases`)
-                with phase("worker while its trial runs", children=False):
-                    result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
-                                                   lambda step, m: self._report(trial, run_id, step, m),
-                                                   on_loss=losses, checkpoint_dir=work / "checkpoint",
-                                                   resume_from=resume_from, timeout_s=self.spec.trial_timeout,
-                                                   progress=self.progress)
-            finally:
-                losses.flush()
-        except PricerError as exc:
-            self._fail(trial, run_id, str(exc), getattr(exc, "details", None))
-            _remove(work, *earlier)  # a FAIL trial is not retried: its checkpoints are of no use
-            raise exc if isinstance(exc, TrialFailed) else TrialFailed(str(exc)) from exc
-
+        except tracking_errors() as exc:
+            raise Requeue(_tracking_reason(exc), limited=False) from exc  # before training: not charged
+        resume_from = next((w / "checkpoint" for w in earlier if (w / "checkpoint").is_dir()), None)
+        live = LiveMetrics(self.tracker, run_id)
+        if resume_from is not None:
+            live.tags[RESUMED] = str(resume_from.parent.name)
+        # the worker's own CPU only: the trial process measures itself (`Result.phases`)
+        with phase("worker while its trial runs", children=False):
+            result, devices = run_in_child(config, self.data, work / "adapter", model_spec,
+                                           lambda step, m: self._report(trial, live, step, m),
+                                           on_loss=live.loss, checkpoint_dir=work / "checkpoint",
+                                           resume_from=resume_from, timeout_s=self.spec.trial_timeout,
+                                           progress=self.progress)
         record(result.phases)
         gpu_hours = result.wall_s / 3600 * devices
-        with phase("log the trial to MLflow", children=False):
-            log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=losses.steps)
+        state = "PRUNED" if result.stopped_early else "COMPLETE"
+        try:
+            # the trial trained: its results wait out a tracking store that is down, rather than be lost
+            with phase("log the trial to MLflow", children=False):
+                patiently(lambda: self._record(run_id, live, result, gpu_hours, state),
+                          what=f"trial {trial.number}")
+        except tracking_errors() as exc:
+            # still down past the patience: the retry resumes from the checkpoint this try left
+            raise Requeue(f"{_tracking_reason(exc)} (while recording its results)") from exc
+        except Exception as exc:  # noqa: BLE001 -- any bug in recording fails this trial, not the worker
+            raise TrialFailed(f"recording its results failed: {type(exc).__name__}: {exc}") from exc
+        _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
+        if result.stopped_early:
+            raise optuna.TrialPruned(f"pruned at step {result.steps}: validation "
+                                     f"{self.spec.objective.metric} {self._value(result.val_metrics):.4g}")
+        value = self._value(result.val_metrics)
+        return (value, gpu_hours) if self.spec.objective.gpu_hours else value
+
+    def _record(self, run_id: str, live: LiveMetrics, result: Result, gpu_hours: float, state: str) -> None:
+        """A trained trial's results in MLflow, its run ended (FINISHED, not KILLED, for a pruned
+        one: MLflow's UI draws KILLED as a failure, a red cross; the state tag says PRUNED)."""
+        live.flush(strict=True)
+        log_trial_result(self.tracker, run_id, result, gpu_hours=gpu_hours, streamed=live.steps)
         if result.resumed_from is not None:
             self.tracker.log_metrics(run_id, {"resumed_from_step": result.resumed_from})
         # the worker's own memory after each trial: flat unless something leaks across trials
         self.tracker.log_metrics(run_id, {"worker_rss_gib": rss_gib()})
-        _remove(work, *earlier)  # the adapter now lives in MLflow; the checkpoints are spent
-        if result.stopped_early:
-            # FINISHED, not KILLED: MLflow's UI draws KILLED as a failure (a red cross); the
-            # state tag says PRUNED
-            self.tracker.set_tags(run_id, {STATE: "PRUNED"})
-            self.tracker.end_run(run_id, "FINISHED")
-            raise optuna.TrialPruned(f"pruned at step {result.steps}: validation "
-                                     f"{self.spec.objective.metric} {self._value(result.val_metrics):.4g}")
-        self.tracker.set_tags(run_id, {STATE: "COMPLETE"})
+        self.tracker.set_tags(run_id, {STATE: state})
         self.tracker.end_run(run_id, "FINISHED")
-        value = self._value(result.val_metrics)
-        return (value, gpu_hours) if self.spec.objective.gpu_hours else value
 
     def _start_run(self, trial: optuna.Trial) -> str:
         """The trial's MLflow run, nested under the study's parent run."""
@@ -154,8 +176,9 @@ class Objective:
     def _value(self, metrics: Metrics) -> float:
         return float(getattr(metrics, self.spec.objective.metric))
 
-    def _report(self, trial: optuna.Trial, run_id: str, step: int, metrics: Metrics) -> bool:
-        self.tracker.log_metrics(run_id, _val(metrics), step=step)
+    def _report(self, trial: optuna.Trial, live: LiveMetrics, step: int, metrics: Metrics) -> bool:
+        live.add(_val(metrics), step)
+        live.flush()
         if self.spec.objective.gpu_hours:
             return False  # Optuna can't prune multi-objective trials
         if metrics.errors:
@@ -177,10 +200,18 @@ class Objective:
             self.tracker.end_run(run_id, "FINISHED")
             raise optuna.TrialPruned(memory.reason)
 
-    def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
-        """Record the failure in Optuna, then in MLflow as far as MLflow answers (it may be the
-        reason): the trial's state must not wait on the tracking store."""
+    def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None, work: Path,
+              earlier: list[Path], *, queue: bool = False, limited: bool = True) -> None:
+        """Record the failure in Optuna (re-queuing the trial when `queue`: `sweeps.run.budget`),
+        then in MLflow as far as MLflow answers (it may be the reason): the trial's state must not
+        wait on the tracking store. A run left RUNNING here is ended by `end_orphan_runs`. The
+        trial's folders go, unless its re-queued copy resumes from their checkpoint."""
         reason = redact(reason)  # a driver's error quotes the URL it failed on, password and all
+        queued = queue and requeue(trial, limited=limited, drop=(RUN_ID_ATTR, REASON_ATTR))
+        if queued:
+            reason += " (re-queued: not charged to the study's n_trials)"
+        else:
+            _remove(work, *earlier)
         trial.set_user_attr(REASON_ATTR, reason[:2000])
         try:
             self.tracker.log_metrics(run_id, {"worker_rss_gib": rss_gib()})
@@ -193,27 +224,63 @@ class Objective:
                         _tracking_reason(exc))
 
 
-class LiveLosses:
-    """``on_loss`` for `run_in_child`: each step's train loss to MLflow while the trial runs,
-    batched every `LOSS_FLUSH_S` seconds; `steps` are the ones logged (not to log them again)."""
+class LiveMetrics:
+    """What a trial logs while it trains: each step's train loss (``on_loss`` for `run_in_child`,
+    batched every `LOSS_FLUSH_S` seconds), the validation reports and tags. A tracking store that
+    is down keeps them pending (the trial goes on training); `steps` are the train-loss steps
+    logged (not to log them again)."""
 
     def __init__(self, tracker: MlflowTracker, run_id: str) -> None:
         self.tracker, self.run_id = tracker, run_id
-        self.pending: list[tuple[int, float]] = []
+        self.pending: list[tuple[dict[str, float], int]] = []
+        self.tags: dict[str, str] = {}
         self.steps: set[int] = set()
         self.flushed = time.monotonic()
 
-    def __call__(self, step: int, loss: float) -> None:
-        self.pending.append((step, loss))
+    def loss(self, step: int, loss: float) -> None:
+        self.add({"train_loss": loss}, step)
         if time.monotonic() - self.flushed >= LOSS_FLUSH_S:
             self.flush()
 
-    def flush(self) -> None:
-        for step, loss in self.pending:
-            self.tracker.log_metrics(self.run_id, {"train_loss": loss}, step=step)
-            self.steps.add(step)
-        self.pending.clear()
+    def add(self, metrics: dict[str, float], step: int) -> None:
+        self.pending.append((metrics, step))
+
+    def flush(self, *, strict: bool = False) -> None:
+        """Log what is pending; on a tracking error keep it for the next flush (re-raise if `strict`)."""
         self.flushed = time.monotonic()
+        try:
+            if self.tags:
+                self.tracker.set_tags(self.run_id, self.tags)
+                self.tags = {}
+            while self.pending:
+                metrics, step = self.pending[0]
+                self.tracker.log_metrics(self.run_id, metrics, step=step)
+                if "train_loss" in metrics:
+                    self.steps.add(step)
+                self.pending.pop(0)
+        except tracking_errors() as exc:
+            if strict:
+                raise
+            log.warning("MLflow did not take the live metrics (%s); kept for later", _tracking_reason(exc))
+
+
+def patiently(call: Callable[[], None], *, what: str) -> None:
+    """``call()``, tried again while the tracking store is down (1, 2, 4... s apart, up to
+    `sweeps.run.budget.patience_s`); its last error propagates."""
+    deadline = time.monotonic() + patience_s()
+    pause = 1.0
+    while True:
+        try:
+            return call()
+        except tracking_errors() as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: MLflow unreachable (%s); trying again in %.0f s", what, _tracking_reason(exc), pause)
+        end = time.monotonic() + pause
+        while time.monotonic() < end:
+            raise_if_stopped()
+            time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        pause = min(pause * 2, 60.0)
 
 
 def _tracking_reason(exc: BaseException) -> str:

@@ -25,6 +25,10 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from sweeps.track.records import log_study_plots
+from sweeps.track.redact import redact
+from sweeps.track.tracking import PARENT_ENDS, MlflowTracker, tracking_errors
+
 if TYPE_CHECKING:
     import optuna
 
@@ -83,3 +87,46 @@ class Presence:
         mine = (left, self.key)
         return all((float(v.get("left") or v.get("seen", 0)), k) < mine
                    for k, v in self._roll().items() if k != self.key)
+
+
+def end_parent_run(tracker: MlflowTracker, parent_id: str, study: optuna.Study) -> None:
+    """What the last worker out does: the runs left RUNNING ended, the study's plots logged, the
+    parent run ended. A tracking store that is down now leaves them to the next launch (which
+    reopens the parent run and ends the orphans anyway): a stop must not wait on it."""
+    try:
+        end_orphan_runs(tracker, study)
+        log_study_plots(tracker, parent_id, study)
+        tracker.end_run(parent_id, "FINISHED")
+        # one entry per end: a fleet's soak counts them (exactly one per launch of the fleet)
+        tracker.log_metrics(parent_id, {PARENT_ENDS: 1}, step=os.getpid())
+    except tracking_errors() as exc:
+        log.warning("study %s: could not end its MLflow parent run (%s); the next launch will", study.study_name,
+                    redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+
+def end_orphan_runs(tracker: MlflowTracker, study: optuna.Study) -> list[str]:
+    """End the trial and refit runs left RUNNING in MLflow whose Optuna trial is over: a worker
+    that failed a trial while MLflow was down, or died, could not end them. FAILED unless the
+    trial completed or was pruned.
+
+    Returns:
+        The runs ended.
+    """
+    from optuna.trial import TrialState
+
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                      max_results=1000)
+    ended = []
+    for run in runs:
+        trial_id = run.data.tags.get("pricer.optuna_trial_id")
+        if not trial_id or not trial_id.isdigit():
+            continue
+        try:
+            state = study._storage.get_trial(int(trial_id)).state
+        except KeyError:  # a trial of another storage
+            continue
+        if state in (TrialState.RUNNING, TrialState.WAITING):
+            continue
+        tracker.end_run(run.info.run_id, "FINISHED" if state in (TrialState.COMPLETE, TrialState.PRUNED) else "FAILED")
+        ended.append(run.info.run_id)
+    return ended

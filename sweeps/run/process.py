@@ -10,6 +10,7 @@ child dies with its worker.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from pricer.errors import TrialFailed
 from pricer.phases import Phase
 from sweeps.run import guard
+from sweeps.run.budget import Requeue
 from sweeps.run.stop import raise_if_stopped
 
 if TYPE_CHECKING:
@@ -131,6 +133,7 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         for name in PRELOAD:  # imported now, not inside the model load: what a start costs is its own phase
             importlib.import_module(name)
         started = _started()
+        conn.send(("training",))  # what failed before this is the environment's fault, not the trial's
         result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
                        on_loss=lambda step, loss: conn.send(("loss", step, loss)),
                        checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=progress)
@@ -139,7 +142,8 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
     except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        full = _disk_full(checkpoint_dir or out)
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), full))
         raise SystemExit(1) from None
     finally:
         conn.close()
@@ -153,6 +157,29 @@ def _started() -> Phase:
     from pricer.phases import cpu_seconds
 
     return Phase("trial process start", time.time() - psutil.Process().create_time(), cpu_seconds(children=False))
+
+
+def _disk_full(folder: Path) -> bool:
+    """Whether `folder`'s disk takes no more (full, over quota, or past this process's file-size
+    limit). Asked after a trial failed: torch reports a failed write as a RuntimeError, whatever
+    the cause, so the error alone can't tell a full disk from a bug."""
+    probe = Path(folder) / f".disk-probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as handle:
+            handle.write(b"\0" * (1 << 20))
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+    finally:
+        probe.unlink(missing_ok=True)
+    return False
+
+
+def _failed(reason: str, charged: bool) -> TrialFailed:
+    """A trial process's failure: charged to the study's budget once it trains (`sweeps.run.budget`)."""
+    return TrialFailed(reason) if charged else Requeue(reason)
 
 
 def _death(exitcode: int | None) -> str:
@@ -180,6 +207,8 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
         (the trial's `Result`, the number of accelerators it ran on, >= 1).
 
     Raises:
+        Requeue: the child failed before it started training (a broken environment, the code
+            changed under the worker), or on a full disk.
         TrialFailed: the child raised (its exception in the message), died, or ran past `timeout_s`.
     """
     ctx = trial_context()
@@ -190,6 +219,7 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
     started = time.monotonic()
     proc.start()
     child.close()  # so recv() sees EOF when the child exits
+    training = False
     try:
         while True:
             raise_if_stopped()
@@ -198,14 +228,16 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
             if not parent.poll(POLL_S):
                 if not proc.is_alive() and not parent.poll(0):
                     proc.join()
-                    raise TrialFailed(_death(proc.exitcode))
+                    raise _failed(_death(proc.exitcode), training)
                 continue
             try:
                 message = parent.recv()
             except EOFError:
                 proc.join(30)
-                raise TrialFailed(_death(proc.exitcode)) from None
-            if message[0] == "loss":
+                raise _failed(_death(proc.exitcode), training) from None
+            if message[0] == "training":
+                training = True
+            elif message[0] == "loss":
                 if on_loss:
                     on_loss(message[1], message[2])
             elif message[0] == "report":
@@ -218,7 +250,7 @@ def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
             elif message[0] == "result":
                 return message[1], message[2]
             else:
-                failed = TrialFailed(message[1])
+                failed = _failed(message[1], training and not message[3])
                 failed.details = message[2]
                 raise failed
     finally:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import SpecError, TrialFailed
 from sweeps.run.objective import Objective
+from sweeps.run.presence import Presence, end_parent_run
 from sweeps.run.studies import (
     WAIT_POLL_S,
     FailStaleRun,
@@ -149,6 +150,7 @@ def run_refits(spec: StudySpec, search: optuna.Study, data: str, tracker: Mlflow
         with optuna_experimental():
             fail_stale_trials(study)
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            objective.backoff.wait()
             study.optimize(objective, n_trials=1, catch=(TrialFailed,))
             continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -179,7 +181,11 @@ def refit(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     winners(spec, search)  # too few finished trials: one line, before the parent run is touched
     parent_id, _ = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
                                                  "pricer.direction": spec.objective.directions[0]})
+    # on the workers' roll like a worker: the parent run is ended by the last one out, not here
+    # while others may still be searching
+    presence = Presence(search, *heartbeat_settings())
     try:
         return run_refits(spec, search, str(data), tracker, parent_id, enqueue_new=True, progress=progress)
     finally:
-        tracker.end_run(parent_id, "FINISHED")
+        if presence.leave():
+            end_parent_run(tracker, parent_id, search)

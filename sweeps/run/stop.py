@@ -1,51 +1,57 @@
-"""How a worker, a fleet of them or ``pricer ui`` stops: SIGTERM takes the path Ctrl-C takes.
+"""How a worker, a fleet of them or ``pricer ui`` stops: SIGTERM and SIGHUP take the path Ctrl-C takes.
 
-Process managers, ``timeout``, ``kill``, SLURM and Kubernetes stop a process with SIGTERM, whose
-default action ends it on the spot: no ``finally``, so a trial was left RUNNING in Optuna and MLflow
-and ``pricer ui``'s MLflow server went on without it. `sigterm_interrupts` turns the signal into
-`Terminated`, a `KeyboardInterrupt`, so the code that already fails a trial cleanly on Ctrl-C (and
-stops the UI's server) runs on SIGTERM too.
+Process managers, ``timeout``, ``kill``, SLURM and Kubernetes stop a process with SIGTERM, and a
+closing SSH session sends SIGHUP; the default action of both ends the process on the spot: no
+``finally``, so a trial was left RUNNING in Optuna and MLflow and ``pricer ui``'s MLflow server
+went on without it. `sigterm_interrupts` turns them into `Terminated`, a `KeyboardInterrupt`, so
+the code that already fails a trial cleanly on Ctrl-C (and stops the UI's server) runs on them too.
+
+One stop is enough: once one is under way, later signals (a second Ctrl-C, a scheduler
+repeating SIGTERM, a fleet forwarding it) are ignored. A second Ctrl-C used to interrupt the
+clean-up itself: the pass that SIGKILLs a fleet's stragglers was cut short (orphans), or a trial's
+MLflow run was never ended (left RUNNING).
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived; handled wherever Ctrl-C is (a trial fails with this reason)."""
+    """SIGTERM or SIGHUP arrived; handled wherever Ctrl-C is (a trial fails with this reason)."""
 
     def __init__(self, message: str = "stopped by SIGTERM") -> None:
         super().__init__(message)
 
 
-# the stop signals received so far, as the exception each raises (`raise_if_stopped` reads it)
-_received: list[type[KeyboardInterrupt]] = []
+# the first stop signal received, as the exception it raised (`raise_if_stopped` reads it)
+_received: list[KeyboardInterrupt] = []
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    if _received and _received[0] is Terminated:
-        # one stop is enough: a second SIGTERM during the clean-up (a fleet forwarding it, a
-        # scheduler repeating it) must not break the clean-up itself
-        return
-    _received.append(Terminated)
-    raise Terminated()
-
-
-def _on_sigint(signum: int, frame: object) -> None:
-    _received.append(KeyboardInterrupt)
-    raise KeyboardInterrupt()
+def _on_signal(signum: int, frame: object) -> None:
+    if _received:
+        return  # a stop is under way: let its clean-up finish
+    name = signal.Signals(signum).name
+    stop = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"stopped by {name}")
+    _received.append(stop)
+    raise stop
 
 
 def sigterm_interrupts() -> None:
-    """From now on SIGTERM raises `Terminated` in the main thread (once; later ones are ignored),
-    and both it and Ctrl-C are remembered for `raise_if_stopped`."""
+    """From now on SIGTERM and SIGHUP raise `Terminated` and Ctrl-C `KeyboardInterrupt` in the
+    main thread, the first of them only; it is remembered for `raise_if_stopped`."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        # also when inherited as ignored (a process started by one whose SIGINT is ignored, as a
-        # non-interactive shell does for `cmd &`): the commands say "Ctrl-C stops it"
-        signal.signal(signal.SIGINT, _on_sigint)
+        # SIGINT also when inherited as ignored (a process started by one whose SIGINT is ignored,
+        # as a non-interactive shell does for `cmd &`): the commands say "Ctrl-C stops it"
+        for signum in (signal.SIGTERM, signal.SIGINT, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])):
+            signal.signal(signum, _on_signal)
+
+
+def stopping() -> bool:
+    """Whether a stop signal has arrived."""
+    return bool(_received)
 
 
 def raise_if_stopped() -> None:
@@ -55,4 +61,16 @@ def raise_if_stopped() -> None:
     killed later with its trial left RUNNING. The loops that wait (on a trial process, between
     trials, on the UI's server) call this every second or so."""
     if _received:
-        raise _received[0]()
+        stop = _received[0]
+        raise type(stop)(*stop.args)
+
+
+def stop_with_parent() -> None:
+    """``preexec_fn`` for a child process (a fleet's worker, the UI's MLflow server): on Linux it
+    gets SIGTERM when the process that started it dies, even by ``kill -9``, and stops cleanly
+    instead of running on as an orphan nobody stops. Elsewhere nothing (no such signal)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1  # noqa: N806 -- <sys/prctl.h>
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -7,6 +7,8 @@ The trial loop (`sweeps.run.launch`) and the refits (`sweeps.run.refit`) both op
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import warnings
 from collections.abc import Iterator
@@ -20,10 +22,12 @@ from sweeps.spec.study import StudySpec
 from sweeps.spec.urls import sqlite_path
 from sweeps.track.redact import redact
 from sweeps.track.stores import retried
-from sweeps.track.tracking import REASON, STATE, MlflowTracker
+from sweeps.track.tracking import REASON, STATE, MlflowTracker, tracking_errors
 
 if TYPE_CHECKING:
     import optuna
+
+log = logging.getLogger(__name__)
 
 # A RUNNING trial whose worker stopped beating for GRACE_S is failed (and retried) by a live worker;
 # PRICER_HEARTBEAT_S / PRICER_GRACE_S change them (a test kills a worker and waits seconds, not minutes).
@@ -116,17 +120,59 @@ class FailStaleRun:
             self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # re-queued first: an MLflow error below crashed the worker, and the dead worker's trial
+        # was never retried
+        self.retry(study, trial)
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if run_id:
+        if not run_id:
+            return
+        try:
             self.tracker.set_tags(run_id, {STATE: "FAIL", REASON: f"worker stopped sending heartbeats for "
                                                                  f"{self.grace_s} s (killed or lost); re-queued"})
             self.tracker.end_run(run_id, "FAILED")
-        self.retry(study, trial)
+        except tracking_errors() as exc:  # the run is ended later (`sweeps.run.launch.end_orphan_runs`)
+            log.warning("trial %d: re-queued; MLflow could not record its failure: %s", trial.number,
+                        redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+
+
+# the storage calls a worker makes (Optuna's cache calls the underscored ones); each is retried
+# when the database dropped its connection
+STORAGE_CALLS = (
+    "create_new_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
+    "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
+    "get_trial_user_attrs", "get_trial_system_attrs", "get_all_studies", "_create_new_trial", "_set_trial_param",
+    "get_trial_id_from_study_id_trial_number", "_get_best_trial_id", "set_trial_state_values",
+    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial", "_get_trials",
+    "record_heartbeat", "_get_stale_trial_ids",
+)
+
+
+@functools.cache
+def reconnecting_storage() -> type:
+    """`RDBStorage` whose calls are tried again (1 s, then 2 s later) when the database dropped the
+    connection under them: a restarted server, or its backends terminated. Optuna rolls the
+    session back and raises StorageInternalError once; the pool's pre-ping then reconnects, but
+    the error itself crashed the worker (measured by `pricer bench faults`: both workers died on
+    the first severed connection). A call that fails three times propagates."""
+    from optuna.exceptions import StorageInternalError
+    from optuna.storages import RDBStorage
+    from sqlalchemy.exc import OperationalError
+
+    def retrying(name: str):
+        call = getattr(RDBStorage, name)
+
+        @functools.wraps(call)
+        def method(self, *args, **kwargs):
+            return retried(lambda: call(self, *args, **kwargs), attempts=3,
+                           errors=(StorageInternalError, OperationalError))
+
+        return method
+
+    return type("ReconnectingRDBStorage", (RDBStorage,), {name: retrying(name) for name in STORAGE_CALLS})
 
 
 def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats, so a trial whose worker died is failed and re-queued."""
-    import optuna
     from sqlalchemy.exc import SQLAlchemyError
 
     heartbeat, grace = heartbeat_settings()
@@ -135,8 +181,11 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
 
     def connect() -> optuna.storages.BaseStorage:
         with optuna_experimental():
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=grace,
-                                              heartbeat_stale_trial_callback=on_stale)
+            # pre-ping: a pooled connection the server dropped (restarted, or its backend
+            # terminated) is replaced at checkout instead of failing the call that drew it
+            return reconnecting_storage()(url, heartbeat_interval=heartbeat, grace_period=grace,
+                                          heartbeat_stale_trial_callback=on_stale,
+                                          engine_kwargs={"pool_pre_ping": True})
 
     try:
         # workers started together on a fresh database race to create its tables: the loser

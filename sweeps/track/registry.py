@@ -8,8 +8,9 @@ served (``mlflow models serve --env-manager local``), this project must be insta
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -17,6 +18,7 @@ import pandas as pd
 
 from pricer.errors import SpecError
 from sweeps.track.redact import redact
+from sweeps.track.tracking import PARENT_ENDS
 
 ARTIFACT = "predictor"
 MODEL_NAME = "pricer"
@@ -108,8 +110,10 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
     # the fluent API is the only door to log_model, and the registry looks a logged model up through
     # the global tracking URI: pin both to this store and this run, whatever MLFLOW_TRACKING_URI or
     # MLFLOW_RUN_ID say
+    found = MlflowClient(tracking_uri).get_run(run_id).info
+    ends = len(MlflowClient(tracking_uri).get_metric_history(run_id, PARENT_ENDS))
     with _use_tracking_uri(tracking_uri):
-        with mlflow.start_run(run_id=run_id):
+        with _as_found(tracking_uri, run_id, found, ends), mlflow.start_run(run_id=run_id):
             # the input example is priced once here (MLflow checks that serving works): one load
             info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=str(MODEL_CODE),
                                            artifacts={ARTIFACT: str(folder)}, signature=signature(),
@@ -126,3 +130,21 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
                                               tags={**tags, **{k: f"{v:.6g}" for k, v in metrics.items()}},
                                               description=description)
     return info.model_uri, version.version
+
+
+@contextlib.contextmanager
+def _as_found(tracking_uri: str, run_id: str, found, ends: int) -> Iterator[None]:
+    """Leave the run in the state it was found in: the fluent run that log_model needs marks it
+    FINISHED on exit, and a study's parent run still RUNNING belongs to its workers (the last one
+    out ends it, counting ``parent_run_ends``; one that ended it meanwhile is left ended)."""
+    from mlflow import MlflowClient
+
+    try:
+        yield
+    finally:
+        client = MlflowClient(tracking_uri)
+        if found.status == "RUNNING":
+            if len(client.get_metric_history(run_id, PARENT_ENDS)) == ends:
+                client.update_run(run_id, status="RUNNING")
+        else:
+            client.set_terminated(run_id, found.status, end_time=found.end_time)

@@ -31,6 +31,8 @@ ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial
 PARENT = "mlflow.parentRunId"
 WORKER = "pricer.worker"  # host:pid of the worker that made the run
 REFIT_OF = "pricer.refit_of"  # the search trial a refit retrains
+# a metric on the parent run, one entry each time the last worker out ends it
+PARENT_ENDS = "parent_run_ends"
 # MLflow 3 shows an experiment without this tag as a GenAI app (traces, an empty Overview page)
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 

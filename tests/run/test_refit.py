@@ -203,3 +203,38 @@ def test_the_refit_study_trains_on_the_refit_fraction_unpruned_with_a_scaled_tri
     assert (searched.train_fraction, searched.max_steps, searched.eval_every) == (0.1, 2, 1)
     assert (refitted.train_fraction, refitted.max_steps, refitted.eval_every) == (1.0, 3, 0)
     assert (refitted.lora_r, refitted.learning_rate) == (4, 2e-3)
+
+
+def test_pricer_refit_leaves_the_parent_run_to_the_last_worker_out(searched) -> None:
+    """`pricer refit` beside a worker still searching: the study's parent run stays RUNNING (it
+    ended it unconditionally); alone, it ends it."""
+    from sweeps.run.presence import Presence
+    from sweeps.run.studies import close_storage, heartbeat_settings, open_study
+
+    search = open_study(searched.spec)
+    searching = Presence(search, *heartbeat_settings())  # another worker, on the roll and alive
+    parent = searched.tracker.study_runs(searched.spec.name)[0]
+    try:
+        refit(searched.spec, progress=False)
+        assert searched.tracker.client.get_run(parent).info.status == "RUNNING"
+    finally:
+        searching.leave()
+        close_storage(search)
+    refit(searched.spec, progress=False)
+    assert searched.tracker.client.get_run(parent).info.status == "FINISHED"
+
+
+def test_export_ensemble_register_leaves_a_parent_run_its_workers_still_hold_running(searched, tmp_path: Path) -> None:
+    """Registering an ensemble logs it on the parent run through MLflow's fluent run, which
+    marked the run FINISHED on exit while the study's workers were still searching."""
+    from sweeps.cli.main import main
+
+    client = searched.tracker.client
+    parent = searched.tracker.study_runs(searched.spec.name)[0]
+    client.update_run(parent, status="RUNNING")  # a worker reopened it and is searching
+    try:
+        assert main(["export", str(searched.root / "refit-test.yaml"), "--out", str(tmp_path / "ensemble"),
+                     "--ensemble", "1", "--register", "refit-test-ensemble"]) == 0
+        assert client.get_run(parent).info.status == "RUNNING"
+    finally:
+        client.set_terminated(parent, "FINISHED")

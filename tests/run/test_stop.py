@@ -59,3 +59,45 @@ def test_ctrl_c_stops_a_command_started_with_sigint_ignored() -> None:
     done = subprocess.run([sys.executable, "-c", wrapper, INHERITED_IGNORE], capture_output=True, text=True,
                           timeout=120)
     assert done.stdout.strip() == "stopped", (done.stdout, done.stderr)
+
+
+SECOND_CTRL_C = """
+import os, signal, time
+from sweeps.run.stop import sigterm_interrupts
+
+sigterm_interrupts()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(5)
+except KeyboardInterrupt:
+    # the clean-up (a fleet's SIGKILL pass, ending a trial's run): a second Ctrl-C lands in it
+    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)
+    print("clean-up finished", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_during_the_clean_up_does_not_interrupt_it() -> None:
+    """A second Ctrl-C cut a fleet's SIGKILL pass short (orphans) or left a trial's run RUNNING."""
+    done = subprocess.run([sys.executable, "-c", SECOND_CTRL_C], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "clean-up finished", (done.stdout, done.stderr)
+    assert done.returncode == 0
+
+
+SIGHUP = """
+import os, signal, time
+from sweeps.run.stop import Terminated, sigterm_interrupts
+
+sigterm_interrupts()
+try:
+    os.kill(os.getpid(), signal.SIGHUP)
+    time.sleep(5)
+except Terminated as exc:
+    print(f"clean stop: {exc}", flush=True)
+"""
+
+
+def test_sighup_from_a_closed_ssh_session_stops_as_sigterm_does() -> None:
+    done = subprocess.run([sys.executable, "-c", SIGHUP], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "clean stop: stopped by SIGHUP", (done.stdout, done.stderr)

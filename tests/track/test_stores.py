@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,41 @@ def test_retried_tries_again_until_the_call_succeeds_and_gives_up_with_the_last_
     calls.clear()
     with pytest.raises(KeyError):  # not an error to wait out: raised at once
         retried(lambda: {}["x"], attempts=3, errors=(ConnectionError,))
+
+
+def test_a_storage_call_whose_connection_the_database_severs_is_tried_again(pg_url: str) -> None:
+    """A PostgreSQL restart (here: the study's backends terminated, the shared server left alone)
+    while a worker's query ran raised StorageInternalError, and the worker died with it."""
+    import threading
+
+    import optuna
+    import psycopg
+    from conftest import PG_ADMIN
+
+    from sweeps.run.studies import close_storage, open_storage
+
+    study = optuna.create_study(study_name="severed", storage=open_storage(pg_url))
+    study.enqueue_trial({"x": 1.0})
+    database = pg_url.rsplit("/", 1)[1]
+    answer: dict = {}
+    with psycopg.connect(pg_url) as locker:
+        locker.execute("LOCK TABLE trials IN ACCESS EXCLUSIVE MODE")  # the worker's next read waits on it
+        reader = threading.Thread(target=lambda: answer.update(
+            trials=_or_error(lambda: study.get_trials(deepcopy=False))))
+        reader.start()
+        time.sleep(2)
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            severed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                                    "AND pid <> %s", (database, locker.info.backend_pid)).fetchall()
+        locker.rollback()
+    reader.join(60)
+    close_storage(study)
+    assert severed, "no connection of the study's was open"
+    assert isinstance(answer["trials"], list) and len(answer["trials"]) == 1, answer
+
+
+def _or_error(call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 -- the test reports whatever the call raised
+        return exc

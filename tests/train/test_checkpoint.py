@@ -58,3 +58,18 @@ def test_resumed_training_repeats_the_uninterrupted_steps(tmp_path: Path, built_
     with pytest.raises(SpecError, match="learning_rate"):
         load_checkpoint(killed / "checkpoint", dataclasses.replace(config, learning_rate=5e-4))
     assert not list((killed / "checkpoint").glob(f"{FILE}.partial-*"))  # written by rename, nothing left over
+
+
+def test_a_corrupted_checkpoint_is_skipped_and_the_trial_starts_from_step_0(tmp_path: Path) -> None:
+    """A retry resumed from a damaged checkpoint failed (torch.load raised) and was charged to
+    the budget: a bit of disk damage cost a trial."""
+    import torch
+
+    config = TrainConfig(model="toy-llama-3.1", max_steps=2)
+    torch.save({"step": 1, "config": config.to_dict(), "lora": {"w": torch.zeros(64, 64)}, "optimizer": {}},
+               tmp_path / FILE)
+    whole = (tmp_path / FILE).read_bytes()
+    (tmp_path / FILE).write_bytes(whole[: len(whole) // 2])  # truncated, as a full disk or a crash leaves it
+    assert load_checkpoint(tmp_path, config) is None
+    (tmp_path / FILE).write_bytes(b"\0" * 100)
+    assert load_checkpoint(tmp_path, config) is None
