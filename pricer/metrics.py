@@ -64,6 +64,10 @@ class Metrics:
         coverage: the share of true prices inside the predicted price ranges, when the
             predictions came with ranges (`pricer.predict.intervals`), else None.
         interval_width: the ranges' mean ``(high - low) / true price``, else None.
+        prompt_tokens_mean: the mean prompt length in tokens, for a model (None for a baseline).
+        seconds_per_1000: wall seconds to price 1,000 of these items (prompts, neighbours and
+            decoding; for a baseline its predict), when measured.
+        peak_rss_gib: the pricing process's peak resident memory so far, when measured.
     """
 
     mae: float
@@ -76,6 +80,9 @@ class Metrics:
     errors: tuple[float, ...] = field(default=(), repr=False, compare=False)
     coverage: float | None = None
     interval_width: float | None = None
+    prompt_tokens_mean: float | None = None
+    seconds_per_1000: float | None = None
+    peak_rss_gib: float | None = None
 
     def __post_init__(self) -> None:
         if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:

@@ -30,12 +30,14 @@ ADAPTER, MERGED = "adapter", "merged"
 
 def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, *, spec: ModelSpec,
                  config: Mapping, max_tokens: int, metrics: Mapping[str, Mapping | None],
-                 interval: Mapping | None = None) -> Path:
+                 interval: Mapping | None = None, neighbors: int = 0) -> Path:
     """Write the folder and return it.
 
     Args:
         interval: the price range median decoding gives: its quantile ``levels`` and the
             calibration ``scale`` (`pricer.predict.intervals`); None when prices are read greedily.
+        neighbors: similar products each prompt lists; the caller saves their index in the folder
+            (`pricer.data.neighbors.FOLDER`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +49,7 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         "model": spec.to_dict(),
         "quantization": config.get("quantization", "nf4"),
         "prompt": {"chat": spec.chat, "question": QUESTION, "price_prefix": PRICE_PREFIX,
-                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy")},
+                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy"), "neighbors": neighbors},
         "train": dict(config),
         "metrics": dict(metrics),
     }

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
 
+    from pricer.data.neighbors import Neighbor, NeighborIndex
+
 SCHEDULERS = ("linear", "cosine", "constant")
 
 
@@ -92,6 +94,8 @@ class TrainConfig:
         "or the median of the model's price distribution")
     interval: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the price range median decoding "
                             "gives (0.8: the 10th to the 90th percentile), calibrated on the validation items")
+    neighbors: int = Field(0, ge=0, le=20, description="list the K most similar train products and their prices "
+                           "in each prompt (0: the recipe's prompt)")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -170,6 +174,15 @@ class Run:
     test_items: list[Item]
     total_steps: int
     plan: StepPlan
+    # the train split's neighbour index when the config lists neighbours (`pricer.data.neighbors`)
+    index: NeighborIndex | None = None
+
+    def neighbors_of(self, items: Sequence[Item], *, own: bool = False) -> list[list[Neighbor]] | None:
+        """Each item's neighbours (None without them); `own`: train items, which skip themselves."""
+        if self.index is None:
+            return None
+        return self.index.query([i.text for i in items], self.config.neighbors,
+                                titles=[i.title for i in items] if own else None)
 
 
 def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpec | None = None,
@@ -219,13 +232,18 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                               num_training_steps=total_steps)
+    index = None
+    if config.neighbors:
+        from pricer.data.neighbors import index_of
+
+        index = index_of(splits, data if isinstance(data, (str, Path)) else None)
     return Run(config, spec, model, tokenizer, optimizer, scheduler, train_items, val_items, test_items,
-               total_steps, plan)
+               total_steps, plan, index)
 
 
 def sequence_length(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, chat: bool) -> int:
     """Tokens of a trial's longest prompt: the text budget plus the template around it and the answer."""
-    return config.max_tokens + template_tokens(tokenizer, chat=chat)
+    return config.max_tokens + template_tokens(tokenizer, chat=chat, neighbors=config.neighbors)
 
 
 def plan_for(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
@@ -293,8 +311,11 @@ def micro_batches(run: Run, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     device = next(p.device for p in run.model.parameters())
     for chunk in itertools.islice(batch_order(len(run.train_items), run.config.batch_size, run.config.seed),
                                   skip, None):
-        examples = [encode(run.tokenizer, run.train_items[i].text, run.train_items[i].price, chat=run.spec.chat,
-                           max_tokens=run.config.max_tokens) for i in chunk]
+        items = [run.train_items[i] for i in chunk]
+        hints = run.neighbors_of(items, own=True) or [()] * len(items)
+        examples = [encode(run.tokenizer, item.text, item.price, chat=run.spec.chat,
+                           max_tokens=run.config.max_tokens, neighbors=hint) for item, hint in zip(items, hints,
+                                                                                                   strict=True)]
         yield collate(examples, run.tokenizer.pad_token_id, device)
 
 
@@ -406,7 +427,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
 def evaluate_split(run: Run, items: Sequence[Item], *, progress: bool = False) -> Evaluation:
     return evaluate_items(run.model, run.tokenizer, items, chat=run.spec.chat,
                           max_tokens=run.config.max_tokens, batch_size=run.config.eval_batch_size,
-                          progress=progress, decode=run.config.decode, levels=run.config.levels)
+                          progress=progress, decode=run.config.decode, levels=run.config.levels,
+                          neighbors=run.neighbors_of(items))
 
 
 def calibrate(run: Run, val: Evaluation, test: Evaluation | None) -> tuple[Evaluation, Evaluation | None, dict]:
@@ -432,10 +454,15 @@ def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None], interval: M
     the price range's levels and calibration)."""
     from pricer.model.adapter import save_adapter
 
-    return save_adapter(run.model, run.tokenizer, out, spec=run.spec, config=run.config.to_dict(),
-                        max_tokens=run.config.max_tokens,
-                        metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()},
-                        interval=interval)
+    folder = save_adapter(run.model, run.tokenizer, out, spec=run.spec, config=run.config.to_dict(),
+                          max_tokens=run.config.max_tokens,
+                          metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()},
+                          interval=interval, neighbors=run.config.neighbors)
+    if run.index is not None:  # the folder prices without the study's data
+        from pricer.data.neighbors import FOLDER
+
+        run.index.save(folder / FOLDER)
+    return folder
 
 
 def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spec: ModelSpec | None = None,
