@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,7 @@ N_FEATURES = 2 ** 20  # hashed word / word-pair columns; collisions are rare at 
 TITLE_CHARS = 60  # a neighbour's title in a prompt is cut to this many characters, at a word
 BLOCK_FLOATS = 32_000_000  # the dense similarity block of one query chunk (128 MB of float32)
 SPARE = 8  # candidates beyond K, so skipped copies still leave K neighbours
+CHUNK = 20_000  # texts vectorised at a time while building
 
 
 @dataclass(frozen=True)
@@ -122,22 +124,42 @@ class NeighborIndex:
         Raises:
             DataError: no items.
         """
-        if not items:
+        return cls.build_chunked(len(items), lambda a, b: ([i.text for i in items[a:b]], [i.title for i in items[a:b]],
+                                                           [i.price for i in items[a:b]]))
+
+    @classmethod
+    def build_chunked(cls, n: int, chunk: Callable[[int, int], tuple[list[str], list[str], list[float]]]
+                      ) -> NeighborIndex:
+        """The index of `n` items read `CHUNK` at a time as (texts, titles, prices) of rows
+        ``[start, stop)``: a built split's texts are never all in memory at once.
+
+        Raises:
+            DataError: no items.
+        """
+        if n == 0:
             raise DataError("neighbour index: the train split is empty")
         from scipy import sparse
 
-        counts = _counts([i.text for i in items])
+        parts, prices, titles, text_keys, title_keys = [], [], [], [], []
+        for start in range(0, n, CHUNK):
+            texts, names, values = chunk(start, min(n, start + CHUNK))
+            parts.append(_counts(texts))
+            prices.extend(values)
+            titles.extend(short_title(t) for t in names)
+            text_keys.append(_hashes(texts))
+            title_keys.append(_hashes(names))
+        counts = sparse.vstack(parts, format="csr")
+        del parts
         df = np.bincount(counts.indices, minlength=N_FEATURES)
-        idf = (np.log((1 + len(items)) / (1 + df)) + 1).astype(np.float32)  # scikit-learn's smoothed idf
-        matrix = _normalized(counts @ sparse.diags(idf, format="csr")).astype(np.float32).tocsr()
-        return cls(matrix, idf, np.asarray([i.price for i in items], dtype=np.float64),
-                   [short_title(i.title) for i in items], _hashes([i.text for i in items]),
-                   _hashes([i.title for i in items]))
+        idf = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)  # scikit-learn's smoothed idf
+        counts.data *= idf[counts.indices]
+        return cls(_normalized(counts), idf, np.asarray(prices, dtype=np.float64), titles,
+                   np.concatenate(text_keys), np.concatenate(title_keys))
 
     def vectors(self, texts: Sequence[str]):
-        from scipy import sparse
-
-        return _normalized(_counts(texts) @ sparse.diags(self.idf, format="csr")).astype(np.float32).tocsr()
+        counts = _counts(texts)
+        counts.data *= self.idf[counts.indices]
+        return _normalized(counts)
 
     def query(self, texts: Sequence[str], k: int, *, titles: Sequence[str] | None = None) -> list[list[Neighbor]]:
         """The `k` nearest train products of each text, nearest first, skipping copies of it (the
@@ -211,7 +233,7 @@ class NeighborIndex:
             if not (matrix.shape == (n, N_FEATURES) and len(prices) == len(titles) == len(text_keys) == n
                     and len(idf) == N_FEATURES):
                 raise ValueError(f"its parts disagree on the number of items ({n} expected)")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
             raise DataError(f"{path}: not a readable neighbour index ({type(exc).__name__}: {exc}); rebuild "
                             "it with `pricer data build` (or retrain / re-export the model folder)") from None
         return cls(matrix, idf, prices, titles, text_keys, title_keys)
@@ -229,11 +251,23 @@ def knn_price(neighbors: Sequence[Neighbor]) -> float | None:
     return math.exp(sum(w * v for w, v in zip(weights, logs, strict=True)) / sum(weights))
 
 
+def index_of_split(split) -> NeighborIndex:
+    """The index of a train split: `Item`s, or a `datasets.Dataset` read in chunks."""
+    if not hasattr(split, "column_names"):
+        from pricer.data.dataset import as_items
+
+        return NeighborIndex.build(as_items(split))
+
+    def rows(start: int, stop: int) -> tuple[list[str], list[str], list[float]]:
+        batch = split[start:stop]
+        return batch["text"], batch["title"], batch["price"]
+
+    return NeighborIndex.build_chunked(len(split), rows)
+
+
 def index_of(data, folder: Path | None = None) -> NeighborIndex:
     """The neighbour index of a dataset: the one built with it when `folder` (a built dataset) holds
     one, else built now from ``data["train"]``."""
     if folder is not None and (Path(folder) / FOLDER / "index.json").is_file():
         return NeighborIndex.load(Path(folder) / FOLDER)
-    from pricer.data.dataset import as_items
-
-    return NeighborIndex.build(as_items(data["train"]))
+    return index_of_split(data["train"])

@@ -84,6 +84,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return cmd_bench_data(args)
         if args.target[0] == "fidelity":
             return cmd_bench_fidelity(args)
+        if args.target[0] == "neighbors":
+            from sweeps.cli.benchneighbors import cmd_bench_neighbors
+
+            return cmd_bench_neighbors(args)
         if args.target == ["fleet"]:
             from sweeps.cli.benchfleet import cmd_bench_fleet
 
@@ -91,7 +95,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.target[0] != "sweep":
             raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
                             "`pricer bench fidelity STUDY.yaml`, `pricer bench decode FOLDER --items FILE`, "
-                            "`pricer bench data --lines N` or `pricer bench fleet`?")
+                            "`pricer bench data --lines N`, `pricer bench neighbors --items N` or `pricer bench fleet`?")
         return cmd_bench_sweep(args)
 
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
@@ -145,6 +149,7 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                                      "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
                                      "`bench decode FOLDER --items F`: greedy vs median decoding; "
                                      "`bench data --lines N`: curation, 1 worker vs all; "
+                                     "`bench neighbors --items N`: the neighbour index, build and query; "
                                      "`bench fleet`: N workers, two killed, on one PostgreSQL study; "
                                      "`bench fidelity STUDY.yaml`: does a fraction of the data rank like all of it")
     p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, fleet, or fidelity STUDY.yaml")
@@ -155,7 +160,8 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
                    help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike "
                         "(unset: the study's)")
     p.add_argument("--test-items", type=int, default=None, help="bench sweep: test items per finished trial (unset: the study's)")
-    p.add_argument("--items", default=None, help="bench decode: items with prices (jsonl, CSV, Parquet or a built DIR)")
+    p.add_argument("--items", default=None, help="bench decode: items with prices (jsonl, CSV, Parquet or a built DIR); "
+                   "bench neighbors: how many items the index holds")
     p.add_argument("--limit", type=int, default=None, help="bench decode: the first N items (unset: all)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="the catalog model both paths train")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"],
