@@ -29,6 +29,9 @@ DEFAULT_MAX_TOKENS = 160
 IGNORE = -100  # the label of every token that is not part of the price
 SIMILAR = "Similar products:"
 TITLE_TOKENS = 16  # a neighbour's title in the prompt, cut to this many tokens
+# a neighbour line's tokens at most where no tokenizer is at hand (`pricer plan`): the title, "- ",
+# ": $999" and the line break
+NEIGHBOR_LINE_TOKENS = TITLE_TOKENS + 8
 # the longest curated price, in the costliest form a neighbour line can take (`template_tokens`)
 _WORST_NEIGHBOR_PRICE = 999.0
 

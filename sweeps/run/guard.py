@@ -70,11 +70,12 @@ def sequence_length(config: TrainConfig, spec: ModelSpec) -> int:
     """The prompt length the trial will plan with (`pricer.train.loop.sequence_length`), from the
     entry's tokenizer when it is on this machine, else the text budget plus `PROMPT_TOKENS`."""
     from pricer.model.loading import load_tokenizer
+    from pricer.model.prompts import NEIGHBOR_LINE_TOKENS
     from pricer.train.loop import sequence_length as trial_length
 
     folder = local_folder(spec)
     if folder is None:
-        return config.max_tokens + PROMPT_TOKENS
+        return config.max_tokens + PROMPT_TOKENS + config.neighbors * NEIGHBOR_LINE_TOKENS
     return trial_length(config, load_tokenizer(spec, folder), chat=spec.chat)
 
 
