@@ -253,10 +253,8 @@ def knn_price(neighbors: Sequence[Neighbor]) -> float | None:
 
 def index_of_split(split) -> NeighborIndex:
     """The index of a train split: `Item`s, or a `datasets.Dataset` read in chunks."""
-    if not hasattr(split, "column_names"):
-        from pricer.data.dataset import as_items
-
-        return NeighborIndex.build(as_items(split))
+    if not hasattr(split, "column_names"):  # Items, or rows of a built split as mappings
+        return NeighborIndex.build([row if isinstance(row, Item) else Item(**row) for row in split])
 
     def rows(start: int, stop: int) -> tuple[list[str], list[str], list[float]]:
         batch = split[start:stop]

@@ -14,6 +14,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pricer.data.neighbors import FOLDER as NEIGHBORS
 from pricer.errors import SpecError
 from pricer.model.adapter import MERGED as MERGED_KIND
 from pricer.model.adapter import base_model_id, make_portable, read_meta, write_meta
@@ -138,6 +139,8 @@ def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
     AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
     # the same prompt and catalog settings; `pricer predict` loads the folder itself, in bf16
     write_meta(out, {**read_meta(adapter), "kind": MERGED_KIND, "quantization": "none"})
+    if (Path(adapter) / NEIGHBORS).is_dir():  # prompts that list neighbours need their index
+        shutil.copytree(Path(adapter) / NEIGHBORS, out / NEIGHBORS, dirs_exist_ok=True)
     return out
 
 
