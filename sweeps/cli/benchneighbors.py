@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from pricer.errors import SpecError
+from sweeps.cli.flags import add_json_flag
 from sweeps.cli.output import print_json, print_table
 
 
@@ -12,13 +13,7 @@ def cmd_bench_neighbors(args: argparse.Namespace) -> int:
     from pricer.bench.data import DEFAULT_SAMPLE
     from pricer.bench.neighbors import bench_neighbors
 
-    try:
-        n = int(args.items) if args.items is not None else None
-    except ValueError:
-        n = None
-    if len(args.target) != 1 or n is None:
-        raise SpecError("usage: pricer bench neighbors --items N [--sample ITEMS.jsonl] [--json]")
-    r = bench_neighbors(n, sample=args.sample or DEFAULT_SAMPLE)
+    r = bench_neighbors(args.items, sample=args.sample or DEFAULT_SAMPLE, queries=args.queries)
     if args.json:
         print_json(r)
         return 0
@@ -31,3 +26,16 @@ def cmd_bench_neighbors(args: argparse.Namespace) -> int:
                   f"{r['peak_rss_gib_query']:.2f}")])
     print("peak RSS: the bench process's, the generated items included; the index adds the difference")
     return 0
+
+
+def add_bench_neighbors_parser(targets: argparse._SubParsersAction) -> None:
+    from pricer.bench.neighbors import QUERIES
+
+    p = targets.add_parser("neighbors", help="the neighbour index of N generated items: build and query speed, "
+                                             "peak memory")
+    p.add_argument("--items", type=int, required=True, help="train items the index holds (the recipe: ~320000)")
+    p.add_argument("--queries", type=int, default=QUERIES, help="queries timed, as one batch")
+    p.add_argument("--sample", type=Path, default=None,
+                   help="curated items the generated ones are made from (default: the shared sample)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_neighbors)
