@@ -37,6 +37,11 @@ TITLE_CHARS = 60  # a neighbour's title in a prompt is cut to this many characte
 BLOCK_FLOATS = 32_000_000  # the dense similarity block of one query chunk (128 MB of float32)
 SPARE = 8  # candidates beyond K, so skipped copies still leave K neighbours
 CHUNK = 20_000  # texts vectorised at a time while building
+# Terms in more than this share of the train products (and at least `COMMON_FLOOR` of them) are
+# dropped, scikit-learn's ``max_df``: their long posting lists made a query at 40k items 2.4x
+# slower, and on the sample the knn error moved from $57.90 to $58.03.
+MAX_DF = 0.2
+COMMON_FLOOR = 50
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class NeighborIndex:
         self.titles = titles
         self.text_keys = text_keys
         self.title_keys = title_keys
+        self._postings = None
 
     def __len__(self) -> int:
         return len(self.prices)
@@ -116,6 +122,7 @@ class NeighborIndex:
         self.matrix = sparse.csr_matrix((state["data"], state["indices"], state["indptr"]), shape=state["shape"])
         self.idf, self.prices, self.titles = state["idf"], state["prices"], state["titles"]
         self.text_keys, self.title_keys = state["text_keys"], state["title_keys"]
+        self._postings = None
 
     @classmethod
     def build(cls, items: Sequence[Item]) -> NeighborIndex:
@@ -152,14 +159,25 @@ class NeighborIndex:
         del parts
         df = np.bincount(counts.indices, minlength=N_FEATURES)
         idf = (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)  # scikit-learn's smoothed idf
+        idf[df > max(MAX_DF * n, COMMON_FLOOR)] = 0.0
         counts.data *= idf[counts.indices]
+        counts.eliminate_zeros()
         return cls(_normalized(counts), idf, np.asarray(prices, dtype=np.float64), titles,
                    np.concatenate(text_keys), np.concatenate(title_keys))
 
     def vectors(self, texts: Sequence[str]):
         counts = _counts(texts)
         counts.data *= self.idf[counts.indices]
+        counts.eliminate_zeros()
         return _normalized(counts)
+
+    @property
+    def postings(self):
+        """The matrix transposed, as rows per term: a query walks only its own terms' lists (2x
+        faster than multiplying by the transposed view at 40k items). Made once, not saved."""
+        if getattr(self, "_postings", None) is None:
+            self._postings = self.matrix.T.tocsr()
+        return self._postings
 
     def query(self, texts: Sequence[str], k: int, *, titles: Sequence[str] | None = None) -> list[list[Neighbor]]:
         """The `k` nearest train products of each text, nearest first, skipping copies of it (the
@@ -177,7 +195,7 @@ class NeighborIndex:
         chunk = max(1, BLOCK_FLOATS // max(len(self), 1))
         out: list[list[Neighbor]] = []
         for start in range(0, len(texts), chunk):
-            block = (queries[start:start + chunk] @ self.matrix.T).toarray()
+            block = (queries[start:start + chunk] @ self.postings).toarray()
             top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted] if wanted < len(self) else \
                 np.tile(np.arange(len(self)), (len(block), 1))
             for row, candidates in enumerate(top):
@@ -202,7 +220,8 @@ class NeighborIndex:
         (folder / "titles.json").write_text(json.dumps(self.titles))
         (folder / "index.json").write_text(json.dumps({
             "format": FORMAT, "items": len(self), "vectorizer": "hashing-tfidf", "n_features": N_FEATURES,
-            "ngram_range": [1, 2], "stop_words": "english", "sublinear_tf": True}, indent=2) + "\n")
+            "ngram_range": [1, 2], "stop_words": "english", "sublinear_tf": True,
+            "max_df": MAX_DF}, indent=2) + "\n")
         return folder
 
     @classmethod
