@@ -202,8 +202,8 @@ def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit:
             return replace(report, seconds=round(time.perf_counter() - started, 3))
         data = _write_splits(corpus, scratch, in_memory=False)
         _save(data, out, progress)
-        # the train split's neighbour index, cached with the data under the same key
-        index_of_split(data["train"]).save(out / NEIGHBORS)
+        if len(data["train"]):  # the train split's neighbour index, cached with the data under the same key
+            index_of_split(data["train"]).save(out / NEIGHBORS)
         del data
     report = replace(report, out=str(out), seconds=round(time.perf_counter() - started, 3))
     (out / SUMMARY_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
