@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HIT_DOLLARS, HIT_FRACTION = 40.0, 0.20
+# what only the whole split has: the ranges' scores, and what pricing it cost
+_WHOLE_SPLIT = ("coverage", "interval_width", "prompt_tokens_mean", "seconds_per_1000", "peak_rss_gib")
 BAND_DOLLARS, BAND_FRACTION = 80.0, 0.40
 
 # "1,234.50" (commas only between thousands), "12", "12.", ".5"; a sign is ignored on purpose:
@@ -80,9 +82,10 @@ class Metrics:
     errors: tuple[float, ...] = field(default=(), repr=False, compare=False)
     coverage: float | None = None
     interval_width: float | None = None
-    prompt_tokens_mean: float | None = None
-    seconds_per_1000: float | None = None
-    peak_rss_gib: float | None = None
+    # what pricing cost, not what it scored: two runs of the same predictions compare equal
+    prompt_tokens_mean: float | None = field(default=None, compare=False)
+    seconds_per_1000: float | None = field(default=None, compare=False)
+    peak_rss_gib: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:
@@ -167,7 +170,7 @@ def score(truths: Sequence[float], preds: Sequence[float | None],
     for category in sorted(groups):
         part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
         per_category[category] = {k: v for k, v in part.to_dict().items()
-                                  if k not in ("per_category", "coverage", "interval_width")}
+                                  if k not in ("per_category", *_WHOLE_SPLIT)}
     return Metrics(**{**overall.to_dict(), "per_category": per_category, "errors": overall.errors})
 
 
