@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HIT_DOLLARS, HIT_FRACTION = 40.0, 0.20
+# what only the whole split has: the ranges' scores, and what pricing it cost
+_WHOLE_SPLIT = ("coverage", "interval_width", "prompt_tokens_mean", "seconds_per_1000", "peak_rss_gib")
 BAND_DOLLARS, BAND_FRACTION = 80.0, 0.40
 # Price bands, in dollars, of the build report and the study report's errors: [0, 10), [10, 50),
 # ... [500, 1000]; a price above the last edge counts in the last band.
@@ -74,6 +76,10 @@ class Metrics:
         coverage: the share of true prices inside the predicted price ranges, when the
             predictions came with ranges (`pricer.predict.intervals`), else None.
         interval_width: the ranges' mean ``(high - low) / true price``, else None.
+        prompt_tokens_mean: the mean prompt length in tokens, for a model (None for a baseline).
+        seconds_per_1000: wall seconds to price 1,000 of these items (prompts, neighbours and
+            decoding; for a baseline its predict), when measured.
+        peak_rss_gib: the pricing process's peak resident memory so far, when measured.
     """
 
     mae: float
@@ -86,6 +92,10 @@ class Metrics:
     errors: tuple[float, ...] = field(default=(), repr=False, compare=False)
     coverage: float | None = None
     interval_width: float | None = None
+    # what pricing cost, not what it scored: two runs of the same predictions compare equal
+    prompt_tokens_mean: float | None = field(default=None, compare=False)
+    seconds_per_1000: float | None = field(default=None, compare=False)
+    peak_rss_gib: float | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.coverage is not None and not 0.0 <= self.coverage <= 1.0:
@@ -170,7 +180,7 @@ def score(truths: Sequence[float], preds: Sequence[float | None],
     for category in sorted(groups):
         part = _plain([truths[i] for i in groups[category]], [preds[i] for i in groups[category]])
         per_category[category] = {k: v for k, v in part.to_dict().items()
-                                  if k not in ("per_category", "coverage", "interval_width")}
+                                  if k not in ("per_category", *_WHOLE_SPLIT)}
     return Metrics(**{**overall.to_dict(), "per_category": per_category, "errors": overall.errors})
 
 

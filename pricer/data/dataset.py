@@ -23,6 +23,8 @@ from filelock import FileLock
 
 from pricer.data.corpus import Corpus, Curation, curate
 from pricer.data.curate import SPLITS, Dropped, item_from_curated
+from pricer.data.neighbors import FOLDER as NEIGHBORS
+from pricer.data.neighbors import index_of_split
 from pricer.data.readers import read_items
 from pricer.data.sampling import Sampling, counts_by_band, counts_by_category
 from pricer.data.sources import content_key, expand_all, is_url
@@ -204,6 +206,8 @@ def build(source: str | Path | Sequence[str | Path], out: Path | None, *, limit:
             return replace(report, seconds=round(time.perf_counter() - started, 3))
         data = _write_splits(corpus, scratch, in_memory=False)
         _save(data, out, progress)
+        if len(data["train"]):  # the train split's neighbour index, cached with the data under the same key
+            index_of_split(data["train"]).save(out / NEIGHBORS)
         del data
     report = replace(report, out=str(out), seconds=round(time.perf_counter() - started, 3))
     (out / SUMMARY_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")

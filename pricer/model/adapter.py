@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pricer.data.neighbors import FOLDER as NEIGHBORS
 from pricer.errors import SpecError
 from pricer.model.catalog import ModelSpec
 from pricer.model.prompts import PRICE_PREFIX, QUESTION
@@ -33,12 +34,14 @@ ADAPTER, MERGED = "adapter", "merged"
 
 def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path, *, spec: ModelSpec,
                  config: Mapping, max_tokens: int, metrics: Mapping[str, Mapping | None],
-                 interval: Mapping | None = None) -> Path:
+                 interval: Mapping | None = None, neighbors: int = 0) -> Path:
     """Write the folder and return it.
 
     Args:
         interval: the price range median decoding gives: its quantile ``levels`` and the
             calibration ``scale`` (`pricer.predict.intervals`); None when prices are read greedily.
+        neighbors: similar products each prompt lists; the caller saves their index in the folder
+            (`pricer.data.neighbors.FOLDER`).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +53,7 @@ def save_adapter(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out
         "model": spec.to_dict(),
         "quantization": config.get("quantization", "nf4"),
         "prompt": {"chat": spec.chat, "question": QUESTION, "price_prefix": PRICE_PREFIX,
-                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy")},
+                   "max_tokens": max_tokens, "decode": config.get("decode", "greedy"), "neighbors": neighbors},
         "train": dict(config),
         "metrics": dict(metrics),
     }
@@ -115,4 +118,8 @@ def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
     AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
     # the same prompt and catalog settings; `pricer predict` loads the folder itself, in bf16
     write_meta(out, {**read_meta(adapter), "kind": MERGED, "quantization": "none"})
+    if (Path(adapter) / NEIGHBORS).is_dir():  # prompts that list neighbours need their index
+        import shutil
+
+        shutil.copytree(Path(adapter) / NEIGHBORS, Path(out) / NEIGHBORS, dirs_exist_ok=True)
     return out

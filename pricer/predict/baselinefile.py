@@ -29,7 +29,9 @@ for _core in ("numpy.core", "numpy._core"):  # numpy 1 and 2 spell its internals
                (f"{_core}.numeric", "_frombuffer")}
 ALLOWED = frozenset(_NUMPY | {
     ("pricer.predict.baselines", name) for name in
-    ("Constant", "Linear", "TfidfRidge", "RandomForest", "SimpleFeatures")} | {
+    ("Constant", "Linear", "TfidfRidge", "RandomForest", "SimpleFeatures", "Knn")} | {
+    # the knn baseline's index pickles as numpy arrays and a list of titles (its __getstate__)
+    ("pricer.data.neighbors", "NeighborIndex")} | {
     ("sklearn.decomposition._truncated_svd", "TruncatedSVD"),
     ("sklearn.ensemble._forest", "RandomForestRegressor"),
     ("sklearn.feature_extraction.text", "TfidfTransformer"),

@@ -6,6 +6,8 @@
 - ``tfidf_ridge``: bag of words and bigrams, TF-IDF weighted, ridge regression on log price.
 - ``random_forest``: a random forest on the TF-IDF squeezed to 50 SVD components plus the
   simple features, on log price.
+- ``knn``: the similarity-weighted geometric-mean price of the `KNN_K` most similar train
+  products (`pricer.data.neighbors`, the index fine-tunes with neighbours read): no training at all.
 
 Log price for the text models because prices span three orders of magnitude: a squared error
 on dollars lets the few $900 items dominate the fit.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -172,7 +175,25 @@ class RandomForest(Baseline):
         return np.expm1(self.model.predict(self._features(items)))
 
 
-BASELINES = ("constant", "linear", "tfidf_ridge", "random_forest")
+class Knn(Baseline):
+    name = "knn"
+
+    def __init__(self, train: list[Item], y: np.ndarray, k: int = 5) -> None:
+        from pricer.data.neighbors import NeighborIndex
+
+        self.k = k
+        self.mean = float(y.mean())  # a text with no neighbour at all (never, with a non-empty train)
+        self.index = NeighborIndex.build(train)
+
+    def _predict(self, items: list[Item]) -> np.ndarray:
+        from pricer.data.neighbors import knn_price
+
+        prices = (knn_price(n) for n in self.index.query([i.text for i in items], self.k))
+        return np.asarray([self.mean if p is None else p for p in prices], dtype=np.float64)
+
+
+KNN_K = 5
+BASELINES = ("constant", "linear", "tfidf_ridge", "random_forest", "knn")
 
 
 def fit_baselines(train_items: Sequence[Item | dict], seed: int = 42) -> dict[str, Baseline]:
@@ -188,13 +209,19 @@ def fit_baselines(train_items: Sequence[Item | dict], seed: int = 42) -> dict[st
     tfidf = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=50_000,
                             strip_accents="unicode").fit([i.text for i in train])
     return {"constant": Constant(y), "linear": Linear(train, y, simple), "tfidf_ridge": TfidfRidge(train, y, tfidf),
-            "random_forest": RandomForest(train, y, tfidf, simple, seed)}
+            "random_forest": RandomForest(train, y, tfidf, simple, seed), "knn": Knn(train, y, KNN_K)}
 
 
 def score_baseline(baseline: Baseline, items: Sequence[Item]) -> tuple[Metrics, list[float]]:
     """(Metrics, predictions) of a fitted baseline on `items`, per-category breakdown included."""
+    from dataclasses import replace
+
+    from pricer.predict.evaluate import costs
+
+    started = time.perf_counter()
     preds = baseline.predict(items).tolist()
-    return score([i.price for i in items], preds, [i.category for i in items]), preds
+    metrics = score([i.price for i in items], preds, [i.category for i in items])
+    return replace(metrics, **costs(started, len(items))), preds
 
 
 def run_baselines(splits: DatasetDict, test_items: list[Item] | None = None,

@@ -8,6 +8,7 @@ one prompt forward plus a handful of one-token steps.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -24,6 +25,8 @@ from pricer.predict.pricetree import DECODES, DEFAULT_DECODE, median_prices, pri
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from pricer.data.neighbors import Neighbor
 
 # "999.00" is six digit-per-token tokens; the number is complete at the "." already
 MAX_NEW_TOKENS = 6
@@ -72,7 +75,8 @@ def with_intervals(metrics: Metrics, ranges: Sequence[PriceRange | None], truths
 def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                    items: Sequence[Item | Mapping], *, chat: bool, max_tokens: int = DEFAULT_MAX_TOKENS,
                    batch_size: int = EVAL_BATCH_SIZE, progress: bool = False,
-                   decode: str = DEFAULT_DECODE, levels: tuple[float, float] = DEFAULT_LEVELS) -> Evaluation:
+                   decode: str = DEFAULT_DECODE, levels: tuple[float, float] = DEFAULT_LEVELS,
+                   neighbors: Sequence[Sequence[Neighbor]] | None = None) -> Evaluation:
     """Predict each item's price and score it against the true price.
 
     Args:
@@ -80,9 +84,13 @@ def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
         max_tokens: the token budget of the product text in the prompt.
         decode: ``greedy`` or ``median`` (see `pricer.predict.pricetree`); the median comes with
             a range (the `levels` quantiles of the same walk), scored as coverage and width.
+        neighbors: each item's similar products, listed in its prompt (None: the recipe's prompt).
     """
+    started = time.perf_counter()
     items = as_items(items)
-    examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens) for i in items]
+    hints = neighbors if neighbors is not None else [()] * len(items)
+    examples = [encode(tokenizer, i.text, chat=chat, max_tokens=max_tokens, neighbors=n)
+                for i, n in zip(items, hints, strict=True)]
     truths = [i.price for i in items]
     ranges: list[PriceRange | None] = []
     if decode == "median":
@@ -96,7 +104,19 @@ def evaluate_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     metrics = score(truths, predictions, [i.category for i in items])
     if ranges:
         metrics = with_intervals(metrics, ranges, truths)
+    metrics = replace(metrics, **costs(started, len(items)),
+                      prompt_tokens_mean=sum(len(e.prompt_ids) for e in examples) / max(len(examples), 1))
     return Evaluation(metrics, outputs, predictions, ranges)
+
+
+def costs(started: float, items: int) -> dict[str, float]:
+    """What pricing `items` since `started` (``time.perf_counter``) cost: seconds per 1,000 items
+    and the process's peak resident memory (Linux reports it in KiB)."""
+    import resource
+
+    seconds = time.perf_counter() - started
+    return {"seconds_per_1000": 1000 * seconds / max(items, 1),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
 def generate_prices(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example],

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from pricer.data.neighbors import NeighborIndex
     from pricer.metrics import Metrics
+    from pricer.model.prompts import Example
 
 BATCH_SIZE = 32
 
@@ -49,6 +51,20 @@ class ModelPredictor:
     max_tokens: int
     meta: dict
     decode: str = "greedy"
+    # the train split's neighbour index the folder carries, when its prompts list neighbours
+    index: NeighborIndex | None = None
+
+    @property
+    def neighbors(self) -> int:
+        return int(self.meta["prompt"].get("neighbors", 0))
+
+    def examples(self, texts: Sequence[str]) -> list[Example]:
+        """The prompts of these texts, each with its neighbours when the folder lists them."""
+        from pricer.model.prompts import encode
+
+        hints = self.index.query(texts, self.neighbors) if self.index is not None else [()] * len(texts)
+        return [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens, neighbors=n)
+                for t, n in zip(texts, hints, strict=True)]
 
     def predict(self, texts: Sequence[str], *, batch_size: int = BATCH_SIZE,
                 progress: bool = False) -> list[float | None]:
@@ -56,10 +72,9 @@ class ModelPredictor:
         `pricer.data.curate.clean_text` (or a reader in `pricer.data.tables`) first. Not here, because scrubbing
         is not idempotent and a curated text must reach the model exactly as in training."""
         from pricer.metrics import parse_price
-        from pricer.model.prompts import encode
         from pricer.predict.evaluate import generate_prices
 
-        examples = [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens) for t in texts]
+        examples = self.examples(texts)
         outputs = generate_prices(self.model, self.tokenizer, examples, batch_size=batch_size, progress=progress,
                                   decode=self.decode)
         return [parse_price(o) for o in outputs]
@@ -72,7 +87,6 @@ class ModelPredictor:
         Raises:
             SpecError: the folder reads prices greedily (a range needs median decoding).
         """
-        from pricer.model.prompts import encode
         from pricer.predict.evaluate import generate_ranges
 
         if self.decode != "median":
@@ -80,7 +94,7 @@ class ModelPredictor:
                             "(retrain with decode: median)")
         own, scale = self.interval
         levels = own if levels is None else check_levels(levels)
-        examples = [encode(self.tokenizer, t, chat=self.spec.chat, max_tokens=self.max_tokens) for t in texts]
+        examples = self.examples(texts)
         ranges = generate_ranges(self.model, self.tokenizer, examples, levels=levels, batch_size=batch_size,
                                  progress=progress)
         if levels != own:
@@ -113,7 +127,8 @@ def _load_adapter(folder: Path, meta: dict, device: torch.device | None) -> Mode
     _attention_as_in_training(base, tokenizer, spec, meta)
     model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     model.eval()
-    return ModelPredictor(ADAPTER, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+    return ModelPredictor(ADAPTER, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta),
+                          _index(folder, meta))
 
 
 def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> ModelPredictor:
@@ -124,7 +139,24 @@ def _load_merged(folder: Path, meta: dict, device: torch.device | None) -> Model
     model, tokenizer = load_model(spec, "none", device=device)
     _attention_as_in_training(model, tokenizer, spec, meta)
     model.eval()
-    return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta))
+    return ModelPredictor(MERGED, model, tokenizer, spec, int(meta["prompt"]["max_tokens"]), meta, _decode(meta),
+                          _index(folder, meta))
+
+
+def _index(folder: Path, meta: dict) -> NeighborIndex | None:
+    """The neighbour index in the folder when its prompts list neighbours (`pricer.data.neighbors`).
+
+    Raises:
+        SpecError: the prompts list neighbours but the folder has no index.
+    """
+    if not int(meta["prompt"].get("neighbors", 0)):
+        return None
+    from pricer.data.neighbors import FOLDER, NeighborIndex
+
+    if not (folder / FOLDER / "index.json").is_file():
+        raise SpecError(f"{folder}: its prompts list {meta['prompt']['neighbors']} neighbours but the folder has "
+                        f"no {FOLDER}/ index; copy it from the trial's adapter folder or re-export")
+    return NeighborIndex.load(folder / FOLDER)
 
 
 def _attention_as_in_training(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, spec: ModelSpec,
@@ -136,7 +168,8 @@ def _attention_as_in_training(model: PreTrainedModel, tokenizer: PreTrainedToken
     from pricer.model.loading import prefer_eager_on_cpu
     from pricer.model.prompts import template_tokens
 
-    prefer_eager_on_cpu(model, int(meta["prompt"]["max_tokens"]) + template_tokens(tokenizer, chat=spec.chat))
+    prefer_eager_on_cpu(model, int(meta["prompt"]["max_tokens"]) + template_tokens(
+        tokenizer, chat=spec.chat, neighbors=int(meta["prompt"].get("neighbors", 0))))
 
 
 def _decode(meta: dict) -> str:

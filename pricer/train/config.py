@@ -67,6 +67,8 @@ class TrainConfig:
         "or the median of the model's price distribution")
     interval: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the price range median decoding "
                             "gives (0.8: the 10th to the 90th percentile), calibrated on the validation items")
+    neighbors: int = Field(0, ge=0, le=20, description="list the K most similar train products and their prices "
+                           "in each prompt (0: the recipe's prompt)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -125,13 +125,18 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
     scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                               num_training_steps=total_steps)
+    index = None
+    if config.neighbors:
+        from pricer.data.neighbors import index_of
+
+        index = index_of(splits, data if isinstance(data, (str, Path)) else None)
     return Run(config, spec, model, tokenizer, optimizer, scheduler, train_items, val_items, test_items,
-               total_steps, plan)
+               total_steps, plan, index)
 
 
 def sequence_length(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, chat: bool) -> int:
     """Tokens of a trial's longest prompt: the text budget plus the template around it and the answer."""
-    return config.max_tokens + template_tokens(tokenizer, chat=chat)
+    return config.max_tokens + template_tokens(tokenizer, chat=chat, neighbors=config.neighbors)
 
 
 def plan_for(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
@@ -222,7 +227,8 @@ def fit(run: Run, *, report: Callable[[int, Metrics], None] | None = None,
 def evaluate_split(run: Run, items: Sequence[Item], *, progress: bool = False) -> Evaluation:
     return evaluate_items(run.model, run.tokenizer, items, chat=run.spec.chat,
                           max_tokens=run.config.max_tokens, batch_size=run.config.eval_batch_size,
-                          progress=progress, decode=run.config.decode, levels=run.config.levels)
+                          progress=progress, decode=run.config.decode, levels=run.config.levels,
+                          neighbors=run.neighbors_of(items))
 
 
 def calibrate(run: Run, val: Evaluation, test: Evaluation | None) -> tuple[Evaluation, Evaluation | None, dict]:
@@ -248,10 +254,15 @@ def save(run: Run, out: Path, metrics: Mapping[str, Metrics | None], interval: M
     the price range's levels and calibration)."""
     from pricer.model.adapter import save_adapter
 
-    return save_adapter(run.model, run.tokenizer, out, spec=run.spec, config=run.config.to_dict(),
-                        max_tokens=run.config.max_tokens,
-                        metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()},
-                        interval=interval)
+    folder = save_adapter(run.model, run.tokenizer, out, spec=run.spec, config=run.config.to_dict(),
+                          max_tokens=run.config.max_tokens,
+                          metrics={k: (m.to_dict() if m else None) for k, m in metrics.items()},
+                          interval=interval, neighbors=run.config.neighbors)
+    if run.index is not None:  # the folder prices without the study's data
+        from pricer.data.neighbors import FOLDER
+
+        run.index.save(folder / FOLDER)
+    return folder
 
 
 def train(config: TrainConfig, data: str | Path | DatasetDict, out: Path, *, spec: ModelSpec | None = None,

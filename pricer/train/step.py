@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
+    from pricer.data.neighbors import Neighbor, NeighborIndex
+
 
 @dataclass
 class Run:
@@ -39,6 +41,15 @@ class Run:
     test_items: list[Item]
     total_steps: int
     plan: StepPlan
+    # the train split's neighbour index when the config lists neighbours (`pricer.data.neighbors`)
+    index: NeighborIndex | None = None
+
+    def neighbors_of(self, items: Sequence[Item], *, own: bool = False) -> list[list[Neighbor]] | None:
+        """Each item's neighbours (None without them); `own`: train items, which skip themselves."""
+        if self.index is None:
+            return None
+        return self.index.query([i.text for i in items], self.config.neighbors,
+                                titles=[i.title for i in items] if own else None)
 
 
 def price_only_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -87,8 +98,11 @@ def micro_batches(run: Run, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     device = next(p.device for p in run.model.parameters())
     for chunk in itertools.islice(batch_order(len(run.train_items), run.config.batch_size, run.config.seed),
                                   skip, None):
-        examples = [encode(run.tokenizer, run.train_items[i].text, run.train_items[i].price, chat=run.spec.chat,
-                           max_tokens=run.config.max_tokens) for i in chunk]
+        items = [run.train_items[i] for i in chunk]
+        hints = run.neighbors_of(items, own=True) or [()] * len(items)
+        examples = [encode(run.tokenizer, item.text, item.price, chat=run.spec.chat,
+                           max_tokens=run.config.max_tokens, neighbors=hint) for item, hint in zip(items, hints,
+                                                                                                   strict=True)]
         yield collate(examples, run.tokenizer.pad_token_id, device)
 
 

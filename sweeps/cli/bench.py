@@ -10,6 +10,7 @@ from pricer.bench.gpucheck import SHAPE_NAMES
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
 from sweeps.cli.benchfaults import add_bench_faults_args, cmd_bench_faults
 from sweeps.cli.benchfleet import add_bench_fleet_args, cmd_bench_fleet
+from sweeps.cli.benchneighbors import add_bench_neighbors_parser
 from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.flags import add_json_flag
 from sweeps.cli.output import print_json, print_table
@@ -120,7 +121,7 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
 
 
 # `pricer bench` with no target, or with a flag first, is the speed bench (its form before targets)
-TARGETS = ("speed", "sweep", "fidelity", "decode", "data", "fleet", "faults")
+TARGETS = ("speed", "sweep", "fidelity", "decode", "data", "fleet", "faults", "neighbors")
 
 
 def with_bench_target(argv: list[str]) -> list[str]:
@@ -180,6 +181,8 @@ def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
     add_bench_data_args(p)
     add_json_flag(p)
     p.set_defaults(func=cmd_bench_data)
+
+    add_bench_neighbors_parser(targets)
 
     p = targets.add_parser("fleet", help="N workers, two killed, on one PostgreSQL study (the fleet soak)")
     add_bench_fleet_args(p)

@@ -13,12 +13,11 @@ HEADER = f"{'fault':<20} {'finished once':>13} {'RUNNING':>7} {'lost':>4} {'re-q
 
 
 def cmd_bench_faults(args: argparse.Namespace) -> int:
-    from pricer.bench.speed import DEFAULT_SAMPLE
+    from pricer.data.sources import sample_path
     from sweeps.bench.faults import FAULTS, run_faults
 
     server = args.storage or os.environ.get("PRICER_STORAGE") or DEFAULT_SERVER
-    beside = Path(__file__).resolve().parents[3] / "shared/data/amazon2023-sample/items.jsonl"
-    sample = str(Path(args.data or (DEFAULT_SAMPLE if DEFAULT_SAMPLE.exists() else beside)).resolve())
+    sample = str(Path(args.data).resolve() if args.data else sample_path())
     faults = tuple(f.strip() for f in args.faults.split(",")) if args.faults else FAULTS
     if not args.json:
         print(HEADER, flush=True)

@@ -70,20 +70,23 @@ def shape_of(spec: ModelSpec) -> ModelShape | None:
 def sequence_length(config: TrainConfig, spec: ModelSpec) -> int:
     """The prompt length the trial will plan with (`pricer.train.loop.sequence_length`), from the
     entry's tokenizer when it is on this machine, else the text budget plus `PROMPT_TOKENS`."""
+    from pricer.model.prompts import NEIGHBOR_LINE_TOKENS
+
     folder = local_folder(spec)
     if folder is None:
-        return config.max_tokens + PROMPT_TOKENS
-    return config.max_tokens + _template_tokens(spec, folder)
+        return config.max_tokens + PROMPT_TOKENS + config.neighbors * NEIGHBOR_LINE_TOKENS
+    return config.max_tokens + _template_tokens(spec, folder, config.neighbors)
 
 
-@functools.lru_cache(maxsize=16)
-def _template_tokens(spec: ModelSpec, folder: Path) -> int:
-    """The template's tokens around a prompt, once per model and worker: loading a tokenizer for
-    every trial cost the worker seconds of CPU a trial (a tokenizer does not change under it)."""
+@functools.lru_cache(maxsize=64)
+def _template_tokens(spec: ModelSpec, folder: Path, neighbors: int) -> int:
+    """The template's tokens around a prompt (neighbour lines included), once per model and worker:
+    loading a tokenizer for every trial cost the worker seconds of CPU a trial (a tokenizer does not
+    change under it)."""
     from pricer.model.loading import load_tokenizer
     from pricer.model.prompts import template_tokens
 
-    return template_tokens(load_tokenizer(spec, folder), chat=spec.chat)
+    return template_tokens(load_tokenizer(spec, folder), chat=spec.chat, neighbors=neighbors)
 
 
 def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> MemoryCheck:

@@ -199,8 +199,14 @@ def plan_study(spec: StudySpec, *, gpu_gib: float = 80.0, gpu: str = "h100",
 
     throughput = throughput or {}
     n_train, source = train_items_of(spec, train_items)
+    from pricer.model.prompts import NEIGHBOR_LINE_TOKENS
+
     max_tokens = int(_values(spec, "max_tokens", "")[0])
-    tokens_item = tokens_per_item(spec, max_tokens)
+    # neighbour lines come on top of the text budget: memory plans for the most a trial lists,
+    # time for the mean over the searched choices
+    counts = [int(k) for k in _values(spec, "neighbors", "")]
+    listed = max(counts) * NEIGHBOR_LINE_TOKENS
+    tokens_item = tokens_per_item(spec, max_tokens) + mean(counts) * NEIGHBOR_LINE_TOKENS
     decode = str(_values(spec, "decode", "")[0])
     plan = StudyPlan(spec.name, gpu_gib, n_train, source, tokens_item, search_trials=spec.n_trials or 0,
                      refit_trials=spec.refit.top_k if spec.refit else 0)
@@ -215,9 +221,9 @@ def plan_study(spec: StudySpec, *, gpu_gib: float = 80.0, gpu: str = "h100",
         weights = None
         if shape is not None:
             for batch in sorted(set(_values(spec, "batch_size", model))):
-                est = estimate_training_memory(shape, batch_size=batch, seq_len=max_tokens + PROMPT_TOKENS,
+                est = estimate_training_memory(shape, batch_size=batch, seq_len=max_tokens + PROMPT_TOKENS + listed,
                                                lora_r=r, target_modules=targets, quantization=quant)
-                step = plan_step(shape, batch_size=batch, seq_len=max_tokens + PROMPT_TOKENS, lora_r=r,
+                step = plan_step(shape, batch_size=batch, seq_len=max_tokens + PROMPT_TOKENS + listed, lora_r=r,
                                  budget_gib=gpu_gib, target_modules=targets, quantization=quant)
                 if not step.fits:
                     how = "does not fit"

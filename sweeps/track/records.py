@@ -22,7 +22,9 @@ def _metrics(prefix: str, metrics: Any) -> dict[str, float]:
     (``val_mae_low`` / ``val_mae_high``) when the per-item errors are known."""
     values = metrics.to_dict()
     out = {f"{prefix}_{k}": float(values[k]) for k in ("mae", "rmsle", "hit_rate", "band_rate", "misses", "n",
-                                                        "coverage", "interval_width") if values.get(k) is not None}
+                                                        "coverage", "interval_width", "prompt_tokens_mean",
+                                                        "seconds_per_1000", "peak_rss_gib")
+           if values.get(k) is not None}
     interval = metrics.mae_interval()
     if interval is not None:
         out[f"{prefix}_mae_low"], out[f"{prefix}_mae_high"] = interval

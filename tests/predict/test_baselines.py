@@ -25,6 +25,9 @@ def test_the_best_baseline_clearly_beats_the_constant(results):
     best = min(m.mae for m in results.values())
     assert best < 0.7 * results["constant"].mae
     assert max(m.hit_rate for m in results.values()) > results["constant"].hit_rate + 0.3
+    # the neighbours' own prices, with no training at all, land with the fitted models
+    assert results["knn"].mae < 0.7 * results["constant"].mae
+    assert results["knn"].seconds_per_1000 > 0
 
 
 def test_constant_predicts_the_train_mean(results, built_data: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -60,17 +61,31 @@ def test_a_smaller_gpu_splits_or_refuses_the_big_batch(study_8b: Path) -> None:
     assert llama.peaks[16][1] != "fits" and llama.peaks[4][1] in ("fits", "micro-batch 2")
 
 
-def test_plan_of_cpu_search_with_measured_throughput_prints_minutes_per_trial(capsys) -> None:
-    code = main(["plan", str(REPO / "studies/cpu-search.yaml"), "--gpu", "cpu", "--gpu-gib", "20",
-                 "--train-items", "3972", "--tokens-per-s", "smollm2-135m-instruct=394.9,gemma-3-270m=430.4",
-                 "--items-per-s", "smollm2-135m-instruct=5.38,gemma-3-270m=5.85", "--json"])
-    assert code == 0
-    plan = json.loads(capsys.readouterr().out)
+def test_plan_of_cpu_search_with_measured_throughput_prints_minutes_per_trial() -> None:
+    from dataclasses import replace
+
+    spec = load_study(REPO / "studies/cpu-search.yaml")
+    # the minutes below were measured on prompts without neighbours
+    spec = replace(spec, search_space={k: v for k, v in spec.search_space.items() if k != "neighbors"},
+                   enqueue=[{k: v for k, v in e.items() if k != "neighbors"} for e in spec.enqueue])
+    plan = plan_study(spec, gpu_gib=20, gpu="cpu", train_items=3972,
+                      throughput={"smollm2-135m-instruct": (394.9, 5.38), "gemma-3-270m": (430.4, 5.85)})
+    plan = json.loads(json.dumps(dataclasses.asdict(plan)))
     minutes = {m["model"]: {int(b): 60 * h for b, h in m["hours_by_batch"].items()} for m in plan["models"]}
     # README: 14.9 min (SmolLM2, batch 8), 16.7 (Gemma, batch 8), 16.9 (Gemma, batch 16), measured
     for model, batch, measured in (("smollm2-135m-instruct", 8, 14.9), ("gemma-3-270m", 8, 16.7),
                                    ("gemma-3-270m", 16, 16.9)):
         assert abs(minutes[model][batch] / measured - 1) <= 0.3, (model, batch, minutes[model][batch])
+
+
+def test_plan_counts_the_neighbours_prompt_lines(study_8b: Path, tmp_path: Path) -> None:
+    plain = plan_study(load_study(study_8b), gpu_gib=80, gpu="h100", train_items=320_000)
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(study_8b.read_text().replace("  epochs:", "  neighbors: {choices: [0, 5]}\n  epochs:"))
+    longer = plan_study(load_study(listed), gpu_gib=80, gpu="h100", train_items=320_000)
+    assert longer.tokens_per_item > plain.tokens_per_item
+    assert longer.models[0].peaks[16][0] > plain.models[0].peaks[16][0]
+    assert longer.models[0].hours_per_trial > plain.models[0].hours_per_trial
 
 
 def test_bad_plan_input_is_one_line(study_8b: Path, capsys) -> None:
