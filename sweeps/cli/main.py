@@ -246,16 +246,11 @@ def _print_leaderboard(name: str, tracking_uri: str) -> list:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    import os
-
-    from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.launch import launch
-    from sweeps.spec.study import load_study
+    from sweeps.spec.study import load_study, store_urls
 
-    # the URLs may come from the environment, to keep a password out of argv (what a fleet's workers get)
-    spec = load_study(args.study).with_overrides(storage=args.storage or os.environ.get(STORAGE_ENV) or None,
-                                                 tracking_uri=args.tracking_uri or os.environ.get(TRACKING_ENV) or None,
-                                                 n_trials=args.n_trials)
+    storage, tracking_uri = store_urls(args.storage, args.tracking_uri)
+    spec = load_study(args.study).with_overrides(storage=storage, tracking_uri=tracking_uri, n_trials=args.n_trials)
     if args.workers is not None or args.gpus is not None:
         from sweeps.cli.fleet import cmd_fleet
 

@@ -41,14 +41,12 @@ def _ci(interval: tuple[float, float], signed: bool = False) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.results.report import write_report
-    from sweeps.spec.study import locate
+    from sweeps.spec.study import load_study, locate, store_urls
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
-    storage = None
-    if Path(args.study).suffix in (".yaml", ".yml"):
-        from sweeps.spec.study import load_study
-
-        storage = load_study(args.study).storage
+    storage, _ = store_urls()
+    if storage is None and Path(args.study).suffix in (".yaml", ".yml"):
+        storage = load_study(args.study, fetch=False).storage
     out = args.out or Path(f"{name}-report.html")
     report = write_report(tracking_uri, name, out, storage=storage)
     print(f"{out} ({report.size_kb:,.0f} KB; logged to the study's MLflow run as {report.artifact})")
