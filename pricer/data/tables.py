@@ -18,6 +18,7 @@ from pathlib import Path
 
 from pricer.data.curate import (
     Dropped,
+    has_words,
     is_curated,
     item_from_curated,
     item_from_raw,
@@ -210,7 +211,7 @@ def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
     out = []
     for row in table.rows:
         product = "" if row.problem else product_of(row.values, text)
-        if not row.problem and not product:
+        if not row.problem and not has_words(product):
             row = Row(row.number, row.values, f"no text in {', '.join(text)}")
         out.append((row, product))
     return out

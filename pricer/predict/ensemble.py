@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from pricer.metrics import score
 from pricer.model.adapter import META_FILE, write_meta
 
 KIND = "ensemble"
+# a member's name becomes a folder name (members/<name>): no separators, no "." or ".."
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # grid resolution of the weights: 0.05 for up to 4 members (1,771 points), coarser beyond
 _STEPS = {1: 1, 2: 20, 3: 20, 4: 20, 5: 10, 6: 10}
 
@@ -44,8 +47,16 @@ class Member:
     weight: float
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _PLAIN_NAME.fullmatch(self.name):
+            raise SpecError(f"ensemble member {self.name!r}: not a plain name (letters, digits, '_', '-', '.'; "
+                            "it names a folder inside the ensemble)")
         if self.kind not in ("adapter", "baseline"):
             raise SpecError(f"ensemble member {self.name}: kind must be adapter or baseline (got {self.kind!r})")
+        if not isinstance(self.path, str):
+            raise SpecError(f"ensemble member {self.name}: path must be a string (got {self.path!r})")
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+            raise SpecError(f"ensemble member {self.name}: weight must be a number from 0 to 1 (got {weight!r})")
 
 
 def _simplex(members: int, steps: int) -> list[tuple[float, ...]]:
@@ -98,6 +109,9 @@ def inside(folder: Path, member: Member) -> Path:
     if Path(member.path).is_absolute() or ".." in Path(member.path).parts or not target.is_relative_to(root):
         raise SpecError(f"{Path(folder) / META_FILE}: member {member.name}: path {member.path!r} leaves the "
                         "folder; refused (member paths are relative, inside the ensemble folder)")
+    if target == root:  # the ensemble would load itself as its own member, without end
+        raise SpecError(f"{Path(folder) / META_FILE}: member {member.name}: path {member.path!r} is the ensemble "
+                        "folder itself; refused (a member lives in a folder of its own, e.g. members/NAME)")
     return target
 
 

@@ -47,6 +47,45 @@ def price_texts(predictor: Predictor, texts: Sequence[str], *, levels: tuple[flo
     return [None if r is None else r.price for r in ranges], ranges
 
 
+EMPTY_TEXT, NO_NUMBER = "empty text", "the model wrote no number"
+
+
+@dataclass(frozen=True)
+class FreeText:
+    """One free-form text's answer: its price and range, or the problem why there is none."""
+
+    price: float | None
+    range: PriceRange | None
+    problem: str  # "" when priced
+
+
+def price_free_texts(predictor: Predictor, values: Sequence[object], *, levels: tuple[float, float] | None = None,
+                     batch_size: int = 32, progress: bool = False) -> list[FreeText]:
+    """Free-form product texts (typed, piped or sent to the served model), cleaned as training
+    texts were (`pricer.data.curate.clean_text`) and priced, one answer per value in order. A
+    text that cleans to nothing (empty, blank, ``!!!``) or a value that is no string gets a
+    problem, never a price: the model would price it anyway ($40)."""
+    from pricer.data.curate import clean_text, has_words
+
+    texts, problems = [], []
+    for value in values:
+        text = clean_text(value) if isinstance(value, str) else ""
+        texts.append(text)
+        problems.append("" if has_words(text) else
+                        EMPTY_TEXT if isinstance(value, str) or value is None else
+                        f"unreadable text (a {type(value).__name__}, not a string)")
+    readable = [i for i, problem in enumerate(problems) if not problem]
+    answers = [FreeText(None, None, problem) for problem in problems]
+    if not readable:
+        return answers
+    predicted, ranges = price_texts(predictor, [texts[i] for i in readable], levels=levels,
+                                    batch_size=batch_size, progress=progress)
+    for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
+        answers[i] = (FreeText(None, None, NO_NUMBER) if price is None else
+                      FreeText(float(price), ranges[k] if ranges is not None else None, ""))
+    return answers
+
+
 def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns: Columns | None = None,
                 levels: tuple[float, float] | None = None, batch_size: int = 32,
                 progress: bool = True) -> PricingReport:

@@ -35,13 +35,15 @@ def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]
         no_wrap_first: keep each row's name on one line.
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    # names come from the data and from MLflow tags: "[/x]" would crash the table, "[link=...]" fake a link
+    table = Table(title=escape(title))
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i == 0 else "right", no_wrap=no_wrap_first and i == 0)
+        table.add_column(escape(header), justify="left" if i == 0 else "right", no_wrap=no_wrap_first and i == 0)
     for i, row in enumerate(rows):
-        table.add_row(*row, style="bold" if i in bold else None)
+        table.add_row(*(escape(str(cell)) for cell in row), style="bold" if i in bold else None)
     console = console or Console()
     console.print(table)
     return console

@@ -11,6 +11,7 @@ from sweeps.cli.output import print_json, wide_console
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from sweeps.results.verdict import compare_runs
@@ -21,16 +22,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         print_json(paired.to_dict())
         return 0
-    table = Table(title=f"{name}: {paired.n:,} test items, paired")
+    table = Table(title=escape(f"{name}: {paired.n:,} test items, paired"))
     for column in ("", "test $ error", "95% CI"):
         table.add_column(column, justify="left" if not column else "right")
-    table.add_row(f"A  {paired.a}", f"{paired.a_mae:,.2f}", _ci(paired.a_interval))
-    table.add_row(f"B  {paired.b}", f"{paired.b_mae:,.2f}", _ci(paired.b_interval))
+    table.add_row(escape(f"A  {paired.a}"), f"{paired.a_mae:,.2f}", _ci(paired.a_interval))
+    table.add_row(escape(f"B  {paired.b}"), f"{paired.b_mae:,.2f}", _ci(paired.b_interval))
     table.add_row("A - B (paired)", f"{paired.difference:+,.2f}", _ci(paired.difference_interval, signed=True))
     console = wide_console()
     console.print(table)
     console.print(f"Wilcoxon signed-rank p = {paired.p_value:.4g}")
-    console.print(paired.sentence())
+    console.print(escape(paired.sentence()))
     return 0
 
 

@@ -115,23 +115,24 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
         weights = fit_weights([p["validation"] for p in preds], truth["validation"])
         members = []
         for row, weight in zip(chosen, weights, strict=True):
+            # the name comes from an MLflow tag and becomes a folder: Member takes only a plain one
             name = _name(row)
             if row.baseline:
                 filename = f"model{SUFFIX}"
+                member = Member(name, "baseline", f"members/{name}/{filename}", weight)
                 try:
                     local = tracker.client.download_artifacts(row.run_id, f"model/{filename}", str(tmp / name))
                 except OSError as exc:  # an older launch logged a joblib pickle, which is no longer loaded
                     raise SpecError(f"{name}: no model/{filename} in its MLflow run (a study launched by an older "
                                     "version, whose baselines are joblib pickles); launch it again in a fresh "
                                     "workdir, then export") from exc
-                target = staged / "members" / name / filename
-                target.parent.mkdir(parents=True)
-                shutil.move(local, target)
-                members.append(Member(name, "baseline", f"members/{name}/{filename}", weight))
             else:
+                member = Member(name, "adapter", f"members/{name}", weight)
                 local = tracker.client.download_artifacts(row.run_id, "adapter", str(tmp / name))
-                shutil.move(local, staged / "members" / name)
-                members.append(Member(name, "adapter", f"members/{name}", weight))
+            target = staged / member.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local, target)
+            members.append(member)
 
         def scored(name: str, weight: float, validation: list, test: list) -> Scored:
             return Scored(name, weight, score(truth["validation"], validation),

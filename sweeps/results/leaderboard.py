@@ -118,9 +118,10 @@ def best_trial_row(rows: list[Row]) -> Row:
 def render(rows: list[Row], title: str = ""):
     """A `rich.table.Table` of the rows: validation error with its 95 % interval, then the test
     split's scores (what a trial is worth on items nothing was tuned on)."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title or None)
+    table = Table(title=escape(title) if title else None)
     columns = ("rank", "trial", "model", "r", "lr", "val $ error [95% CI]", "val RMSLE", "val hits %",
                "test $ error", "test RMSLE", "test hits %", "range cover %", "range width", "state", "min")
     for name in columns:
@@ -138,12 +139,13 @@ def render(rows: list[Row], title: str = ""):
         val = fmt(row.mae, ",.2f")
         if row.mae is not None and row.mae_low is not None:
             val += f" [{row.mae_low:,.0f}-{row.mae_high:,.0f}]"
-        model = f"{row.model} ({row.variant})" if row.variant else row.model
+        # a model name comes from an MLflow tag: "[/x]" would crash the table, "[link=...]" fake a link
+        model = escape(f"{row.model} ({row.variant})" if row.variant else row.model)
         trial = "baseline" if row.baseline else fmt(row.trial, "d") + (" refit" if row.refit_of is not None else "")
         table.add_row(fmt(row.rank, "d"), trial, model,
                       fmt(row.lora_r, "d"), fmt(row.learning_rate, ".1e"), val,
                       fmt(row.rmsle, ".3f"), pct(row.hit_rate), fmt(row.test_mae, ",.2f"),
                       fmt(row.test_rmsle, ".3f"), pct(row.test_hit_rate), pct(row.test_coverage),
-                      fmt(row.test_interval_width, ".2f"), row.state, fmt(row.minutes, ".1f"),
+                      fmt(row.test_interval_width, ".2f"), escape(row.state), fmt(row.minutes, ".1f"),
                       style=style)
     return table

@@ -45,27 +45,14 @@ class PricerModel(mlflow.pyfunc.PythonModel):
         self.predictor = load_predictor(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pricer.data.curate import clean_text
-        from pricer.predict.pricing import price_texts
+        from pricer.predict.pricing import price_free_texts
 
-        texts, problems = [], []
-        for value in model_input[TEXT]:
-            text = clean_text(value) if isinstance(value, str) else ""
-            texts.append(text)
-            problems.append("" if text.strip() else
-                            "empty text" if isinstance(value, str) or value is None else
-                            f"unreadable text (a {type(value).__name__}, not a string)")
-        readable = [i for i, problem in enumerate(problems) if not problem]
+        answers = price_free_texts(self.predictor, list(model_input[TEXT]))
         nan = float("nan")
-        prices, lows, highs = [nan] * len(texts), [nan] * len(texts), [nan] * len(texts)
-        predicted, ranges = price_texts(self.predictor, [texts[i] for i in readable]) if readable else ([], None)
-        for k, (i, price) in enumerate(zip(readable, predicted, strict=True)):
-            if price is None:
-                problems[i] = "the model wrote no number"
-                continue
-            prices[i] = float(price)
-            if ranges is not None and ranges[k] is not None:
-                lows[i], highs[i] = ranges[k].low, ranges[k].high
+        prices = [nan if a.price is None else a.price for a in answers]
+        lows = [nan if a.range is None else a.range.low for a in answers]
+        highs = [nan if a.range is None else a.range.high for a in answers]
+        problems = [a.problem for a in answers]
         return pd.DataFrame({PRICE: prices, LOW: lows, HIGH: highs, PROBLEM: problems})
 
 
