@@ -76,6 +76,38 @@ n_trials: 1
 
 
 @pytest.mark.slow
+def _connections(url: str) -> int:
+    import psycopg
+    from conftest import PG_ADMIN
+
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        return admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                             (url.rsplit("/", 1)[1],)).fetchone()[0]
+
+
+def _export_again_on_a_full_disk(tracking: str, name: str, out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export that fails halfway (the disk fills as the card is written) leaves the previous
+    export whole, and the next export replaces it."""
+    import errno
+
+    import sweeps.results.export as export_module
+    from pricer.predict.predictor import load_predictor
+
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(export_module, "model_card", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            export_module.export(tracking, name, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []  # no temporaries left
+    assert load_predictor(out).kind == "adapter"
+    assert export_module.export(tracking, name, out) == out
+
+
 def test_a_password_of_every_shape_reaches_nothing_a_study_writes(tmp_path: Path, sample_path: Path, pg_url: str,
                                                                   monkeypatch: pytest.MonkeyPatch, capfd) -> None:
     # one password holding every shape: a mask that stops at any of them leaves the rest showing
@@ -99,6 +131,8 @@ def test_a_password_of_every_shape_reaches_nothing_a_study_writes(tmp_path: Path
     assert main(["export", name, "--out", str(tmp_path / "best")]) == 0
     assert main(["export", name, "--out", str(tmp_path / "ensemble"), "--ensemble", "1"]) == 0
     assert main(["report", name, "--out", str(tmp_path / "report.html")]) == 0
+    assert _connections(pg_url) == 0, "the report's Optuna engine outlived it"
+    _export_again_on_a_full_disk(tracking, name, tmp_path / "best", monkeypatch)
     out, err = capfd.readouterr()
     assert (tmp_path / "best" / "README.md").is_file() and (tmp_path / "ensemble" / "pricer.json").is_file()
     # the report opened the Optuna storage from PRICER_STORAGE (a redacted param can't be opened)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pricer.atomic import replacing
 from pricer.data.curate import (
     Dropped,
     has_words,
@@ -233,22 +234,24 @@ def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row],
         if ranges is not None:
             record[LOW], record[HIGH] = ranges[i] or (None, None)
         records.append({**record, PROBLEM: problem})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    # written beside and moved into place: --out may be the input file, and a failure halfway
+    # (a full disk) must leave it whole
+    with replacing(path) as tmp:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(records), path)
-    elif suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    else:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for record in records:
-                writer.writerow({k: _cell(v) for k, v in record.items()})
+            pq.write_table(pa.Table.from_pylist(records), tmp)
+        elif suffix == ".jsonl":
+            with tmp.open("w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        else:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                for record in records:
+                    writer.writerow({k: _cell(v) for k, v in record.items()})
     return path
 
 

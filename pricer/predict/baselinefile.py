@@ -17,6 +17,7 @@ import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pricer.atomic import replacing
 from pricer.errors import SpecError
 
 if TYPE_CHECKING:
@@ -98,8 +99,7 @@ def save_baseline(baseline: Baseline, path: Path) -> Path:
     """Write `baseline` to `path` (which must end in ``.pkl.gz``)."""
     if not str(path).endswith(SUFFIX):
         raise ValueError(f"{path}: a baseline file ends in {SUFFIX}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb", compresslevel=6) as handle:
+    with replacing(path) as tmp, gzip.open(tmp, "wb", compresslevel=6) as handle:
         pickle.dump(baseline, handle, protocol=5)
     return path
 

@@ -257,10 +257,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
         from sweeps.cli.fleet import cmd_fleet
 
         return cmd_fleet(args, spec)
+    from sweeps.run.opening import close_storage
+
     study = launch(spec)
     states = {}
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    close_storage(study)  # counting reopened a connection
     print(f"study {spec.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     _print_leaderboard(spec.name, spec.tracking_uri)
     return 0

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pricer.atomic import replacing_folder, write_text
 from pricer.errors import SpecError
 from pricer.metrics import Metrics, score
 from pricer.predict.baselinefile import SUFFIX
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
-from sweeps.results.export import _MARKER, CARD, _clear
+from sweeps.results.export import _MARKER, CARD, check_replaceable
 from sweeps.results.leaderboard import Row, leaderboard
 from sweeps.track.redact import redact
 from sweeps.track.tracking import PREDICTIONS, MlflowTracker
@@ -87,6 +88,7 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
     chosen = trials + classical
     tracker = MlflowTracker(tracking_uri, study, create=False)
     out = Path(out)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp_name:
         tmp = Path(tmp_name)
@@ -146,9 +148,10 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
                           for r in baseline_rows if truth["test"]}
         result = EnsembleExport(out, ensemble, members_scored, every_baseline)
         save_ensemble(staged, members, result.to_dict())
-        (staged / CARD).write_text(_card(study, tracking_uri, result))
-        _clear(out)
-        shutil.move(str(staged), out)
+        write_text(staged / CARD, _card(study, tracking_uri, result))
+        with replacing_folder(out) as place:
+            for part in staged.iterdir():
+                part.rename(place / part.name)
     return result
 
 

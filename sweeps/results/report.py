@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.atomic import write_text
 from sweeps.results.verdict import Entry, StudyResults, Verdict, verdict
 
 BANDS = ((0, 25), (25, 50), (50, 100), (100, 250), (250, 500), (500, math.inf))
@@ -43,10 +44,16 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
     parent = results.tracker.study_runs(study)[0]
     storage = storage or results.tracker.client.get_run(parent).data.params.get("storage")
     optuna_study = _optuna_study(storage, study)
-    page = render(found, results, optuna_study)
+    try:
+        page = render(found, results, optuna_study)
+    finally:
+        if optuna_study is not None:
+            from sweeps.run.opening import close_storage
+
+            close_storage(optuna_study)  # its pooled connections would outlive the page
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)
     results.tracker.log_artifact(parent, out, ARTIFACT_DIR)
     sentences = found.sentences()
     return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", sentences)
