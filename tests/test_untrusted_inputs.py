@@ -127,6 +127,14 @@ def test_a_line_without_end_is_skipped_in_pieces_and_counted(tmp_path: Path, sam
     items = list(read_items(path, drops=drops))
     assert len(items) == 2 and drops["line_too_long"] == 2
 
+    # the parallel build reads byte ranges: cut in the middle of the long line, each line once
+    from pricer.data.readers import range_lines
+
+    size, cut = path.stat().st_size, len(good[0]) + 1 + MAX_LINE_CHARS
+    ranged: Counter = Counter()
+    lines = [*range_lines(path, 0, cut, ranged), *range_lines(path, cut, size, ranged)]
+    assert lines == good and ranged["line_too_long"] == 2
+
 
 def test_a_slow_source_does_not_hold_the_build_key(monkeypatch: pytest.MonkeyPatch) -> None:
     import socket

@@ -92,22 +92,31 @@ def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool =
         raise DataError(f"{source}: can't read ({type(exc).__name__}: {exc})") from exc
 
 
-def range_lines(path: str | Path, start: int, end: int) -> Iterator[str]:
-    """The lines of a local file that begin in bytes [start, end), without line endings.
+def range_lines(path: str | Path, start: int, end: int, drops: Counter | None = None) -> Iterator[str]:
+    """The lines of a local file that begin in bytes [start, end), without line endings; a line
+    longer than `MAX_LINE_CHARS` bytes is skipped in chunks and counted in `drops`.
 
     Byte ranges that tile a file yield each of its lines exactly once, so several processes can
     read one file side by side: a line that began before `start` belongs to the range before.
     """
+    drops = Counter() if drops is None else drops
     with open(path, "rb") as handle:
         if start > 0:
             handle.seek(start - 1)
-            handle.readline()
+            while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                pass
         position = handle.tell()
         while position < end:
-            line = handle.readline()
+            line = handle.readline(MAX_LINE_CHARS + 1)
             if not line:
                 break
             position += len(line)
+            if len(line) > MAX_LINE_CHARS and not line.endswith(b"\n"):
+                while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                    position += len(rest)
+                position += len(rest)
+                drops[LINE_TOO_LONG] += 1
+                continue
             # errors="replace": a stray bad byte becomes U+FFFD, which scrub() removes.
             yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
