@@ -329,7 +329,10 @@ def _print_ensemble(result) -> None:
     mine = result.ensemble.test
     if mine is None:
         return
+    from rich.markup import escape
+
     for name, m in result.baselines.items():
+        name = escape(name)  # a baseline's name comes from an MLflow tag
         change = (m.mae - mine.mae) / m.mae
         if abs(mine.mae - m.mae) < 0.005:  # the fit gave that baseline all the weight
             console.print(f"test $ error: ensemble {mine.mae:,.2f} ties {name} {m.mae:,.2f}")
