@@ -73,7 +73,8 @@ def tiny_models() -> dict:
 def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.TempPathFactory):
     """A real 4-bit LoRA fine-tune of each tiny model, kept small: 8 train items seen 3 times
     (batch 4, 6 steps, 96 tokens), validation every 3 steps, 8 test items. Returns (Result, reports)."""
-    from pricer.train.loop import TrainConfig, train
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import train
 
     config = TrainConfig(model=request.param, max_steps=6, batch_size=4, max_tokens=96, train_items=8,
                          eval_every=3, eval_items=4, test_items=8, learning_rate=1e-3, warmup_steps=1)

@@ -37,7 +37,7 @@ def test_the_recipes_collator_and_the_trials_batches_are_the_same_batch() -> Non
     import torch
 
     from pricer.bench.recipe import CompletionOnlyCollator, rows
-    from pricer.train.loop import collate
+    from pricer.train.step import collate
 
     ours = collate(EXAMPLES, 0, torch.device("cpu"))
     recipe = CompletionOnlyCollator(0, seen=[])(rows(EXAMPLES, max_tokens=64))

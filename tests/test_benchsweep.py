@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pricer.errors import SpecError
+from sweeps.bench.benchsweep import alone_steps, default_alone, scaled
 from sweeps.cli.main import main
-from sweeps.results.benchsweep import alone_steps, default_alone, scaled
 from sweeps.spec.study import load_study
 
 STUDY = """\

@@ -16,7 +16,7 @@ from pricer.data.corpus import Curation, curate
 from pricer.data.curate import DIGITS, ODD_CHARACTERS, scrub
 from pricer.data.dataset import build, cached_build, load_splits
 from pricer.data.readers import iter_lines, range_lines
-from pricer.data.shards import plan_shards
+from pricer.data.shards import assign_shards
 from pricer.data.sources import expand_all
 
 
@@ -26,7 +26,7 @@ def raw_files(sample_path: Path, tmp_path_factory: pytest.TempPathFactory) -> li
 
 
 def test_byte_range_shards_read_every_line_once(raw_files: list[Path]) -> None:
-    shards = plan_shards([str(p) for p in raw_files], workers=2, min_bytes=50_000)
+    shards = assign_shards([str(p) for p in raw_files], workers=2, min_bytes=50_000)
     assert len(shards) > 10 and [s.index for s in shards] == list(range(len(shards)))
     for path in raw_files:
         ranges = [s for s in shards if s.source == str(path)]
@@ -55,7 +55,7 @@ def test_the_splits_do_not_depend_on_the_worker_count(raw_files: list[Path], tmp
 
 
 def test_a_study_rebuilds_when_a_source_or_a_setting_changes(raw_files: list[Path], tmp_path: Path) -> None:
-    from sweeps.run.opening import prepare_data
+    from sweeps.run.studies import prepare_data
     from sweeps.spec.study import load_study
 
     sources = [tmp_path / p.name for p in raw_files]

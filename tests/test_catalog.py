@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from pricer.errors import ModelUnavailable, SpecError
-from pricer.model.catalog import CATALOG, FAMILIES, ModelSpec, cache_root, is_hub_id, materialize, resolve
+from pricer.model.catalog import CATALOG, FAMILIES, ModelSpec, is_hub_id, materialize, resolve
 from pricer.model.shapes import SHAPES
+from pricer.model.weights import cache_root
 
 HUB_ENTRIES = [n for n in CATALOG if is_hub_id(CATALOG[n].source)]
 

@@ -12,7 +12,9 @@ import pytest
 
 from pricer.errors import SpecError
 from pricer.train.checkpoint import FILE, load_checkpoint
-from pricer.train.loop import TrainConfig, batch_order, train
+from pricer.train.config import TrainConfig
+from pricer.train.loop import train
+from pricer.train.step import batch_order
 
 
 def test_batch_order_is_the_same_for_a_seed_so_a_resumed_run_can_skip_what_it_saw() -> None:

@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 from collections.abc import Iterator
 
-from pricer.train.loop import TrainConfig
+from pricer.train.config import TrainConfig
 from sweeps.cli.flags import config_from_flags
 from sweeps.cli.main import build_parser
 

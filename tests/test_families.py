@@ -113,7 +113,7 @@ def test_price_only_loss_is_the_models_own_loss_gemma_2s_soft_cap_included(name,
     import torch
 
     from pricer.model.prompts import encode
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     spec = toys[name]
     model, tokenizer = loaded(name)
@@ -137,7 +137,8 @@ def toy_trial(request, toys, items, tmp_path_factory):
     losses, the test evaluation, the adapter folder)."""
     from datasets import DatasetDict
 
-    from pricer.train.loop import TrainConfig, evaluate_split, fit, save, setup
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import evaluate_split, fit, save, setup
 
     spec = toys[request.param]
     config = TrainConfig(model=spec.name, max_steps=2, batch_size=2, max_tokens=TEXT_TOKENS, eval_every=1,
@@ -184,9 +185,9 @@ def test_train_on_a_toy_and_merge_its_adapter_into_the_dequantized_base(toys, it
     from datasets import DatasetDict
     from transformers import AutoModelForCausalLM
 
-    from pricer.model.adapter import read_meta
-    from pricer.train.loop import TrainConfig, train
-    from sweeps.results.export import merge_into_base
+    from pricer.model.adapter import merge_into_base, read_meta
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import train
 
     config = TrainConfig(model="toy-gemma-2-it", max_steps=1, batch_size=2, max_tokens=TEXT_TOKENS,
                          eval_items=1, test_items=1, lora_r=4)

@@ -72,7 +72,7 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
     import torch
 
     from pricer.model.prompts import encode_many
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     spec, base, tokenizer = loaded
     with random_lora(spec, base) as model:
@@ -104,7 +104,7 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
     import torch
 
     from pricer.model.prompts import encode
-    from pricer.train.loop import collate, parts, price_only_loss
+    from pricer.train.step import collate, parts, price_only_loss
 
     spec, base, tokenizer = loaded
     with random_lora(spec, base) as model:
@@ -172,7 +172,9 @@ def test_a_tight_memory_budget_splits_the_step_and_it_still_trains(sample_path, 
     from datasets import DatasetDict
 
     from pricer.data.dataset import load_splits
-    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import setup
+    from pricer.train.step import micro_batches, train_step
 
     splits = load_splits(sample_path)
     data = DatasetDict({"train": splits["train"].select(range(8)), "validation": splits["validation"].select(range(2)),
@@ -241,8 +243,10 @@ def test_a_cpu_trial_runs_its_lora_dropout_as_cpu_dropout_and_trains(sample_path
     from datasets import DatasetDict
 
     from pricer.data.dataset import load_splits
+    from pricer.train.config import TrainConfig
     from pricer.train.dropout import CpuDropout
-    from pricer.train.loop import TrainConfig, micro_batches, setup, train_step
+    from pricer.train.loop import setup
+    from pricer.train.step import micro_batches, train_step
 
     splits = load_splits(sample_path)
     data = DatasetDict({"train": splits["train"].select(range(4)), "validation": splits["validation"].select(range(2)),

@@ -77,14 +77,14 @@ def test_bad_fraction_or_refit_is_one_error_naming_the_field(tmp_path: Path, ext
 
 
 def test_train_config_rejects_a_fraction_outside_zero_one() -> None:
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
     with pytest.raises(SpecError, match=r"train_fraction: must be > 0.0 \(got 0.0\)"):
         TrainConfig(train_fraction=0.0)
 
 
 def test_fidelity_bench_summary_correlates_and_measures_regret() -> None:
-    from sweeps.results.fidelity import FidelityRun, summarise
+    from sweeps.bench.fidelity import FidelityRun, summarise
 
     full = [10.0, 20.0, 30.0, 40.0]
     tenth = [22.0, 12.0, 31.0, 45.0]  # ranks configs 0 and 1 the wrong way round
@@ -100,7 +100,7 @@ def test_fidelity_bench_summary_correlates_and_measures_regret() -> None:
 
 
 def test_fidelity_bench_draws_the_default_first_and_needs_the_full_fraction() -> None:
-    from sweeps.results.fidelity import draw_configs, parse_fractions
+    from sweeps.bench.fidelity import draw_configs, parse_fractions
 
     spec = load_study(Path(__file__).resolve().parents[1] / "studies/cpu-search.yaml")
     configs = draw_configs(spec, 4, seed=0)

@@ -101,7 +101,7 @@ def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided
 
     import optuna
 
-    from sweeps.run.opening import SURPLUS
+    from sweeps.run.studies import SURPLUS
 
     trials = optuna.load_study(study_name="fleet", storage=storage).get_trials(deepcopy=False)
     # a trial both workers created at once past the total is failed unrun, and not counted

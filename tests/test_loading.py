@@ -70,7 +70,7 @@ def test_price_only_loss_equals_the_full_logits_loss_with_the_same_gradients(fam
     from peft import LoraConfig, get_peft_model
 
     from pricer.model.loading import load_model
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     name = {"llama": "llama-3.1-8b", "gemma2": "gemma-2-2b", "qwen2": "qwen2.5-7b"}[family]
     spec = toys[name]
@@ -111,7 +111,7 @@ def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_mod
     from pricer.data.dataset import load_items
     from pricer.model.loading import load_model
     from pricer.predict.evaluate import generate_prices
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     spec = tiny_models["smollm2-135m-instruct"]
     model, tokenizer = load_model(spec, "nf4")

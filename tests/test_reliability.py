@@ -17,7 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from sweeps.run.objective import PROCESS_NAME, RESUMED
+from sweeps.run.objective import RESUMED
+from sweeps.run.process import PROCESS_NAME
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
@@ -166,8 +167,8 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
 
 def test_trial_past_its_trial_timeout_fails_with_the_reason(tmp_path: Path, built_data: Path, tiny_models) -> None:
     from pricer.errors import TrialFailed
-    from pricer.train.loop import TrainConfig
-    from sweeps.run.objective import run_in_child
+    from pricer.train.config import TrainConfig
+    from sweeps.run.process import run_in_child
 
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
                          eval_items=4, test_items=4)
@@ -223,8 +224,8 @@ def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data:
     """A trial process capped below its real needs (PRICER_MEMORY_GIB) raises MemoryError: the
     trial fails with that reason and the worker goes on (launch catches TrialFailed)."""
     from pricer.errors import TrialFailed
-    from pricer.train.loop import TrainConfig
-    from sweeps.run.objective import run_in_child
+    from pricer.train.config import TrainConfig
+    from sweeps.run.process import run_in_child
 
     monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,

@@ -88,7 +88,7 @@ def test_a_password_in_the_urls_reaches_no_file_and_no_argv(tmp_path: Path, samp
     from sweeps.results.ensemble import export_ensemble
     from sweeps.results.export import export
     from sweeps.run.launch import launch
-    from sweeps.run.opening import open_study
+    from sweeps.run.studies import open_study
 
     password = f"s3cret{uuid.uuid4().hex[:8]}"
     storage, tracking = _with_password(pg_url, password), _with_password(second_pg, password)

@@ -156,7 +156,7 @@ def test_data_source_falls_back_when_the_local_sample_is_absent(tmp_path: Path, 
 
 
 def test_a_worker_joining_a_seeded_study_does_not_replay_its_proposals(tmp_path: Path) -> None:
-    from sweeps.run.opening import open_study
+    from sweeps.run.studies import open_study
 
     text = GOOD + f"storage: sqlite:///{tmp_path}/optuna.db\nsampler: {{type: random, seed: 7}}\n"
     spec = load_study(_write(tmp_path, text))

@@ -20,7 +20,7 @@ from pricer.predict.predictor import load_predictor
 from sweeps.results.export import export
 from sweeps.results.leaderboard import leaderboard
 from sweeps.run.launch import launch
-from sweeps.run.opening import open_study
+from sweeps.run.studies import open_study
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import PARENT, MlflowTracker
 
@@ -172,7 +172,7 @@ def test_merge_writes_the_lora_into_a_bf16_base_not_a_4bit_one(sweep) -> None:
 
 def test_a_trial_whose_process_raises_fails_with_the_reason(sweep, tmp_path: Path) -> None:
     from pricer.model import catalog
-    from sweeps.run.objective import run_in_child
+    from sweeps.run.process import run_in_child
     from sweeps.spec.space import to_config
 
     config = to_config(sweep.spec, {"model": "smollm2-135m-instruct", "lora_r": 4, "learning_rate": 1e-3})
@@ -265,7 +265,8 @@ def test_exported_folder_is_portable_and_opens_with_pricer_and_plain_peft(sweep,
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from pricer.model.catalog import CATALOG, cache_root, materialize
+    from pricer.model.catalog import CATALOG, materialize
+    from pricer.model.weights import cache_root
     from sweeps.cli.main import main
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "portable")

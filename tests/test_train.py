@@ -10,7 +10,7 @@ import json
 import pytest
 
 from pricer.errors import SpecError, TrialFailed
-from pricer.train.loop import TrainConfig
+from pricer.train.config import TrainConfig
 
 
 def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial) -> None:
@@ -51,7 +51,7 @@ def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> 
 
     from pricer.data.dataset import as_items, load_splits
     from pricer.model.prompts import encode
-    from pricer.train.loop import collate, price_only_loss
+    from pricer.train.step import collate, price_only_loss
 
     result, loaded = reloaded
     assert [s for s, _ in result.train_losses] == [1, 2, 3, 4, 5, 6]
@@ -90,7 +90,8 @@ def test_should_stop_ends_the_trial_after_the_first_report(tiny_models, built_da
 
 def test_a_nan_loss_fails_the_trial(tiny_models, built_data) -> None:
     from pricer.model.prompts import encode
-    from pricer.train.loop import collate, setup, train_step
+    from pricer.train.loop import setup
+    from pricer.train.step import collate, train_step
 
     run = setup(TrainConfig(max_steps=1, batch_size=2, max_tokens=32, train_items=2, eval_items=1), built_data)
     # a batch without a labelled token has no loss to average: NaN

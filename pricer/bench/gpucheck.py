@@ -1,7 +1,7 @@
 """`make gpu-check`: the GPU numbers in one run, for the day a GPU is at hand.
 
 `pricer bench --shape` for the three real shapes (Llama 3.1 8B, Qwen 2.5 7B, Gemma 2 2B: random
-weights, `pricer.model.shaped`), then one real trial step through `pricer.train.loop.train` on the first
+weights, `pricer.bench.shaped`), then one real trial step through `pricer.train.loop.train` on the first
 shape (load, step, validation, test, adapter folder), written as one JSON table. The settings are cut
 from the bench defaults (3 steps, 16 items predicted) for the whole run to fit in 8 minutes on an
 H100/H200 (not timed on one yet: the table's ``seconds`` and ``checkpoint_s`` will say where it goes).
@@ -112,8 +112,8 @@ def _bench_one(name: str, settings: CheckSettings, data: str | Path, root: Path)
 
 
 def _shape_spec(name: str, settings: CheckSettings, root: Path):
+    from pricer.bench.shaped import shape_model
     from pricer.model.catalog import CATALOG, materialize
-    from pricer.model.shaped import shape_model
 
     return shape_model(name, materialize(CATALOG[SHAPE_TOKENIZER]), root / name, layers=settings.bench.layers)
 
@@ -123,10 +123,11 @@ def _trial_step(name: str, settings: CheckSettings, data: str | Path, root: Path
     bench of `name` just wrote (or its toy)."""
     from datasets import DatasetDict
 
+    from pricer.bench.shaped import PeakMemory
     from pricer.data.dataset import load_splits
     from pricer.model.catalog import CATALOG
-    from pricer.model.shaped import PeakMemory
-    from pricer.train.loop import TrainConfig, train
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import train
 
     spec = CATALOG[TOY_OF[name]] if settings.toy else _shape_spec(name, settings, root)
     splits = load_splits(data)

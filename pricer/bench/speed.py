@@ -130,11 +130,11 @@ def run_bench(model: str = SHAPE_TOKENIZER, steps: int = 5, shape: str | None = 
 def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResult:
     import torch
 
+    from pricer.bench.shaped import shape_model
     from pricer.data.dataset import load_splits
     from pricer.model.catalog import materialize, resolve
     from pricer.model.loading import compute_dtype, load_tokenizer, pick_device
     from pricer.model.prompts import template_tokens
-    from pricer.model.shaped import shape_model
 
     device = pick_device()
     dtype = compute_dtype(device)
@@ -191,10 +191,10 @@ def _recipe_config(settings: BenchSettings, bf16: bool):
 def _reference_path(spec, tokenizer, train_rows, val_rows, config, text_budget: int,
                     workdir: Path) -> PathNumbers:
     from pricer.bench import recipe
+    from pricer.bench.shaped import PeakMemory
     from pricer.metrics import parse_price, score
     from pricer.model.catalog import materialize
     from pricer.model.prompts import encode_many
-    from pricer.model.shaped import PeakMemory
 
     examples = encode_many(tokenizer, train_rows["text"], train_rows["price"], chat=spec.chat,
                            max_tokens=text_budget)
@@ -219,8 +219,10 @@ def _project_path(spec, train_rows, val_rows, recipe_config, text_budget: int, *
     import torch
     from datasets import DatasetDict
 
-    from pricer.model.shaped import PeakMemory
-    from pricer.train.loop import TrainConfig, evaluate_split, micro_batches, setup, train_step
+    from pricer.bench.shaped import PeakMemory
+    from pricer.train.config import TrainConfig
+    from pricer.train.loop import evaluate_split, setup
+    from pricer.train.step import micro_batches, train_step
 
     config = TrainConfig(
         model=spec.name, lora_r=recipe_config.lora_r, lora_alpha=recipe_config.lora_alpha,

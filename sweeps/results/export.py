@@ -8,20 +8,17 @@ load; so is its ``merged/`` folder.
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pricer.atomic import replacing_folder, write_text
 from pricer.errors import SpecError
-from pricer.model.adapter import MERGED as MERGED_KIND
-from pricer.model.adapter import base_model_id, make_portable, read_meta, write_meta
+from pricer.model.adapter import base_model_id, make_portable, merge_into_base, read_meta
 from pricer.model.catalog import ModelSpec, how_to_fetch
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
 from sweeps.track.redact import redact
 from sweeps.track.tracking import MlflowTracker
 
-log = logging.getLogger(__name__)
 CARD = "README.md"
 MERGED = "merged"
 _MARKER = "<!-- exported by pricer export -->"
@@ -122,27 +119,6 @@ def register(tracking_uri: str, study: str, folder: Path, name: str, *, trial: i
     uri, version = log_predictor(tracking_uri, row.run_id, Path(folder), register=name, metrics=metrics,
                                  tags=tags, description=description)
     return uri, str(version)
-
-
-def merge_into_base(adapter: Path, entry: dict, out: Path) -> Path:
-    """Merge the LoRA into the base model loaded in bf16 (dequantized), never into a 4-bit load:
-    merging into 4-bit weights rounds the LoRA update away."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from pricer.model.catalog import materialize
-
-    log.warning("merging into a dequantized bf16 base (merging into the 4-bit base would round "
-                "the LoRA update to 4 bits); the merged model is ~2 bytes per parameter")
-    spec = ModelSpec.from_dict(entry)
-    base = AutoModelForCausalLM.from_pretrained(materialize(spec), dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
-    merged.save_pretrained(out)
-    AutoTokenizer.from_pretrained(adapter).save_pretrained(out)
-    # the same prompt and catalog settings; `pricer predict` loads the folder itself, in bf16
-    write_meta(out, {**read_meta(adapter), "kind": MERGED_KIND, "quantization": "none"})
-    return out
 
 
 def _what(row: Row) -> str:

@@ -48,7 +48,7 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
         page = render(found, results, optuna_study)
     finally:
         if optuna_study is not None:
-            from sweeps.run.opening import close_storage
+            from sweeps.run.studies import close_storage
 
             close_storage(optuna_study)  # its pooled connections would outlive the page
     out = Path(out)

@@ -20,7 +20,8 @@ from mlflow.exceptions import MlflowException
 from pricer.errors import SpecError
 from pricer.predict.compare import Paired, compare
 from sweeps.results.leaderboard import Row, best_trial_row, leaderboard, objective_of
-from sweeps.track.tracking import PREDICTIONS, MlflowTracker
+from sweeps.track.records import PREDICTIONS
+from sweeps.track.tracking import MlflowTracker
 
 REFIT_OF = "pricer.refit_of"
 

@@ -1,4 +1,5 @@
-"""Running a study: launch (workers), the objective (one trial), pruning and the memory guard.
+"""Running a study: opening it (`studies`), launch (workers), the objective (one trial) and the
+trial process it runs in (`process`), pruning and the memory guard.
 
 May import `sweeps.track`, `sweeps.spec` and `pricer`.
 """

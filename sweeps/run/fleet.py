@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.run.opening import WORKER_ENV
+from sweeps.run.studies import WORKER_ENV
 from sweeps.spec.study import STORAGE_ENV, TRACKING_ENV, StudySpec
 from sweeps.track.redact import redact
 
@@ -63,7 +63,7 @@ def parse_gpus(text: str | None) -> list[str]:
 
 
 @dataclass(frozen=True)
-class WorkerPlan:
+class WorkerSlot:
     """One worker: its number, the device it sees, its threads, and the environment that says so."""
 
     index: int
@@ -72,7 +72,7 @@ class WorkerPlan:
     env: dict[str, str] = field(repr=False)
 
 
-def plan_fleet(spec: StudySpec, workers: int | None, gpus: list[str], *, n_cores: int | None = None) -> list[WorkerPlan]:
+def fleet_slots(spec: StudySpec, workers: int | None, gpus: list[str], *, n_cores: int | None = None) -> list[WorkerSlot]:
     """The workers to start: `workers` of them (default: one per GPU).
 
     Raises:
@@ -86,15 +86,15 @@ def plan_fleet(spec: StudySpec, workers: int | None, gpus: list[str], *, n_cores
                         "time: they would fail on 'database is locked'); use PostgreSQL, e.g. PRICER_STORAGE="
                         "postgresql://USER@HOST:5432/DB (or --storage), or --workers 1")
     threads = max(1, (n_cores or cores()) // n)
-    plans = []
+    slots = []
     for i in range(n):
         gpu = gpus[i % len(gpus)] if gpus else None
         env = {STORAGE_ENV: spec.storage, TRACKING_ENV: spec.tracking_uri, WORKER_ENV: str(i),
                **{name: str(threads) for name in THREAD_ENVS}, "TOKENIZERS_PARALLELISM": "false"}
         if gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = gpu
-        plans.append(WorkerPlan(i, gpu, threads, env))
-    return plans
+        slots.append(WorkerSlot(i, gpu, threads, env))
+    return slots
 
 
 def worker_command(study: Path, n_trials: int | None) -> list[str]:
@@ -103,12 +103,12 @@ def worker_command(study: Path, n_trials: int | None) -> list[str]:
     return cmd + (["--n-trials", str(n_trials)] if n_trials is not None else [])
 
 
-def start_worker(plan: WorkerPlan, study: Path, n_trials: int | None, log: Path) -> subprocess.Popen:
+def start_worker(slot: WorkerSlot, study: Path, n_trials: int | None, log: Path) -> subprocess.Popen:
     """Start one worker in its own session (its own process group, which `stop` can kill whole;
     a terminal's Ctrl-C reaches the fleet alone, which stops the workers one by one)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as output:
-        return subprocess.Popen(worker_command(study, n_trials), env={**os.environ, **plan.env},
+        return subprocess.Popen(worker_command(study, n_trials), env={**os.environ, **slot.env},
                                 stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -137,9 +137,9 @@ def stop(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
 
 @dataclass
 class Fleet:
-    """Started workers: their plans, processes and log files."""
+    """Started workers: their slots, processes and log files."""
 
-    plans: list[WorkerPlan]
+    slots: list[WorkerSlot]
     procs: list[subprocess.Popen]
     logs: list[Path]
 
@@ -158,18 +158,18 @@ class Fleet:
         return [p.returncode for p in self.procs]
 
 
-def start_fleet(spec: StudySpec, study: Path, plans: list[WorkerPlan], *, n_trials: int | None,
+def start_fleet(spec: StudySpec, study: Path, slots: list[WorkerSlot], *, n_trials: int | None,
                 log_dir: Path | None = None) -> Fleet:
     """Start the planned workers of `study` (the file; each worker reads it), logs in
     ``<workdir>/workers/worker-<i>.log`` unless `log_dir` says otherwise."""
     log_dir = Path(log_dir or Path(spec.workdir) / "workers")
     procs, logs = [], []
     try:
-        for plan in plans:
-            log = log_dir / f"worker-{plan.index}.log"
-            procs.append(start_worker(plan, study, n_trials, log))
+        for slot in slots:
+            log = log_dir / f"worker-{slot.index}.log"
+            procs.append(start_worker(slot, study, n_trials, log))
             logs.append(log)
     except KeyboardInterrupt:
         stop(procs)
         raise
-    return Fleet(plans, procs, logs)
+    return Fleet(slots, procs, logs)

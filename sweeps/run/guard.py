@@ -22,7 +22,7 @@ from pricer.model.shapes import SHAPES, ModelShape
 
 if TYPE_CHECKING:
     from pricer.model.catalog import ModelSpec
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
 # `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
 # for a model whose tokenizer is not on this machine yet (a hub entry before its first download).
@@ -30,7 +30,7 @@ PROMPT_TOKENS = 64
 
 
 @dataclass(frozen=True)
-class Verdict:
+class MemoryCheck:
     """Whether a trial's step plan fits the budget (both in GiB; estimate None = unknown shape)."""
 
     estimate: MemoryEstimate | None
@@ -42,7 +42,7 @@ class Verdict:
 def local_folder(spec: ModelSpec) -> Path | None:
     """The entry's model folder if it is already on this machine (a local source, or a copy the
     catalog converted or built into its cache), without fetching anything."""
-    from pricer.model.catalog import cache_root
+    from pricer.model.weights import cache_root
 
     for folder in (Path(spec.source).expanduser(), cache_root() / "models" / spec.name):
         if (folder / "config.json").is_file():
@@ -78,7 +78,7 @@ def sequence_length(config: TrainConfig, spec: ModelSpec) -> int:
     return trial_length(config, load_tokenizer(spec, folder), chat=spec.chat)
 
 
-def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> Verdict:
+def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> MemoryCheck:
     """Plan a trial's step (`pricer.train.loop.plan_for`) and tell whether any plan fits the budget
     (`budget_gib` by default)."""
     from pricer.model.loading import compute_dtype, pick_device
@@ -87,13 +87,13 @@ def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> 
     budget = budget_gib() if budget is None else budget
     shape = shape_of(spec)
     if shape is None:
-        return Verdict(None, budget, f"{spec.name}: shape unknown before loading; not checked")
+        return MemoryCheck(None, budget, f"{spec.name}: shape unknown before loading; not checked")
     seq_len = sequence_length(config, spec)
     plan = plan_for(config, shape, budget_gib=budget, seq_len=seq_len,
                     compute_bytes=compute_dtype(pick_device()).itemsize)
     reason = (f"memory guard: {spec.name} at batch {config.batch_size} x ~{seq_len} "
               f"tokens, LoRA r{config.lora_r} {config.target_modules}, {plan.describe()}")
-    return Verdict(plan.estimate, budget, reason, fits=plan.fits)
+    return MemoryCheck(plan.estimate, budget, reason, fits=plan.fits)
 
 
 def cap_process() -> None:

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import TrialFailed
 from sweeps.run.objective import Objective
-from sweeps.run.opening import (
+from sweeps.run.presence import Presence
+from sweeps.run.stop import raise_if_stopped
+from sweeps.run.studies import (
     SURPLUS,
     WAIT_POLL_S,
     close_storage,
@@ -24,11 +26,10 @@ from sweeps.run.opening import (
     optuna_experimental,
     prepare_data,
 )
-from sweeps.run.presence import Presence
-from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.study import StudySpec
+from sweeps.track.records import log_baselines, log_study_plots
 from sweeps.track.redact import redact
-from sweeps.track.tracking import MlflowTracker, log_baselines, log_study_plots
+from sweeps.track.tracking import MlflowTracker
 
 if TYPE_CHECKING:
     import optuna

@@ -1,230 +1,42 @@
-"""The trial loop: an Optuna trial -> a `TrainConfig` -> `pricer.train.loop.train` in its own process.
+"""The objective: an Optuna trial -> a `TrainConfig` -> `pricer.train.loop.train` in its own
+process (`sweeps.run.process`), recorded as a nested MLflow run.
 
-Each fine-tune runs in a fresh process so its memory (model, optimizer, CUDA context) is
-returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of the
-study (spawned; on a CPU machine optionally forked from a forkserver that imported torch,
-transformers and peft once: `trial_context`). The child's ``report(step, metrics)`` /
-``should_stop()`` callbacks cross a Pipe: the parent calls ``trial.report`` on the validation
-price error (never the eval loss) and answers with ``trial.should_prune()``; each step's train
-loss crosses it too, one way, so MLflow shows the curve while the trial runs. The child dies with its worker, and a retried trial resumes from the
-checkpoint its failed try left in the study's ``trials/`` folder.
+The parent calls ``trial.report`` on the validation price error the trial process reports (never
+the eval loss) and answers with ``trial.should_prune()``; each step's train loss streams to MLflow
+while the trial runs. A retried trial resumes from the checkpoint its failed try left in the
+study's ``trials/`` folder.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import shutil
-import signal
-import sys
-import threading
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pricer.errors import PricerError, TrialFailed
 from sweeps.run import guard
+from sweeps.run.process import run_in_child
 from sweeps.run.pruning import record_errors
-from sweeps.run.stop import raise_if_stopped
 from sweeps.spec.space import suggest, to_config
 from sweeps.spec.study import StudySpec
+from sweeps.track.records import log_trial_result
 from sweeps.track.redact import redact
-from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, log_trial_result, tracking_errors
+from sweeps.track.tracking import REASON, ROLE, STATE, TRIAL, MlflowTracker, tracking_errors
 
 if TYPE_CHECKING:
     import optuna
 
     from pricer.metrics import Metrics
-    from pricer.train.loop import Result, TrainConfig
+    from pricer.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 RUN_ID_ATTR, REASON_ATTR = "mlflow_run_id", "fail_reason"
 RESUMED = "pricer.resumed_from_trial"
-# How often the parent wakes to check that the child is still alive (and to let Ctrl-C in).
-POLL_S = 1.0
 # Live train losses reach MLflow in batches this far apart (a step of a tiny model takes ~0.3 s).
 LOSS_FLUSH_S = 5.0
-# What a CPU trial process finds imported: ~12 s of CPU each trial paid again under ``spawn``;
-# this module too, so a trial runs the worker's code, not a file edited since the worker started.
-PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.objective")
-# A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
-PROCESS_NAME = b"pricer-trial"
-
-
-def trial_context():
-    """The multiprocessing context trial processes start from.
-
-    ``spawn`` by default. With ``PRICER_TRIAL_START=forkserver`` on Linux with no NVIDIA device: a
-    forkserver that has imported `PRELOAD` once per worker, so a trial starts in a second instead
-    of re-importing torch, transformers and peft (opt-in: the suite does not cover it). Never on a
-    GPU machine (a CUDA process can't be forked; bitsandbytes initialises CUDA at import) or macOS
-    (it forbids forking what has loaded its frameworks). The forkserver's environment and working folder are the worker's when it
-    started; `_child` applies the worker's current ones.
-    """
-    if (sys.platform != "linux" or os.environ.get("PRICER_TRIAL_START") != "forkserver"
-            or _has_nvidia()):
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(PRELOAD))
-    return ctx
-
-
-def _has_nvidia() -> bool:
-    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/proc/driver/nvidia/gpus").is_dir()
-
-
-def _die_with(worker_pid: int) -> None:
-    """End this process when the worker that started it dies, even by ``kill -9``: an orphan
-    would go on holding its GPU for a trial nobody records. Linux kills it at once (the parent
-    death signal; a forkserver's child's parent is the forkserver, which ends with its worker);
-    everywhere a thread sees the worker gone within a second."""
-    parent = os.getppid()
-    if sys.platform == "linux":
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_NAME, PR_SET_PDEATHSIG = 15, 1  # noqa: N806 -- <sys/prctl.h>
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        libc.prctl(PR_SET_NAME, ctypes.c_char_p(PROCESS_NAME))
-
-    def alive() -> bool:
-        if os.getppid() != parent:  # re-parented: whoever started this process is gone
-            return False
-        try:
-            os.kill(worker_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-        return True
-
-    def watch() -> None:
-        while alive():
-            time.sleep(1.0)
-        os._exit(1)
-
-    if not alive():  # died before the signal was armed
-        os._exit(1)
-    threading.Thread(target=watch, name="pricer-die-with-worker", daemon=True).start()
-
-
-def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress: bool, worker_pid: int,
-           checkpoint_dir: Path | None, resume_from: Path | None, env: dict[str, str], cwd: str) -> None:
-    """Runs in the trial process: the fine-tune, with its callbacks relayed to the parent."""
-    _die_with(worker_pid)
-    if os.environ != env:  # a forkserver keeps the environment it started with
-        os.environ.clear()
-        os.environ.update(env)
-    os.chdir(cwd)
-    # Ctrl-C in a terminal reaches the whole process group: the parent alone decides (it fails
-    # the trial, ends its MLflow run, then terminates this process)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop = False
-
-    def report(step: int, metrics: Metrics) -> None:
-        nonlocal stop
-        conn.send(("report", step, metrics))
-        stop = bool(conn.recv())
-
-    try:
-        from tqdm import tqdm
-
-        # tqdm's default lock is a multiprocessing semaphore that the spawn resource tracker
-        # reports as "leaked" when this process ends; the bars here need only a thread lock
-        tqdm.set_lock(threading.RLock())
-        guard.cap_process()
-        from pricer.train.loop import train
-
-        result = train(config, data, out, spec=model_spec, report=report, should_stop=lambda: stop,
-                       on_loss=lambda step, loss: conn.send(("loss", step, loss)),
-                       checkpoint_dir=checkpoint_dir, resume_from=resume_from, progress=progress)
-        import torch
-
-        conn.send(("result", result, max(1, torch.cuda.device_count())))
-    except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        raise SystemExit(1) from None
-    finally:
-        conn.close()
-
-
-def _death(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        hint = " (killed: out of host memory?)" if name == "SIGKILL" else ""
-        return f"trial process died from {name}{hint}"
-    return f"trial process exited with code {exitcode} before reporting a result"
-
-
-def run_in_child(config: TrainConfig, data: str, out: Path, model_spec,
-                 on_report: Callable[[int, Metrics], bool], *,
-                 on_loss: Callable[[int, float], None] | None = None, checkpoint_dir: Path | None = None,
-                 resume_from: Path | None = None, timeout_s: float | None = None,
-                 progress: bool = False) -> tuple[Result, int]:
-    """Run one fine-tune in its own process (`trial_context`).
-
-    Args:
-        on_report: called in this process for each validation report; returns "stop now".
-        on_loss: called in this process with (step, train loss) after each step.
-        checkpoint_dir / resume_from: `pricer.train.loop.train`'s.
-        timeout_s: the child is stopped and the trial failed when it runs longer.
-
-    Returns:
-        (the trial's `Result`, the number of accelerators it ran on, >= 1).
-
-    Raises:
-        TrialFailed: the child raised (its exception in the message), died, or ran past `timeout_s`.
-    """
-    ctx = trial_context()
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, config, data, out, model_spec, progress, os.getpid(),
-                                            checkpoint_dir, resume_from, dict(os.environ), os.getcwd()),
-                       name=f"pricer-trial-{out.name}")
-    started = time.monotonic()
-    proc.start()
-    child.close()  # so recv() sees EOF when the child exits
-    try:
-        while True:
-            raise_if_stopped()
-            if timeout_s is not None and time.monotonic() - started > timeout_s:
-                raise TrialFailed(f"trial_timeout of {timeout_s:g} s exceeded")
-            if not parent.poll(POLL_S):
-                if not proc.is_alive() and not parent.poll(0):
-                    proc.join()
-                    raise TrialFailed(_death(proc.exitcode))
-                continue
-            try:
-                message = parent.recv()
-            except EOFError:
-                proc.join(30)
-                raise TrialFailed(_death(proc.exitcode)) from None
-            if message[0] == "loss":
-                if on_loss:
-                    on_loss(message[1], message[2])
-            elif message[0] == "report":
-                answer = bool(on_report(message[1], message[2]))
-                try:
-                    parent.send(answer)
-                except (BrokenPipeError, ConnectionResetError):  # the child died meanwhile
-                    proc.join(30)
-                    raise TrialFailed(_death(proc.exitcode)) from None
-            elif message[0] == "result":
-                return message[1], message[2]
-            else:
-                failed = TrialFailed(message[1])
-                failed.details = message[2]
-                raise failed
-    finally:
-        parent.close()
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(10)
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
 
 
 class Objective:
@@ -348,15 +160,15 @@ class Objective:
         """Prune, before loading, a config whose estimated peak can't fit (`sweeps.run.guard`)."""
         import optuna
 
-        verdict = guard.check(config, model_spec)
-        if verdict.estimate is not None:
-            self.tracker.log_metrics(run_id, {"estimated_peak_gib": verdict.estimate.total,
-                                              "memory_budget_gib": verdict.budget_gib})
-        if not verdict.fits:
-            trial.set_user_attr(REASON_ATTR, verdict.reason)
-            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: verdict.reason})
+        memory = guard.check(config, model_spec)
+        if memory.estimate is not None:
+            self.tracker.log_metrics(run_id, {"estimated_peak_gib": memory.estimate.total,
+                                              "memory_budget_gib": memory.budget_gib})
+        if not memory.fits:
+            trial.set_user_attr(REASON_ATTR, memory.reason)
+            self.tracker.set_tags(run_id, {STATE: "PRUNED", REASON: memory.reason})
             self.tracker.end_run(run_id, "FINISHED")
-            raise optuna.TrialPruned(verdict.reason)
+            raise optuna.TrialPruned(memory.reason)
 
     def _fail(self, trial: optuna.Trial, run_id: str, reason: str, details: str | None) -> None:
         """Record the failure in Optuna, then in MLflow as far as MLflow answers (it may be the

@@ -89,7 +89,7 @@ class StudyPlan:
 def _values(spec: StudySpec, target: str, model: str) -> list:
     """The values a trial of `model` can take for a training field: searched (choices, or the
     ends and middle of a range), else fixed, else the `TrainConfig` default."""
-    from pricer.train.loop import TrainConfig
+    from pricer.train.config import TrainConfig
 
     for param in spec.search_space.values():
         if param.target == target and _applies(param, model):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from pricer.errors import SpecError, TrialFailed
 from sweeps.run.objective import Objective
-from sweeps.run.opening import (
+from sweeps.run.studies import (
     WAIT_POLL_S,
     FailStaleRun,
     heartbeat_settings,
@@ -169,7 +169,7 @@ def refit(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     Returns:
         The refit study.
     """
-    from sweeps.run.opening import close_storage, open_study, prepare_data
+    from sweeps.run.studies import close_storage, open_study, prepare_data
     from sweeps.track.preflight import check_stores
 
     refit_spec(spec)  # no refit section: one line, before anything is opened

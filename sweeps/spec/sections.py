@@ -17,7 +17,7 @@ from pydantic.dataclasses import dataclass
 
 from pricer.declared import DECLARED, Problems
 from pricer.errors import SpecError
-from pricer.train.loop import TrainConfig
+from pricer.train.config import TrainConfig
 
 # Searched instead of `lora_alpha`: alpha = round(ratio * lora_r), so rank and scale vary apart.
 ALPHA_RATIO = "lora_alpha_ratio"

@@ -33,7 +33,7 @@ from pricer.declared import DECLARED, Problems, one_line, validate
 from pricer.errors import SpecError
 from pricer.model import catalog
 from pricer.model.catalog import ModelSpec
-from pricer.train.loop import TrainConfig
+from pricer.train.config import TrainConfig
 from sweeps.spec.sections import (
     ALPHA_RATIO,
     METRICS,

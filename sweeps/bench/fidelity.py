@@ -58,7 +58,7 @@ def draw_configs(spec: StudySpec, n: int, seed: int = 0) -> list[dict[str, Any]]
     """
     import optuna
 
-    from sweeps.run.opening import optuna_experimental
+    from sweeps.run.studies import optuna_experimental
     from sweeps.spec.space import suggest
 
     if n < 2:
@@ -117,11 +117,11 @@ def run_fidelity_bench(spec: StudySpec, fractions: list[float], configs: list[di
                        progress: bool = False) -> dict:
     """Train every configuration at every fraction (the full data first: a bench stopped early
     still compares what it measured against it), one process each
-    (`sweeps.run.objective.run_in_child`), and summarise. ``out/fidelity.json`` is rewritten after
+    (`sweeps.run.process.run_in_child`), and summarise. ``out/fidelity.json`` is rewritten after
     each run."""
     from pricer.model import catalog
-    from sweeps.run.objective import run_in_child
-    from sweeps.run.opening import prepare_data
+    from sweeps.run.process import run_in_child
+    from sweeps.run.studies import prepare_data
     from sweeps.spec.space import to_config
 
     out = Path(out)

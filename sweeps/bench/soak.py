@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pricer.errors import SpecError
-from sweeps.run.fleet import plan_fleet, start_fleet, stop
+from sweeps.run.fleet import fleet_slots, start_fleet, stop
 from sweeps.run.objective import RESUMED, RUN_ID_ATTR
-from sweeps.run.opening import SURPLUS
+from sweeps.run.studies import SURPLUS
 from sweeps.spec.study import load_study
 from sweeps.track.redact import redact
 from sweeps.track.tracking import WORKER, MlflowTracker
@@ -122,13 +122,13 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
     from optuna.trial import TrialState
 
     from sweeps.run.launch import open_run
-    from sweeps.run.opening import close_storage
+    from sweeps.run.studies import close_storage
 
     close_storage(open_run(spec, progress=False)[2])
-    plans = plan_fleet(spec, workers, [])
+    slots = fleet_slots(spec, workers, [])
     commits = {k: _commits(server, db) for k, db in names.items()}
     started = time.monotonic()
-    fleet = start_fleet(spec, study_file, plans, n_trials=trials)
+    fleet = start_fleet(spec, study_file, slots, n_trials=trials)
     killed_trials: list[int] = []
     try:
         killed_trials = _kill_mid_trial(spec, fleet, kill)
@@ -142,7 +142,7 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
     if any(alive_codes):
         raise SpecError(f"soak: a worker that was not killed exited with {alive_codes}; see {fleet.logs}")
 
-    from sweeps.run.opening import close_storage
+    from sweeps.run.studies import close_storage
 
     finished_study = optuna.load_study(study_name=spec.name, storage=spec.storage)
     all_trials = finished_study.get_trials(deepcopy=False)
