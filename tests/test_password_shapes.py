@@ -75,7 +75,6 @@ n_trials: 1
 """
 
 
-@pytest.mark.slow
 def _connections(url: str) -> int:
     import psycopg
     from conftest import PG_ADMIN
@@ -108,6 +107,7 @@ def _export_again_on_a_full_disk(tracking: str, name: str, out: Path, monkeypatc
     assert export_module.export(tracking, name, out) == out
 
 
+@pytest.mark.slow
 def test_a_password_of_every_shape_reaches_nothing_a_study_writes(tmp_path: Path, sample_path: Path, pg_url: str,
                                                                   monkeypatch: pytest.MonkeyPatch, capfd) -> None:
     # one password holding every shape: a mask that stops at any of them leaves the rest showing
