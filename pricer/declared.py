@@ -141,7 +141,7 @@ _MISSING = ("missing", "missing_argument", "missing_keyword_only_argument")
 _WHOLE, _NUMBER, _MAPPING, _LIST = "must be a whole number", "must be a number", "must be a mapping", "must be a list"
 _MESSAGES = {
     "int_type": _WHOLE, "int_parsing": _WHOLE, "int_from_float": _WHOLE,
-    "float_type": _NUMBER, "float_parsing": _NUMBER,
+    "float_type": _NUMBER, "float_parsing": _NUMBER, "finite_number": "must be a finite number",
     "bool_type": "must be true or false", "bool_parsing": "must be true or false",
     "string_type": "must be a string", "string_too_short": "must not be empty",
     "dict_type": _MAPPING, "dataclass_type": _MAPPING, "dataclass_exact_type": _MAPPING,

@@ -209,3 +209,28 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, sample_path: Path) -> Simple
     study = launch(spec.with_overrides(n_trials=3), progress=False)
     return SimpleNamespace(root=root, path=path, spec=spec, study=study, tracker=tracker,
                            first_parents=first_parents)
+
+
+# --- a predictor without a fine-tune: fitted baselines and a one-member ensemble ---------------------
+
+@pytest.fixture(scope="session")
+def fitted(sample_path: Path):
+    """The classical baselines fitted on 200 real items, and 40 more to predict."""
+    from pricer.data.dataset import load_items
+    from pricer.predict.baselines import fit_baselines
+
+    items = load_items(sample_path)[:240]
+    return fit_baselines(items[:200]), items[200:]
+
+
+@pytest.fixture
+def ensemble_folder(tmp_path: Path, fitted) -> Path:
+    """An ensemble folder of one real fitted baseline (linear): a predictor with no fine-tune."""
+    from pricer.predict.baselinefile import SUFFIX, save_baseline
+    from pricer.predict.ensemble import Member, save_ensemble
+
+    baselines, _ = fitted
+    folder = tmp_path / "ens"
+    save_baseline(baselines["linear"], folder / "members" / "linear" / f"model{SUFFIX}")
+    save_ensemble(folder, [Member("linear", "baseline", f"members/linear/model{SUFFIX}", 1.0)], {})
+    return folder

@@ -68,6 +68,7 @@ _PUNCT_AND_SPACE = re.compile(r'(?! (?![:\[\]"{}【】\s]))[:\[\]"{}【】\s]+')
 EMPTY_LINE = "empty_line"
 BAD_JSON = "bad_json"
 NOT_AN_OBJECT = "not_an_object"
+LINE_TOO_LONG = "line_too_long"
 NO_TITLE = "no_title"
 NO_PRICE = "no_price"
 BAD_PRICE = "bad_price"
@@ -157,6 +158,12 @@ def product_text(title: str, contents: str = "") -> str:
     """The prompt text curation writes for a product: the scrubbed title on the first line, then
     its scrubbed contents cut to the recipe's character ceiling."""
     return f"{scrub(title)}\n{scrub(contents[:CEILING_CHARS])}"
+
+
+def has_words(text: str) -> bool:
+    """Whether a product text has anything to price: a letter or a digit (``!!!`` has none, and a
+    model would price it anyway)."""
+    return any(ch.isalnum() for ch in text)
 
 
 def clean_text(text: str) -> str:

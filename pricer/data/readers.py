@@ -19,17 +19,21 @@ from tqdm import tqdm
 from pricer.data.curate import (
     BAD_JSON,
     EMPTY_LINE,
+    LINE_TOO_LONG,
     NOT_AN_OBJECT,
     Dropped,
     is_curated,
     item_from_curated,
     item_from_raw,
 )
-from pricer.data.sources import is_url, read_errors
+from pricer.data.sources import check_url, is_url, read_errors
 from pricer.data.tables import Columns, iter_items
 from pricer.errors import DataError
 from pricer.items import Item
 
+# longer lines are dropped unread (a raw Amazon 2023 line is a few KB, the longest ~1 MB): a stream
+# with no newline would otherwise be read into memory whole
+MAX_LINE_CHARS = 16 << 20
 _META_FILE = re.compile(r"meta_([A-Za-z0-9_]+)\.jsonl(?:\.gz)?$")
 
 
@@ -44,14 +48,18 @@ def category_of(source: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
-def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool = False) -> Iterator[str]:
-    """The source's lines (at most `limit`), without line endings.
+def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool = False,
+               drops: Counter | None = None) -> Iterator[str]:
+    """The source's lines (at most `limit`), without line endings. A line longer than
+    `MAX_LINE_CHARS` is skipped in chunks, never held whole, and counted in `drops`.
 
     Raises:
-        DataError: the local file is missing, or the URL can't be opened or read.
+        DataError: the local file is missing, the URL's scheme is not read, or the URL can't be
+            opened or read.
     """
     if limit is not None and limit < 1:
         raise DataError(f"--limit must be >= 1 (got {limit})")
+    check_url(source)
     if not is_url(source):
         path = Path(source)
         if not path.is_file():
@@ -59,36 +67,56 @@ def iter_lines(source: str | Path, limit: int | None = None, *, progress: bool =
                             "or curated items, or a built dataset folder)")
     import fsspec  # an hf:// URL needs huggingface_hub, which registers the protocol
 
+    drops = Counter() if drops is None else drops
     try:
         # errors="replace": a stray bad byte becomes U+FFFD, which scrub() removes.
         with fsspec.open(str(source), "rt", encoding="utf-8", errors="replace",
                          compression="infer") as handle:
-            bar = tqdm(handle, total=limit, unit=" lines", desc=f"reading {Path(str(source)).name}",
+            bar = tqdm(total=limit, unit=" lines", desc=f"reading {Path(str(source)).name}",
                        disable=not progress, mininterval=0.5)
-            for n, line in enumerate(bar, start=1):
-                yield line.rstrip("\r\n")
-                if limit is not None and n >= limit:
+            n = 0
+            while limit is None or n < limit:
+                line = handle.readline(MAX_LINE_CHARS + 1)
+                if not line:
                     break
+                n += 1
+                bar.update()
+                if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                    while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith("\n"):
+                        pass
+                    drops[LINE_TOO_LONG] += 1
+                    continue
+                yield line.rstrip("\r\n")
+            bar.close()
     except read_errors() as exc:
         raise DataError(f"{source}: can't read ({type(exc).__name__}: {exc})") from exc
 
 
-def range_lines(path: str | Path, start: int, end: int) -> Iterator[str]:
-    """The lines of a local file that begin in bytes [start, end), without line endings.
+def range_lines(path: str | Path, start: int, end: int, drops: Counter | None = None) -> Iterator[str]:
+    """The lines of a local file that begin in bytes [start, end), without line endings; a line
+    longer than `MAX_LINE_CHARS` bytes is skipped in chunks and counted in `drops`.
 
     Byte ranges that tile a file yield each of its lines exactly once, so several processes can
     read one file side by side: a line that began before `start` belongs to the range before.
     """
+    drops = Counter() if drops is None else drops
     with open(path, "rb") as handle:
         if start > 0:
             handle.seek(start - 1)
-            handle.readline()
+            while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                pass
         position = handle.tell()
         while position < end:
-            line = handle.readline()
+            line = handle.readline(MAX_LINE_CHARS + 1)
             if not line:
                 break
             position += len(line)
+            if len(line) > MAX_LINE_CHARS and not line.endswith(b"\n"):
+                while (rest := handle.readline(MAX_LINE_CHARS)) and not rest.endswith(b"\n"):
+                    position += len(rest)
+                position += len(rest)
+                drops[LINE_TOO_LONG] += 1
+                continue
             # errors="replace": a stray bad byte becomes U+FFFD, which scrub() removes.
             yield line.decode("utf-8", errors="replace").rstrip("\r\n")
 
@@ -123,7 +151,7 @@ def iter_records(source: str | Path, limit: int | None = None, *, drops: Counter
                  progress: bool = False) -> Iterator[dict]:
     """The JSON objects of a jsonl source; empty, corrupt and non-object lines go to `drops`."""
     drops = Counter() if drops is None else drops
-    yield from parse_lines(iter_lines(source, limit, progress=progress), drops)
+    yield from parse_lines(iter_lines(source, limit, progress=progress, drops=drops), drops)
 
 
 def read_items(source: str | Path, limit: int | None = None, *, drops: Counter | None = None,

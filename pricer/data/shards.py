@@ -109,7 +109,7 @@ def key64(text: str) -> int:
 def _items(shard: Shard, drops: Counter, progress: bool) -> Iterator[Item]:
     if shard.end is None:  # a whole URL streams for minutes: its own line bar says how far it got
         return read_items(shard.source, shard.limit, drops=drops, columns=shard.columns, progress=progress)
-    lines = range_lines(shard.source, shard.start, shard.end)
+    lines = range_lines(shard.source, shard.start, shard.end, drops)
     return curate_records(parse_lines(lines, drops), category_of(shard.source), drops)
 
 

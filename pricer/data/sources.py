@@ -49,8 +49,27 @@ def sample_path() -> Path:
     return Path(os.environ.get(SAMPLE_ENV) or SAMPLE_BESIDE).expanduser().resolve()
 
 
+# the URLs a build reads: the hub and plain HTTPS. fsspec knows many more (file://, ftp://, s3://,
+# memory://, an sftp to anywhere...) and a study file from elsewhere must not reach them
+SCHEMES = ("hf", "https")
+# how long the size/ETag look-up of a URL may take before the build goes on keyed by the URL alone
+INFO_TIMEOUT_S = 20.0
+
+
 def is_url(source: str | Path) -> bool:
     return "://" in str(source)
+
+
+def check_url(source: str | Path) -> None:
+    """Nothing for a local path, ``hf://`` or ``https://``.
+
+    Raises:
+        DataError: any other URL scheme, naming it.
+    """
+    text = str(source)
+    if is_url(text) and text.split("://", 1)[0].lower() not in SCHEMES:
+        raise DataError(f"{text}: a {text.split('://', 1)[0]}:// source is not read; use a local path, "
+                        f"{', '.join(s + '://' for s in SCHEMES)} or amazon2023:<Category>")
 
 
 def read_errors() -> tuple[type[BaseException], ...]:
@@ -95,6 +114,7 @@ def expand_all(sources: Iterable[str | Path]) -> list[str]:
         raise DataError("no source given; pass --source PATH_OR_URL (repeatable) or amazon2023:<Category>")
     seen: set[str] = set()
     for n, source in enumerate(expanded, start=1):
+        check_url(source)
         if source in seen:
             raise DataError(f"{source}: given twice in the source list; list each source once")
         seen.add(source)
@@ -113,17 +133,33 @@ def _fingerprint(source: str) -> dict:
     if not is_url(source):
         stat = os.stat(source)
         return {"source": str(Path(source).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    info: dict = {}
-    try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(source)
-        info = fs.info(path)
-    except read_errors():  # offline or no backend: the URL alone is the key
-        info = {}
+    info = _info_within(source, INFO_TIMEOUT_S)
     keep = {k: str(info[k]) for k in ("size", "etag", "ETag", "last_modified", "LastModified", "last_commit")
             if k in info}
     return {"source": source, **keep}
+
+
+def _info_within(source: str, timeout: float) -> dict:
+    """fsspec's ``info`` of a URL, or {} when it fails or takes longer than `timeout` s (a server
+    that accepts and never answers would otherwise hold the build forever)."""
+    import threading
+
+    found: dict = {}
+
+    def look() -> None:
+        try:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(source)
+            found.update(fs.info(path))
+        except read_errors():  # offline or no backend: the URL alone is the key
+            pass
+
+    # a daemon thread: one that never returns must not keep the process alive at exit
+    thread = threading.Thread(target=look, name="source-info", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return dict(found) if not thread.is_alive() else {}
 
 
 def content_key(sources: Iterable[str], settings: Mapping[str, object]) -> str:

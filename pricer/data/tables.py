@@ -19,8 +19,10 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
+from pricer.atomic import replacing
 from pricer.data.curate import (
     Dropped,
+    has_words,
     is_curated,
     item_from_curated,
     item_from_raw,
@@ -233,7 +235,7 @@ def texts_of(table: Table, columns: Columns) -> list[tuple[Row, str]]:
     out = []
     for row in table.rows:
         product = "" if row.problem else product_of(row.values, text)
-        if not row.problem and not product:
+        if not row.problem and not has_words(product):
             row = Row(row.number, row.values, f"no text in {', '.join(text)}")
         out.append((row, product))
     return out
@@ -254,22 +256,24 @@ def write_priced(path: str | Path, header: Sequence[str], rows: Sequence[Row], p
         if ranges is not None:
             record[LOW], record[HIGH] = ranges[i] or (None, None)
         records.append({**record, PROBLEM: problem})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    # written beside and moved into place: --out may be the input file, and a failure halfway
+    # (a full disk) must leave it whole
+    with replacing(path) as tmp:
+        if suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(records), path)
-    elif suffix == ".jsonl":
-        with path.open("w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-    else:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for record in records:
-                writer.writerow({k: _cell(v) for k, v in record.items()})
+            pq.write_table(pa.Table.from_pylist(records), tmp)
+        elif suffix == ".jsonl":
+            with tmp.open("w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        else:
+            with tmp.open("w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                for record in records:
+                    writer.writerow({k: _cell(v) for k, v in record.items()})
     return path
 
 

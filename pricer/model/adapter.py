@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pricer.atomic import write_text
 from pricer.data.neighbors import FOLDER as NEIGHBORS
 from pricer.errors import SpecError
 from pricer.model.catalog import ModelSpec
@@ -75,13 +76,13 @@ def make_portable(folder: Path, spec: ModelSpec) -> None:
     path = Path(folder) / PEFT_CONFIG
     config = json.loads(path.read_text())
     config["base_model_name_or_path"] = base_model_id(spec)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def write_meta(folder: Path, meta: Mapping) -> Path:
     """Write the folder's ``pricer.json`` (every kind of folder: adapter, merged, ensemble), stamped
     with this version's `FORMAT`; return the folder."""
-    (Path(folder) / META_FILE).write_text(json.dumps({"format": FORMAT, **meta}, indent=2) + "\n")
+    write_text(Path(folder) / META_FILE, json.dumps({"format": FORMAT, **meta}, indent=2) + "\n")
     return Path(folder)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from pricer.declared import declared
 from pricer.errors import SpecError
@@ -25,6 +26,8 @@ from pricer.metrics import score
 from pricer.model.adapter import META_FILE, write_meta
 
 KIND = "ensemble"
+# a member's name becomes a folder name (members/<name>): no separators, no "." or ".."
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # grid resolution of the weights: 0.05 for up to 4 members (1,771 points), coarser beyond
 _STEPS = {1: 1, 2: 20, 3: 20, 4: 20, 5: 10, 6: 10}
 
@@ -41,10 +44,19 @@ class Member:
         weight: its share in log-price space.
     """
 
-    name: Annotated[str, Field(min_length=1)]
+    name: str
     kind: Literal["adapter", "baseline"]
     path: Annotated[str, Field(min_length=1)]
-    weight: Annotated[float, Field(ge=0)]
+    # strict: "0.5" or true in a pricer.json is a broken file, not a weight
+    weight: Annotated[float, Field(ge=0, le=1, strict=True, allow_inf_nan=False)]
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, name: str) -> str:
+        if not _PLAIN_NAME.fullmatch(name):
+            raise ValueError("not a plain name (letters, digits, '_', '-', '.'; it names a folder inside the "
+                             "ensemble)")
+        return name
 
 
 def _simplex(members: int, steps: int) -> list[tuple[float, ...]]:
@@ -97,6 +109,9 @@ def inside(folder: Path, member: Member) -> Path:
     if Path(member.path).is_absolute() or ".." in Path(member.path).parts or not target.is_relative_to(root):
         raise SpecError(f"{Path(folder) / META_FILE}: member {member.name}: path {member.path!r} leaves the "
                         "folder; refused (member paths are relative, inside the ensemble folder)")
+    if target == root:  # the ensemble would load itself as its own member, without end
+        raise SpecError(f"{Path(folder) / META_FILE}: member {member.name}: path {member.path!r} is the ensemble "
+                        "folder itself; refused (a member lives in a folder of its own, e.g. members/NAME)")
     return target
 
 

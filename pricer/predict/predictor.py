@@ -190,6 +190,14 @@ LOADERS: dict[str, Callable[[Path, dict, torch.device | None], Predictor]] = {
 }
 
 
+# what each kind's loader reads from pricer.json, checked first so a folder missing one is one line
+REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
+    ADAPTER: (("model",), ("prompt", "max_tokens")),
+    MERGED: (("model",), ("prompt", "max_tokens")),
+    "ensemble": (("members",),),
+}
+
+
 def kind_of(meta: dict) -> str:
     return meta.get("kind", ADAPTER)
 
@@ -204,9 +212,16 @@ def load_predictor(folder: str | Path, *, device: torch.device | None = None) ->
     folder = Path(folder)
     meta = read_meta(folder)
     kind = kind_of(meta)
-    loader = LOADERS.get(kind)
+    loader = LOADERS.get(kind) if isinstance(kind, str) else None
     if loader is None:
         raise SpecError(f"{folder / META_FILE}: kind {kind!r} is not known here (known: {', '.join(LOADERS)})")
+    for keys in REQUIRED.get(kind, ()):
+        value: object = meta
+        for depth, key in enumerate(keys):
+            if not isinstance(value, dict) or key not in value:
+                raise SpecError(f"{folder / META_FILE}: no {'.'.join(keys[:depth + 1])} (every {kind} folder's "
+                                "pricer.json has one); export the folder again with `pricer export`")
+            value = value[key]
     return loader(folder, meta, device)
 
 

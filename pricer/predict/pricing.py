@@ -80,6 +80,40 @@ def price_rows(predictor: Predictor, texts: Sequence[str], problems: Sequence[st
     return PricedRows(prices, bounds if gives_ranges(predictor) else None, flagged)
 
 
+EMPTY_TEXT = "empty text"
+
+
+@dataclass(frozen=True)
+class FreeText:
+    """One free-form text's answer: its price and range, or the problem why there is none."""
+
+    price: float | None
+    range: PriceRange | None
+    problem: str  # "" when priced
+
+
+def price_free_texts(predictor: Predictor, values: Sequence[object], *, levels: tuple[float, float] | None = None,
+                     batch_size: int = 32, progress: bool = False) -> list[FreeText]:
+    """Free-form product texts (typed, piped or sent to the served model), cleaned as training
+    texts were (`pricer.data.curate.clean_text`) and priced, one answer per value in order. A
+    text that cleans to nothing (empty, blank, ``!!!``) or a value that is no string gets a
+    problem, never a price: the model would price it anyway ($40)."""
+    from pricer.data.curate import clean_text, has_words
+
+    texts, problems = [], []
+    for value in values:
+        text = clean_text(value) if isinstance(value, str) else ""
+        texts.append(text)
+        problems.append("" if has_words(text) else
+                        EMPTY_TEXT if isinstance(value, str) or value is None else
+                        f"unreadable text (a {type(value).__name__}, not a string)")
+    rows = price_rows(predictor, texts, problems, levels=levels, batch_size=batch_size, progress=progress)
+    ranges = rows.ranges or [None] * len(texts)
+    return [FreeText(None if price is None else float(price),
+                     PriceRange(float(price), *bounds) if price is not None and bounds else None, problem)
+            for price, bounds, problem in zip(rows.prices, ranges, rows.problems, strict=True)]
+
+
 def price_table(predictor: Predictor, table: Table, out: str | Path, *, columns: Columns | None = None,
                 levels: tuple[float, float] | None = None, batch_size: int = 32,
                 progress: bool = True) -> PricingReport:

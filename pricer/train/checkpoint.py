@@ -10,12 +10,11 @@ On an 8B model a retried trial that resumes saves the hours its first try alread
 from __future__ import annotations
 
 import logging
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from pricer.atomic import replacing
 from pricer.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -75,8 +74,9 @@ class Checkpoint:
 def save_checkpoint(run: Trainable, fit: Progress, folder: Path) -> Path:
     """Write `run`'s trainable state after ``fit.steps`` steps to ``folder/checkpoint.pt``.
 
-    Written to a temporary name and renamed over the last one, so a process killed mid-write
-    leaves the previous checkpoint whole.
+    Written to a temporary name, flushed to disk and renamed over the last one
+    (`pricer.atomic`), so a process killed mid-write or a full disk leaves the previous
+    checkpoint whole; a temporary a killed writer left behind is removed.
     """
     import torch
     from peft import get_peft_model_state_dict
@@ -92,13 +92,10 @@ def save_checkpoint(run: Trainable, fit: Progress, folder: Path) -> Path:
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
     path = folder / FILE
-    partial = folder / f"{FILE}.partial-{os.getpid()}-{time.time_ns()}"
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)  # a full disk or a stop mid-write leaves no half-written file
-        raise
+    for stale in [*folder.glob(f".{FILE}.*.tmp"), *folder.glob(f"{FILE}.partial-*")]:
+        stale.unlink(missing_ok=True)  # one trial process writes this folder: nobody else's
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

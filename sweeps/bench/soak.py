@@ -142,7 +142,11 @@ def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, tri
     if any(alive_codes):
         raise SpecError(f"soak: a worker that was not killed exited with {alive_codes}; see {fleet.logs}")
 
-    all_trials = optuna.load_study(study_name=spec.name, storage=spec.storage).get_trials(deepcopy=False)
+    from sweeps.run.studies import close_storage
+
+    finished_study = optuna.load_study(study_name=spec.name, storage=spec.storage)
+    all_trials = finished_study.get_trials(deepcopy=False)
+    close_storage(finished_study)
     replaced = {t.system_attrs.get("failed_trial") for t in all_trials} - {None}
     logical = [t for t in all_trials if t.number not in replaced and not t.system_attrs.get(SURPLUS)]
     finished = [t for t in logical if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]

@@ -110,7 +110,8 @@ def add_json_flag(p: argparse.ArgumentParser) -> None:
 
 def add_tracking_uri_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store (unset: the study file's, or sqlite:///runs/<name>/mlflow.db)")
+                   help="the MLflow store (unset: PRICER_TRACKING_URI, which keeps a password out of the "
+                   "process list, else the study file's, else sqlite:///runs/<name>/mlflow.db)")
 
 
 def add_columns_flags(p: argparse.ArgumentParser) -> None:

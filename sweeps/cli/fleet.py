@@ -28,9 +28,12 @@ def cmd_fleet(args: argparse.Namespace, spec: StudySpec) -> int:
     import optuna
 
     storage = open_storage(spec.storage)
+    try:
+        trials = optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False)
+    finally:
+        close_storage(storage)
     states = Counter("surplus (created past the total by a race, not run)" if t.system_attrs.get(SURPLUS)
-                     else t.state.name.lower()
-                     for t in optuna.load_study(study_name=spec.name, storage=storage).get_trials(deepcopy=False))
+                     else t.state.name.lower() for t in trials)
     print(f"study {spec.name}: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
     failed = [(slot.index, code, log) for slot, code, log in zip(fleet.slots, codes, fleet.logs, strict=True) if code]
     for index, code, log in failed:

@@ -38,14 +38,16 @@ def print_table(title: str, headers: Sequence[str], rows: Iterable[Sequence[str]
         no_wrap: the columns whose cells stay on one line (e.g. the row names).
     """
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     styles = styles or {}
-    table = Table(title=title or None)
+    # names come from the data and from MLflow tags: "[/x]" would crash the table, "[link=...]" fake a link
+    table = Table(title=escape(title) if title else None)
     for i, header in enumerate(headers):
-        table.add_column(header, justify="left" if i in left else "right", no_wrap=i in no_wrap)
+        table.add_column(escape(header), justify="left" if i in left else "right", no_wrap=i in no_wrap)
     for i, row in enumerate(rows):
-        table.add_row(*row, style=styles.get(i))
+        table.add_row(*(escape(str(cell)) for cell in row), style=styles.get(i))
     console = console or Console()
     console.print(table)
     return console

@@ -84,29 +84,31 @@ def _levels(args: argparse.Namespace) -> tuple[float, float] | None:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from pricer.predict.predictor import load_predictor
-    from pricer.predict.pricing import gives_ranges, price_texts
+    from pricer.predict.pricing import gives_ranges, price_free_texts
 
     levels = _levels(args)
     if args.input is not None:
         return _predict_table(args, levels)
     if args.text_columns or args.out:
         raise SpecError("--text-columns and --out go with --input FILE")
-    from pricer.data.curate import clean_text
-
-    texts = args.texts or [line for line in sys.stdin.read().splitlines() if line.strip()]
+    # every stdin line answers on its own output line, blank ones too ("-" and a problem)
+    texts = args.texts or sys.stdin.read().splitlines()
     if not texts:
         raise SpecError("nothing to price: give product texts, pipe them one per line, or --input FILE")
-    # a literal "\n" on the command line separates the title from the description
-    cleaned = [clean_text(t.replace("\\n", "\n")) for t in texts]
     predictor = load_predictor(args.adapter)
-    prices, ranges = price_texts(predictor, cleaned, levels=levels, batch_size=args.batch_size)
-    ranges = ranges or [None] * len(prices)
+    # a literal "\n" on the command line separates the title from the description
+    answers = price_free_texts(predictor, [t.replace("\\n", "\n") for t in texts], levels=levels,
+                               batch_size=args.batch_size)
     if args.json:
-        print_json([{"text": t, "price": p, "price_low": r.low if r else None, "price_high": r.high if r else None}
-                    for t, p, r in zip(texts, prices, ranges, strict=True)])
+        print_json([{"text": t, "price": a.price, "price_low": a.range.low if a.range else None,
+                     "price_high": a.range.high if a.range else None, "problem": a.problem}
+                    for t, a in zip(texts, answers, strict=True)])
         return 0
-    for price, r in zip(prices, ranges, strict=True):
-        print("-" if price is None else f"{price:.2f}" + (f"  [{r.low:.2f}, {r.high:.2f}]" if r else ""))
+    for number, a in enumerate(answers, start=1):
+        r = a.range
+        print("-" if a.price is None else f"{a.price:.2f}" + (f"  [{r.low:.2f}, {r.high:.2f}]" if r else ""))
+        if a.problem:
+            print(f"  text {number}: no price ({a.problem})", file=sys.stderr)
     if not gives_ranges(predictor):
         print(f"note: no price range from this {predictor.kind} folder (ranges come from median decoding; "
               "an ensemble's random forest has no price distribution)", file=sys.stderr)

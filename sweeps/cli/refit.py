@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from sweeps.cli.output import print_leaderboard
@@ -11,13 +10,11 @@ from sweeps.cli.output import print_leaderboard
 
 def cmd_refit(args: argparse.Namespace) -> int:
     from sweeps.results.leaderboard import leaderboard
-    from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.refit import REFIT_ATTR, refit
-    from sweeps.spec.study import load_study
+    from sweeps.spec.study import load_study, store_urls
 
-    spec = load_study(args.study).with_overrides(
-        storage=args.storage or os.environ.get(STORAGE_ENV) or None,
-        tracking_uri=args.tracking_uri or os.environ.get(TRACKING_ENV) or None)
+    storage, tracking_uri = store_urls(args.storage, args.tracking_uri)
+    spec = load_study(args.study).with_overrides(storage=storage, tracking_uri=tracking_uri)
     study = refit(spec)
     done = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(REFIT_ATTR) is not None]
     print(f"study {spec.name}: {len(done)} refit(s): " + ", ".join(

@@ -23,24 +23,22 @@ def _print_leaderboard(name: str, tracking_uri: str) -> list:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    import os
-
-    from sweeps.run.fleet import STORAGE_ENV, TRACKING_ENV
     from sweeps.run.launch import launch
-    from sweeps.spec.study import load_study
+    from sweeps.spec.study import load_study, store_urls
 
-    # the URLs may come from the environment, to keep a password out of argv (what a fleet's workers get)
-    spec = load_study(args.study).with_overrides(storage=args.storage or os.environ.get(STORAGE_ENV) or None,
-                                                 tracking_uri=args.tracking_uri or os.environ.get(TRACKING_ENV) or None,
-                                                 n_trials=args.n_trials)
+    storage, tracking_uri = store_urls(args.storage, args.tracking_uri)
+    spec = load_study(args.study).with_overrides(storage=storage, tracking_uri=tracking_uri, n_trials=args.n_trials)
     if args.workers is not None or args.gpus is not None:
         from sweeps.cli.fleet import cmd_fleet
 
         return cmd_fleet(args, spec)
+    from sweeps.run.studies import close_storage
+
     study = launch(spec)
     states = {}
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    close_storage(study)  # counting reopened a connection
     print(f"study {spec.name}: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())))
     _print_leaderboard(spec.name, spec.tracking_uri)
     return 0
@@ -106,7 +104,10 @@ def _print_ensemble(result) -> None:
     mine = result.ensemble.test
     if mine is None:
         return
+    from rich.markup import escape
+
     for name, m in result.baselines.items():
+        name = escape(name)  # a baseline's name comes from an MLflow tag
         change = (m.mae - mine.mae) / m.mae
         if abs(mine.mae - m.mae) < 0.005:  # the fit gave that baseline all the weight
             console.print(f"test $ error: ensemble {mine.mae:,.2f} ties {name} {m.mae:,.2f}")
@@ -130,7 +131,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
               "read and delete runs", file=sys.stderr)
     proc = ui.start(tracking_uri, host=args.host, port=args.port)
     try:
-        url = f"http://{args.host}:{args.port}"
+        url = ui.server_url(args.host, args.port)
         ui.wait_ready(proc, url)
         print(f"MLflow UI for {name} at {url}/{view} (Ctrl-C stops it)", flush=True)
         while proc.poll() is None:  # not wait(): a stop whose exception was lost is seen here

@@ -11,6 +11,7 @@ from sweeps.cli.output import print_json, print_table, wide_console
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from rich.markup import escape
 
     from sweeps.results.verdict import compare_runs
     from sweeps.spec.study import locate
@@ -26,7 +27,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                            ("A - B (paired)", f"{paired.difference:+,.2f}",
                             _ci(paired.difference_interval, signed=True))], console=wide_console())
     console.print(f"Wilcoxon signed-rank p = {paired.p_value:.4g}")
-    console.print(paired.sentence())
+    console.print(escape(paired.sentence()))
     return 0
 
 
@@ -37,13 +38,11 @@ def _ci(interval: tuple[float, float], signed: bool = False) -> str:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sweeps.results.report import write_report
-    from sweeps.spec.study import locate
+    from sweeps.spec.study import load_study, locate, store_urls
 
     name, tracking_uri = locate(args.study, args.tracking_uri)
-    storage = None
-    if Path(args.study).suffix in (".yaml", ".yml"):
-        from sweeps.spec.study import load_study
-
+    storage, _ = store_urls()
+    if storage is None and Path(args.study).suffix in (".yaml", ".yml"):
         storage = load_study(args.study, fetch=False).storage  # a reader never downloads
     out = args.out or Path(f"{name}-report.html")
     report = write_report(tracking_uri, name, out, storage=storage)

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pricer.atomic import replacing_folder, write_text
 from pricer.errors import SpecError
 from pricer.metrics import Metrics, score
 from pricer.predict.baselinefile import SUFFIX
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
-from sweeps.results.export import _MARKER, CARD, _clear
+from sweeps.results.export import _MARKER, CARD, check_replaceable
 from sweeps.results.leaderboard import Row, leaderboard
 from sweeps.track.records import read_predictions
 from sweeps.track.redact import redact
@@ -78,6 +79,7 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
     chosen = trials + classical
     tracker = MlflowTracker(tracking_uri, study, create=False)
     out = Path(out)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp_name:
         tmp = Path(tmp_name)
@@ -106,23 +108,24 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
         weights = fit_weights([p["validation"] for p in preds], truth["validation"])
         members = []
         for row, weight in zip(chosen, weights, strict=True):
+            # the name comes from an MLflow tag and becomes a folder: Member takes only a plain one
             name = _name(row)
             if row.baseline:
                 filename = f"model{SUFFIX}"
+                member = Member(name, "baseline", f"members/{name}/{filename}", weight)
                 try:
                     local = tracker.client.download_artifacts(row.run_id, f"model/{filename}", str(tmp / name))
                 except OSError as exc:  # an older launch logged a joblib pickle, which is no longer loaded
                     raise SpecError(f"{name}: no model/{filename} in its MLflow run (a study launched by an older "
                                     "version, whose baselines are joblib pickles); launch it again in a fresh "
                                     "workdir, then export") from exc
-                target = staged / "members" / name / filename
-                target.parent.mkdir(parents=True)
-                shutil.move(local, target)
-                members.append(Member(name, "baseline", f"members/{name}/{filename}", weight))
             else:
+                member = Member(name, "adapter", f"members/{name}", weight)
                 local = tracker.client.download_artifacts(row.run_id, "adapter", str(tmp / name))
-                shutil.move(local, staged / "members" / name)
-                members.append(Member(name, "adapter", f"members/{name}", weight))
+            target = staged / member.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(local, target)
+            members.append(member)
 
         def scored(name: str, weight: float, validation: list, test: list) -> Scored:
             return Scored(name, weight, score(truth["validation"], validation),
@@ -136,9 +139,10 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
                           for r in baseline_rows if truth["test"]}
         result = EnsembleExport(out, ensemble, members_scored, every_baseline)
         save_ensemble(staged, members, result.to_dict())
-        (staged / CARD).write_text(_card(study, tracking_uri, result))
-        _clear(out)
-        shutil.move(str(staged), out)
+        write_text(staged / CARD, _card(study, tracking_uri, result))
+        with replacing_folder(out) as place:
+            for part in staged.iterdir():
+                part.rename(place / part.name)
     return result
 
 

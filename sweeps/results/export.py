@@ -8,11 +8,10 @@ load; so is its ``merged/`` folder.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from pricer.atomic import replacing_folder, write_text
 from pricer.errors import SpecError
 from pricer.model.adapter import base_model_id, make_portable, merge_into_base, read_meta
 from pricer.model.catalog import ModelSpec, how_to_fetch
@@ -36,19 +35,23 @@ def _chosen(rows: list[Row], trial: int | None) -> Row:
     raise SpecError(f"no trial {trial} in this study; see `pricer leaderboard`")
 
 
-def _clear(out: Path) -> None:
-    """Replace a previous export, never a folder of something else."""
+def check_replaceable(out: Path) -> None:
+    """`out` may be (re)written: absent, empty, or a previous export; never a folder of
+    something else."""
     if not out.exists():
         return
     card = out / CARD
     previous = card.is_file() and _MARKER in card.read_text(errors="replace")
     if not out.is_dir() or (any(out.iterdir()) and not previous):
         raise SpecError(f"{out}: exists and is not a previous export; choose another --out")
-    shutil.rmtree(out)
 
 
 def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None, merge: bool = False) -> Path:
     """Download a trial's adapter into `out` and write its model card.
+
+    The whole folder (adapter, card, merged model) is built beside `out` and takes its place
+    when complete (`pricer.atomic.replacing_folder`): a full disk or a kill leaves the previous
+    export as it was, never a folder that can't load.
 
     Args:
         trial: the Optuna trial number; None takes the leaderboard's best finished refit (the
@@ -63,27 +66,28 @@ def export(tracking_uri: str, study: str, out: Path, *, trial: int | None = None
     tracker = MlflowTracker(tracking_uri, study, create=False)
     run = tracker.client.get_run(row.run_id)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+    check_replaceable(out)
+    with replacing_folder(out) as staged:
         try:
-            adapter = Path(tracker.client.download_artifacts(row.run_id, "adapter", tmp))
+            adapter = Path(tracker.client.download_artifacts(row.run_id, "adapter", str(staged)))
         except OSError as exc:
             raise SpecError(f"trial {row.trial}: its adapter can't be downloaded from {redact(tracking_uri)} "
                             f"({redact(exc)})") from exc
-        _clear(out)
-        shutil.move(str(adapter), out)
-    entry = read_meta(out)["model"]
-    make_portable(out, ModelSpec.from_dict(entry))  # adapters trained before folders were portable
-    parent = tracker.client.get_run(tracker.study_runs(study)[0]).data.params
-    data = parent.get("data_source") or parent.get("data", "?")
-    metric, _ = objective_of(tracker, study)
-    trials = [r for r in rows if not r.baseline and r.rank is not None]
-    standing = f"#{trials.index(row) + 1} of {len(trials)} finished trials by validation {metric}"
-    if row.refit_of is not None:
-        standing += f"; the refit of trial {row.refit_of} on all the data"
-    (out / CARD).write_text(model_card(study, row, run, entry, data, tracking_uri, standing))
-    if merge:
-        merge_into_base(out, entry, out / MERGED)
+        for part in list(adapter.iterdir()):
+            part.rename(staged / part.name)
+        adapter.rmdir()
+        entry = read_meta(staged)["model"]
+        make_portable(staged, ModelSpec.from_dict(entry))  # adapters trained before folders were portable
+        parent = tracker.client.get_run(tracker.study_runs(study)[0]).data.params
+        data = parent.get("data_source") or parent.get("data", "?")
+        metric, _ = objective_of(tracker, study)
+        trials = [r for r in rows if not r.baseline and r.rank is not None]
+        standing = f"#{trials.index(row) + 1} of {len(trials)} finished trials by validation {metric}"
+        if row.refit_of is not None:
+            standing += f"; the refit of trial {row.refit_of} on all the data"
+        write_text(staged / CARD, model_card(study, row, run, entry, data, tracking_uri, standing))
+        if merge:
+            merge_into_base(staged, entry, staged / MERGED)
     return out
 
 

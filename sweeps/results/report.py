@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from pricer.atomic import write_text
 from pricer.metrics import BAND_NAMES, price_band
 from pricer.predict.compare import dollars
 from sweeps.results.costs import cost_figure
@@ -48,10 +49,16 @@ def write_report(tracking_uri: str, study: str, out: Path, *, storage: str | Non
     parent = results.tracker.study_runs(study)[0]
     storage = storage or results.tracker.client.get_run(parent).data.params.get("storage")
     optuna_study = _optuna_study(storage, study)
-    page = render(found, results, optuna_study)
+    try:
+        page = render(found, results, optuna_study)
+    finally:
+        if optuna_study is not None:
+            from sweeps.run.studies import close_storage
+
+            close_storage(optuna_study)  # its pooled connections would outlive the page
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    write_text(out, page)
     results.tracker.log_artifact(parent, out, ARTIFACT_DIR)
     sentences = found.sentences()
     return Report(out, out.stat().st_size / 1024, f"{ARTIFACT_DIR}/{out.name}", found.headline(), sentences)

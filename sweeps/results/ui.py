@@ -67,6 +67,18 @@ def server_command(host: str, port: int, artifacts: Path | None = None) -> list[
     return cmd
 
 
+def server_url(host: str, port: int) -> str:
+    """The server's address for a browser: an IPv6 host (``::1``) goes in brackets, or the colons
+    of the address read as a port."""
+    import ipaddress
+
+    try:
+        bracketed = ipaddress.ip_address(host.strip("[]")).version == 6
+    except ValueError:
+        bracketed = False
+    return f"http://[{host.strip('[]')}]:{port}" if bracketed else f"http://{host}:{port}"
+
+
 def start(tracking_uri: str, *, host: str = "127.0.0.1", port: int = 5000,
           artifacts: Path | None = None, log: Path | None = None) -> subprocess.Popen:
     """Start the server in its own process group; `stop` ends the whole group."""

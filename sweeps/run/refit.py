@@ -170,7 +170,7 @@ def refit(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     Returns:
         The refit study.
     """
-    from sweeps.run.studies import open_study, prepare_data
+    from sweeps.run.studies import close_storage, open_study, prepare_data
     from sweeps.track.preflight import check_stores
 
     refit_spec(spec)  # no refit section: one line, before anything is opened
@@ -178,14 +178,19 @@ def refit(spec: StudySpec, *, progress: bool = True) -> optuna.Study:
     data = prepare_data(spec, progress=progress)
     tracker = MlflowTracker(spec.tracking_uri, spec.name)
     search = open_study(spec, tracker)
-    winners(spec, search)  # too few finished trials: one line, before the parent run is touched
-    parent_id, _ = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
-                                                 "pricer.direction": spec.objective.directions[0]})
-    # on the workers' roll like a worker: the parent run is ended by the last one out, not here
-    # while others may still be searching
-    presence = Presence(search, *heartbeat_settings())
     try:
-        return run_refits(spec, search, str(data), tracker, parent_id, enqueue_new=True, progress=progress)
+        winners(spec, search)  # too few finished trials: one line, before the parent run is touched
+        parent_id, _ = tracker.study_run(spec.name, {"pricer.objective": spec.objective.metric,
+                                                     "pricer.direction": spec.objective.directions[0]})
+        # on the workers' roll like a worker: the parent run is ended by the last one out, not here
+        # while others may still be searching
+        presence = Presence(search, *heartbeat_settings())
+        try:
+            refits = run_refits(spec, search, str(data), tracker, parent_id, enqueue_new=True, progress=progress)
+        finally:
+            if presence.leave():
+                end_parent_run(tracker, parent_id, search)
     finally:
-        if presence.leave():
-            end_parent_run(tracker, parent_id, search)
+        close_storage(search)
+    close_storage(refits)  # the caller reads its trials, which were loaded: no connection needed
+    return refits

@@ -216,12 +216,14 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
     return study
 
 
-def close_storage(study: optuna.Study) -> None:
-    """Dispose of the study's database engine (its pooled connections), as a worker ends: a
-    process that launches several studies would otherwise keep every pool open."""
+def close_storage(study: optuna.Study | optuna.storages.BaseStorage) -> None:
+    """Dispose of the study's (or storage's) database engine, its pooled connections, as a
+    worker or a reader ends: a process that opens several studies would otherwise keep every
+    pool open."""
     from optuna.storages import RDBStorage
 
-    storage = getattr(study._storage, "_backend", study._storage)
+    storage = getattr(study, "_storage", study)
+    storage = getattr(storage, "_backend", storage)
     if isinstance(storage, RDBStorage):
         storage.remove_session()
         storage.engine.dispose()

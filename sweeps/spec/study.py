@@ -10,6 +10,7 @@ spans sections, each seeing the sections declared above it, so every problem is 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import field
@@ -342,11 +343,25 @@ def load_study(path: str | Path, *, fetch: bool = True) -> StudySpec:
     return validate(StudySpec, {**raw, "path": path}, str(path), context={"raw": raw, "fetch": fetch})
 
 
+# where the README's scale-out, a fleet's workers and a Job keep the URLs: out of argv (``ps``
+# shows argv to everyone on the machine), so a password in them stays off the command line
+STORAGE_ENV, TRACKING_ENV = "PRICER_STORAGE", "PRICER_TRACKING_URI"
+
+
+def store_urls(storage: str | None = None, tracking_uri: str | None = None) -> tuple[str | None, str | None]:
+    """(Optuna storage, MLflow tracking URI) a command was given, else ``PRICER_STORAGE`` /
+    ``PRICER_TRACKING_URI``, else None (the study file's, else the defaults). Every verb that
+    opens a study's stores takes them from here."""
+    return (storage or os.environ.get(STORAGE_ENV) or None, tracking_uri or os.environ.get(TRACKING_ENV) or None)
+
+
 def locate(ref: str | Path, tracking_uri: str | None = None) -> tuple[str, str]:
     """(study name, MLflow tracking URI) from a study file or a bare study name.
 
-    A name alone means the default store, ``sqlite:///runs/<name>/mlflow.db``.
+    The URI is `tracking_uri`, else ``PRICER_TRACKING_URI``, else the study file's; a name alone
+    means the default store, ``sqlite:///runs/<name>/mlflow.db``.
     """
+    _, tracking_uri = store_urls(tracking_uri=tracking_uri)
     path = Path(ref)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         spec = load_study(path, fetch=False)  # a reader never downloads

@@ -47,22 +47,15 @@ class PricerModel(mlflow.pyfunc.PythonModel):
         self.predictor = load_predictor(context.artifacts[ARTIFACT])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        from pricer.data.curate import clean_text
-        from pricer.predict.pricing import price_rows
+        from pricer.predict.pricing import price_free_texts
 
-        texts, problems = [], []
-        for value in model_input[TEXT]:
-            text = clean_text(value) if isinstance(value, str) else ""
-            texts.append(text)
-            problems.append("" if text.strip() else
-                            "empty text" if isinstance(value, str) or value is None else
-                            f"unreadable text (a {type(value).__name__}, not a string)")
-        priced = price_rows(self.predictor, texts, problems)
+        answers = price_free_texts(self.predictor, list(model_input[TEXT]))
         nan = float("nan")
-        bounds = [r or (nan, nan) for r in priced.ranges or [None] * len(texts)]
-        return pd.DataFrame({PRICE: [nan if p is None else float(p) for p in priced.prices],
-                             LOW: [low for low, _ in bounds], HIGH: [high for _, high in bounds],
-                             PROBLEM: priced.problems})
+        prices = [nan if a.price is None else a.price for a in answers]
+        lows = [nan if a.range is None else a.range.low for a in answers]
+        highs = [nan if a.range is None else a.range.high for a in answers]
+        problems = [a.problem for a in answers]
+        return pd.DataFrame({PRICE: prices, LOW: lows, HIGH: highs, PROBLEM: problems})
 
 
 def signature():

@@ -16,26 +16,7 @@ import pytest
 
 from pricer.errors import SpecError
 from pricer.predict.baselinefile import SUFFIX, load_baseline, save_baseline
-from pricer.predict.ensemble import Member, save_ensemble
 from pricer.predict.predictor import load_predictor
-
-
-@pytest.fixture(scope="module")
-def fitted(sample_path: Path):
-    from pricer.data.dataset import load_items
-    from pricer.predict.baselines import fit_baselines
-
-    items = load_items(sample_path)[:240]
-    return fit_baselines(items[:200]), items[200:]
-
-
-@pytest.fixture
-def ensemble_folder(tmp_path: Path, fitted) -> Path:
-    baselines, _ = fitted
-    folder = tmp_path / "ens"
-    save_baseline(baselines["linear"], folder / "members" / "linear" / f"model{SUFFIX}")
-    save_ensemble(folder, [Member("linear", "baseline", f"members/linear/model{SUFFIX}", 1.0)], {})
-    return folder
 
 
 def test_every_fitted_baseline_round_trips_through_the_allowlisted_file(tmp_path: Path, fitted) -> None:

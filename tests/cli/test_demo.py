@@ -76,6 +76,7 @@ def test_phases_recorded_only_inside_a_recording_and_summed_by_name() -> None:
     assert totals["trial process start"] == (1, 2.0, 1.5)
 
 
+@pytest.mark.slow
 def test_a_trial_reports_where_its_seconds_went(tiny_trial) -> None:
     result, _ = tiny_trial
     totals = {name: (n, wall, cpu) for name, n, wall, cpu in Phases(result.phases).totals()}
