@@ -42,26 +42,13 @@ from pathlib import Path
 import psutil
 
 from pricer.errors import SpecError
+from sweeps.bench.soak import HEARTBEATS, STUDY
 from sweeps.run.process import PROCESS_NAME
 from sweeps.track.redact import redact
 
 FAULTS = ("mlflow-restart", "postgres-severed", "worker-sigkill", "disk-full", "checkpoint-corrupt", "second-ctrl-c")
-STUDY = """\
-# Written by `pricer bench faults`: short real trials (toy model, few steps, a checkpoint each step).
-name: {name}
-workdir: {workdir}
-data: {{source: {sample}, limit: 300}}
-search_space:
-  model: {{choices: [toy-llama-3.1]}}
-  lora_r: {{choices: [2, 4, 8]}}
-  learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
-fixed: {{max_steps: {steps}, checkpoint_every: 1, batch_size: 2, max_tokens: 32, eval_items: 4, test_items: 4,
-        warmup_steps: 0, target_modules: attention}}
-sampler: {{type: random, seed: 0}}
-n_trials: {trials}
-"""
 # a killed worker's trial is failed and retried within seconds, not minutes
-ENV = {"PRICER_HEARTBEAT_S": "2", "PRICER_GRACE_S": "10", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+ENV = {**HEARTBEATS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 FSIZE_LIMIT = 64 * 1024
 
 

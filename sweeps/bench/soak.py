@@ -29,7 +29,8 @@ from sweeps.track.redact import redact
 from sweeps.track.tracking import WORKER, MlflowTracker
 
 STUDY = """\
-# Written by `pricer bench fleet`: short real trials for the fleet soak (toy model, few steps).
+# Written by `pricer bench fleet` or `pricer bench faults`: short real trials (toy model, few
+# steps, a checkpoint each step).
 name: {name}
 workdir: {workdir}
 data: {{source: {sample}, limit: 300}}
