@@ -103,7 +103,11 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
     # the fluent API is the only door to log_model, and the registry looks a logged model up through
     # the global tracking URI: pin both to this store and this run, whatever MLFLOW_TRACKING_URI or
     # MLFLOW_RUN_ID say
-    found = MlflowClient(tracking_uri).get_run(run_id).info
+    run = MlflowClient(tracking_uri).get_run(run_id)
+    found = run.info
+    # the model's metrics go to the run too (MLflow logs them at step 0): a trial's own metrics are
+    # there already, and logged again they would add a step-0 point to its validation curve
+    new_metrics = {k: v for k, v in metrics.items() if k not in run.data.metrics}
     ends = len(MlflowClient(tracking_uri).get_metric_history(run_id, PARENT_ENDS))
     with _use_tracking_uri(tracking_uri):
         with _as_found(tracking_uri, run_id, found, ends), mlflow.start_run(run_id=run_id):
@@ -112,8 +116,8 @@ def log_predictor(tracking_uri: str, run_id: str, folder: Path, *, register: str
                                            artifacts={ARTIFACT: str(folder)}, signature=signature(),
                                            input_example=pd.DataFrame({TEXT: [EXAMPLE]}),
                                            pip_requirements=REQUIREMENTS, tags=tags)
-            if metrics:
-                mlflow.log_metrics(metrics, model_id=info.model_id)
+            if new_metrics:
+                mlflow.log_metrics(new_metrics, model_id=info.model_id)
         if register is None:
             return info.model_uri, None
         client = MlflowClient(tracking_uri)

@@ -154,7 +154,9 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.number in {r.number for r in running}]
     assert [t.state for t in stopped] == [TrialState.FAIL] * 2
-    assert all(t.user_attrs["fail_reason"].startswith("stopped by SIGTERM (re-queued") for t in stopped)
+    reasons = [t.user_attrs.get("fail_reason", "") for t in stopped]
+    # the worker's SIGTERM or its trial process's own parent-death signal, whichever lands first
+    assert reasons and all("re-queued" in r for r in reasons), reasons
     client = MlflowTracker(mlflow_pg, "fleet", create=False).client
     for trial in stopped:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
@@ -232,7 +234,9 @@ def test_workers_stop_cleanly_when_their_fleet_is_killed(fleet_study, pg_url: st
     trials = optuna.load_study(study_name="fleet", storage=pg_url).get_trials(deepcopy=False)
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.number in {r.number for r in running}]
-    assert all(t.user_attrs["fail_reason"].startswith("stopped by SIGTERM (re-queued") for t in stopped)
+    reasons = [t.user_attrs.get("fail_reason", "") for t in stopped]
+    # the worker's SIGTERM or its trial process's own parent-death signal, whichever lands first
+    assert reasons and all("re-queued" in r for r in reasons), reasons
 
 
 @pytest.mark.slow

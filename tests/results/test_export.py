@@ -79,7 +79,7 @@ def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep,
     assert abs(sum(m.weight for m in result.members) - 1) < 1e-9
     # the grid holds every single member, so on the items it was fitted on it can't be worse
     assert result.ensemble.val.mae <= min(m.val.mae for m in result.members) + 1e-9
-    assert set(result.baselines) == {"constant", "linear", "tfidf_ridge", "random_forest"}
+    assert set(result.baselines) == {"constant", "linear", "tfidf_ridge", "random_forest", "knn"}
     assert "ensemble" in (out / "README.md").read_text()
 
     ensemble = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load

@@ -52,7 +52,7 @@ def test_leaderboard_order_matches_the_mlflow_metrics(sweep, capsys) -> None:
     for row in ranked:
         assert row.rmsle == sweep.tracker.client.get_run(row.run_id).data.metrics["val_rmsle"]
     assert [r.rmsle for r in ranked] == sorted(r.rmsle for r in ranked)
-    assert sum(r.baseline for r in ranked) == 4 and sum(not r.baseline for r in ranked) == 2
+    assert sum(r.baseline for r in ranked) == 5 and sum(not r.baseline for r in ranked) == 2
     assert rows[-1].state == "PRUNED" and rows[-1].rank is None
     best = open_study(sweep.spec).best_trial
     assert next(r for r in ranked if not r.baseline).trial == best.number
@@ -95,7 +95,7 @@ def test_leaderboard_shows_the_validation_interval_and_the_test_split_of_trials_
 
     rows = leaderboard(sweep.spec.tracking_uri, sweep.spec.name)
     finished = [r for r in rows if r.state == "COMPLETE"]
-    assert len(finished) == 6  # 2 trials, 4 baselines
+    assert len(finished) == 7  # 2 trials, 5 baselines
     for row in finished:
         assert row.mae_low <= row.mae <= row.mae_high
         assert row.test_mae is not None and row.test_rmsle is not None and row.test_hit_rate is not None

@@ -21,7 +21,7 @@ import pytest
 from conftest import PG_ADMIN, fresh_database
 
 from sweeps.spec.study import load_study
-from sweeps.track.tracking import REASON, STATE, MlflowTracker
+from sweeps.track.tracking import STATE, MlflowTracker
 
 pytestmark = pytest.mark.slow  # three tiny trials and an MLflow server
 
@@ -140,18 +140,18 @@ def test_the_workers_storage_connections_end_with_it(secret_study) -> None:
     assert secret_study.connections_after_launch == 0, "the worker's storage connections outlived it"
 
 
-def test_an_mlflow_failure_fails_its_trial_with_a_redacted_reason_and_the_worker_goes_on(
+def test_an_mlflow_failure_while_a_trial_trains_costs_it_nothing_and_its_curve_arrives_whole(
         secret_study, trials_and_runs) -> None:
+    """The tracking store refused one validation report (its error quoting the URL, password and
+    all): the trial trains on, its metrics wait and are logged later, and it finishes."""
     from optuna.trial import TrialState
 
     trials, runs = trials_and_runs
     assert secret_study.flaky_failed
-    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.FAIL, TrialState.COMPLETE]
-    reason = trials[1].user_attrs["fail_reason"]
-    assert reason.startswith("MLflow error: MlflowException") and "***" in reason
-    assert secret_study.password not in reason
-    assert runs[1].info.status == "FAILED" and runs[1].data.tags[REASON] == reason
-    assert "failure.json" in {a.path for a in secret_study.tracker.client.list_artifacts(runs[1].info.run_id)}
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    history = secret_study.tracker.client.get_metric_history(runs[1].info.run_id, "val_mae")
+    assert history and runs[1].info.status == "FINISHED" and runs[1].data.tags[STATE] == "COMPLETE"
+    assert all(secret_study.password not in (t.user_attrs.get("fail_reason") or "") for t in trials)
 
 
 def test_a_pruned_trial_reads_as_finished_with_its_state_shown(trials_and_runs) -> None:
