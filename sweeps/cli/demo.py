@@ -115,7 +115,7 @@ def print_phases(rows: list[tuple[str, int, float, float]], wall: float, cpu: fl
               f"{100 * c / cpu:.0f}" if cpu else "") for name, n, w, c in rows]
     table.append(("total", "", f"{wall:,.1f}", f"{cpu:,.1f}", "100"))
     console = print_table(f"where the demo's seconds went (trial processes: {start_method})",
-                          ("phase", "times", "wall s", "CPU s", "CPU %"), table, bold=(len(table) - 1,))
+                          ("phase", "times", "wall s", "CPU s", "CPU %"), table, styles={len(table) - 1: "bold"})
     console.print("indented rows ran inside the trial processes (their wall time is within "
                   "\"worker while its trial runs\"); CPU s is user + system of every process")
     out.parent.mkdir(parents=True, exist_ok=True)

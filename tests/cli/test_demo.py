@@ -87,3 +87,17 @@ def test_a_trial_reports_where_its_seconds_went(tiny_trial) -> None:
     assert all(wall > 0 and cpu >= 0 for _, wall, cpu in totals.values())
     # the phases happen inside the trial's own clock
     assert sum(wall for _, wall, _ in totals.values()) <= result.wall_s
+
+
+def test_the_phase_table_prints_every_phase_and_writes_the_same_numbers(tmp_path: Path, capsys) -> None:
+    import json
+
+    from sweeps.cli.demo import print_phases
+
+    rows = [("data build", 1, 4.0, 3.5), ("train steps", 2, 30.0, 55.0)]
+    out = tmp_path / "demo-phases.json"
+    print_phases(rows, wall=40.0, cpu=60.0, out=out, start_method="forkserver")
+    printed = capsys.readouterr().out
+    assert "data build" in printed and "train steps" in printed and "forkserver" in printed
+    written = json.loads(out.read_text())
+    assert written["wall_s"] == 40.0 and [p["cpu_s"] for p in written["phases"]] == [3.5, 55.0]
