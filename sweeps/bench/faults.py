@@ -35,14 +35,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 
 from pricer.errors import SpecError
-from sweeps.bench.soak import HEARTBEATS, STUDY
+from sweeps.bench.soak import HEARTBEATS, STUDY, admin, bench_databases
 from sweeps.run.process import PROCESS_NAME
 from sweeps.track.redact import redact
 
@@ -86,40 +86,22 @@ def run_faults(server: str, sample: str, out: Path, *, faults: tuple[str, ...] =
     if unknown := [f for f in faults if f not in FAULTS]:
         raise SpecError(f"--faults {','.join(unknown)}: unknown; choose from {','.join(FAULTS)}")
     tag = uuid.uuid4().hex[:8]
-    names = {"storage": f"pricer_faults_{tag}", "tracking": f"pricer_faults_{tag}_mlflow"}
-    base = server.rsplit("/", 1)[0]
-    try:
-        with _admin(server) as admin:
-            for db in names.values():
-                admin.execute(f'CREATE DATABASE "{db}"')
-    except Exception as exc:  # noqa: BLE001 -- any driver error is one line for the user
-        raise SpecError(f"--storage {redact(server)}: can't create the bench's databases ({redact(exc)})") from None
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the checks download every run's artifacts
-    bench = Bench(server, f"{base}/{names['storage']}", f"{base}/{names['tracking']}", names["storage"], sample,
-                  out / f"faults-{tag}", workers=workers, trials=trials, steps=steps, outage_s=outage_s)
-    results = []
-    try:
-        bench.start_mlflow()
-        for fault in faults:
-            result = bench.run(fault)
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    finally:
-        bench.stop_mlflow()
-        with _admin(server) as admin:
-            for db in names.values():
-                admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    with bench_databases(server, f"pricer_faults_{tag}", "bench") as (names, urls):
+        out.mkdir(parents=True, exist_ok=True)
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the checks download every run's artifacts
+        bench = Bench(server, urls["storage"], urls["tracking"], names["storage"], sample,
+                      out / f"faults-{tag}", workers=workers, trials=trials, steps=steps, outage_s=outage_s)
+        results = []
+        try:
+            bench.start_mlflow()
+            for fault in faults:
+                result = bench.run(fault)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+        finally:
+            bench.stop_mlflow()
     return results
-
-
-@contextlib.contextmanager
-def _admin(server: str) -> Iterator:
-    import psycopg
-
-    with psycopg.connect(server, autocommit=True) as conn:
-        yield conn
 
 
 def _free_port() -> int:
@@ -239,8 +221,8 @@ class Bench:
         self._training(fleet, name, workdir, checkpointed=False)
         severed = 0
         for _ in range(3):
-            with _admin(self.server) as admin:
-                severed += len(admin.execute(
+            with admin(self.server) as conn:
+                severed += len(conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
                     "AND pid <> pg_backend_pid()", (self.storage_db,)).fetchall())
             time.sleep(1)

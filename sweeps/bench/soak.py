@@ -13,10 +13,12 @@ last trial), and the storage's load (committed transactions per second, from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,15 +72,42 @@ class SoakResult:
         return asdict(self)
 
 
-def _admin(server: str):
+def admin(server: str):
+    """An autocommit connection to the PostgreSQL server (CREATE/DROP DATABASE run outside a transaction)."""
     import psycopg
 
     return psycopg.connect(server, autocommit=True)
 
 
+@contextlib.contextmanager
+def bench_databases(server: str, prefix: str, what: str, *,
+                    keep: bool = False) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """Two fresh databases on `server` for a bench's study, dropped afterwards unless `keep`:
+    yields their names and their URLs, each keyed ``storage`` and ``tracking``.
+
+    Raises:
+        SpecError: the server refused to create them (one line, the password hidden).
+    """
+    names = {"storage": prefix, "tracking": f"{prefix}_mlflow"}
+    base = server.rsplit("/", 1)[0]
+    try:
+        with admin(server) as conn:
+            for db in names.values():
+                conn.execute(f'CREATE DATABASE "{db}"')
+    except Exception as exc:  # noqa: BLE001 -- any driver error is one line for the user
+        raise SpecError(f"--storage {redact(server)}: can't create the {what}'s databases ({redact(exc)})") from None
+    try:
+        yield names, {k: f"{base}/{db}" for k, db in names.items()}
+    finally:
+        if not keep:
+            with admin(server) as conn:
+                for db in names.values():
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
 def _commits(server: str, database: str) -> int:
-    with _admin(server) as admin:
-        return int(admin.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
+    with admin(server) as conn:
+        return int(conn.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = %s",
                                  (database,)).fetchone()[0])
 
 
@@ -94,29 +123,14 @@ def run_soak(server: str, sample: str, out: Path, *, workers: int, trials: int, 
     if workers < kill + 1 or trials < kill:
         raise SpecError(f"--workers {workers} --trials {trials}: need more workers than the {kill} killed, and as many trials")
     tag = uuid.uuid4().hex[:8]
-    names = {"storage": f"pricer_soak_{tag}", "tracking": f"pricer_soak_{tag}_mlflow"}
-    base = server.rsplit("/", 1)[0]
-    try:
-        with _admin(server) as admin:
-            for db in names.values():
-                admin.execute(f'CREATE DATABASE "{db}"')
-    except Exception as exc:  # noqa: BLE001 -- any driver error is one line for the user
-        raise SpecError(f"--storage {redact(server)}: can't create the soak's databases ({redact(exc)})") from None
-    storage, tracking = f"{base}/{names['storage']}", f"{base}/{names['tracking']}"
-    out.mkdir(parents=True, exist_ok=True)
-    study_file = out / f"soak-{tag}.yaml"
-    study_file.write_text(STUDY.format(name=f"soak-{tag}", workdir=out / f"runs-{tag}", sample=sample, steps=steps,
-                                       trials=trials))
-    os.environ.update(HEARTBEATS)
-    try:
-        spec = load_study(study_file).with_overrides(storage=storage, tracking_uri=tracking)
+    with bench_databases(server, f"pricer_soak_{tag}", "soak", keep=keep) as (names, urls):
+        out.mkdir(parents=True, exist_ok=True)
+        study_file = out / f"soak-{tag}.yaml"
+        study_file.write_text(STUDY.format(name=f"soak-{tag}", workdir=out / f"runs-{tag}", sample=sample,
+                                           steps=steps, trials=trials))
+        os.environ.update(HEARTBEATS)
+        spec = load_study(study_file).with_overrides(storage=urls["storage"], tracking_uri=urls["tracking"])
         return _soak(spec, study_file, server, names, workers=workers, trials=trials, kill=kill)
-    finally:
-        if not keep:
-            with _admin(server) as admin:
-                for db in names.values():
-                    admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-
 
 def _soak(spec, study_file: Path, server: str, names: dict, *, workers: int, trials: int, kill: int) -> SoakResult:
     import optuna
