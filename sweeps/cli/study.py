@@ -143,19 +143,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import os
-
     from pricer.phases import Phases, phase, recording
     from sweeps.cli import demo
     from sweeps.results.ensemble import export_ensemble
     from sweeps.run.launch import launch
-    from sweeps.run.process import TRIAL_START_ENV, trial_context
+    from sweeps.run.process import trial_context
     from sweeps.spec.study import load_study
 
     phases = Phases([demo.started()])
-    # a trial forked from a forkserver that imported torch, transformers and peft once, where
-    # that is allowed (Linux without an NVIDIA GPU): each spawned trial imports them again
-    os.environ.setdefault(TRIAL_START_ENV, "forkserver")
     spec = load_study(args.study)
     workdir = Path(spec.workdir)
     log_file = None if args.verbose else workdir / demo.LOG_NAME

@@ -2,8 +2,8 @@
 
 Each fine-tune runs in a fresh process so its memory (model, optimizer, CUDA context) is
 returned to the OS when it ends, and a crash (OOM kill, segfault) fails one trial instead of the
-study (spawned; on a CPU machine optionally forked from a forkserver that imported torch,
-transformers and peft once: `trial_context`). The child's ``report(step, metrics)`` /
+study (on a CPU-only Linux machine forked from a forkserver that imported torch, transformers
+and peft once; elsewhere spawned: `trial_context`). The child's ``report(step, metrics)`` /
 ``should_stop()`` callbacks cross the Pipe, and so does each step's train loss, one way. The
 child dies with its worker.
 """
@@ -49,15 +49,18 @@ TRIAL_START_ENV = "PRICER_TRIAL_START"
 def trial_context():
     """The multiprocessing context trial processes start from.
 
-    ``spawn`` by default. With ``PRICER_TRIAL_START=forkserver`` on Linux with no NVIDIA device: a
-    forkserver that has imported `PRELOAD` once per worker, so a trial starts in a second instead
-    of re-importing torch, transformers and peft (opt-in: the suite does not cover it). Never on a
-    GPU machine (a CUDA process can't be forked; bitsandbytes initialises CUDA at import) or macOS
-    (it forbids forking what has loaded its frameworks). The forkserver's environment and working folder are the worker's when it
-    started; `_child` applies the worker's current ones.
+    On Linux with no NVIDIA device: a forkserver that has imported `PRELOAD` once per worker, so a
+    trial starts in a second instead of re-importing torch, transformers and peft (about 7 CPU s
+    a trial). Elsewhere, or with ``PRICER_TRIAL_START=spawn``: a fresh interpreter per trial.
+    Never a forkserver on a GPU machine (a CUDA process can't be forked; bitsandbytes initialises
+    CUDA at import) or macOS (it forbids forking what has loaded its frameworks). The forkserver's
+    environment and working folder are the worker's when it started; `_child` applies the
+    worker's current ones.
     """
-    if (sys.platform != "linux" or os.environ.get(TRIAL_START_ENV) != "forkserver"
-            or _has_nvidia()):
+    start = os.environ.get(TRIAL_START_ENV) or "forkserver"
+    if start not in ("forkserver", "spawn"):
+        raise ValueError(f"{TRIAL_START_ENV}={start!r}: use forkserver or spawn")
+    if start == "spawn" or sys.platform != "linux" or _has_nvidia():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
