@@ -1,7 +1,7 @@
 """Shared fixtures, built once per session and read by every room's tests: the real sample from
 ../shared, its built splits and a small slice of them, the two PyPI tiny models and the six toys
-(their 4-bit loads shared), one short trial of each tiny model, one small launched study, and
-fresh PostgreSQL databases. Tests that train, serve or soak are marked `slow`."""
+(their 4-bit loads shared), one short trial of each tiny model, one small launched study, short
+toy studies, and fresh PostgreSQL databases. Tests that train, serve or soak are marked `slow`."""
 
 from __future__ import annotations
 
@@ -160,6 +160,24 @@ def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.
     out = tmp_path_factory.mktemp("adapter") / request.param
     result = train(config, built_data, out, report=lambda step, m: reports.append((step, m)), progress=False)
     return result, reports
+
+
+# --- short toy-Llama studies, the ones `pricer bench fleet` and `faults` launch -------------------
+
+@pytest.fixture
+def toy_study(tmp_path: Path, sample_path: Path):
+    """Writes a study file NAME.yaml of short real trials (sweeps/bench/soak.py's template: the toy
+    Llama, batch 2, 32-token prompts, 4 validation and 4 test items, a checkpoint each step), so the
+    tests launch what the benches launch; `model` swaps in a real tiny model where a test needs one."""
+    from sweeps.bench.soak import STUDY
+
+    def write(name: str, *, steps: int = 2, trials: int = 1, model: str = "toy-llama-3.1") -> Path:
+        path = tmp_path / f"{name}.yaml"
+        text = STUDY.format(name=name, workdir=tmp_path / "runs", sample=sample_path, steps=steps, trials=trials)
+        path.write_text(text.replace("toy-llama-3.1", model))
+        return path
+
+    return write
 
 
 # --- one small real study, launched twice ----------------------------------------------------

@@ -23,30 +23,12 @@ from pricer.machine import usable_cores
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
-STUDY = """\
-name: fleet
-workdir: {workdir}
-data: {{source: {sample}, limit: 300}}
-search_space:
-  model: {{choices: [toy-llama-3.1]}}
-  lora_r: {{choices: [2, 4, 8]}}
-  learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
-fixed: {{max_steps: {steps}, batch_size: 2, max_tokens: 32, eval_items: 4, test_items: 4, warmup_steps: 0,
-        target_modules: attention}}
-sampler: {{type: random, seed: 0}}
-n_trials: 1
-"""
 PRICER = Path(sys.executable).with_name("pricer")
 
 
 @pytest.fixture
-def fleet_study(tmp_path: Path, sample_path: Path):
-    def write(steps: int) -> Path:
-        path = tmp_path / "fleet.yaml"
-        path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path, steps=steps))
-        return path
-
-    return write
+def fleet_study(toy_study):
+    return lambda steps: toy_study("fleet", steps=steps)
 
 
 def _start(study: Path, storage: str, tracking: str, *args: str) -> subprocess.Popen:

@@ -22,27 +22,12 @@ from sweeps.run.budget import REQUEUED
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
-STUDY = """\
-name: budget
-workdir: {workdir}
-data: {{source: {sample}, limit: 300}}
-search_space:
-  model: {{choices: [toy-llama-3.1]}}
-  lora_r: {{choices: [2, 4, 8]}}
-  learning_rate: {{low: 1.0e-3, high: 1.0e-2, log: true}}
-fixed: {{max_steps: 2, batch_size: 2, max_tokens: 32, eval_items: 4, test_items: 4, warmup_steps: 0,
-        target_modules: attention}}
-sampler: {{type: random, seed: 0}}
-n_trials: 2
-"""
 PRICER = Path(sys.executable).with_name("pricer")
 
 
 @pytest.fixture
-def study(tmp_path: Path, sample_path: Path) -> Path:
-    path = tmp_path / "budget.yaml"
-    path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path))
-    return path
+def study(toy_study) -> Path:
+    return toy_study("budget", trials=2)
 
 
 def _database_down(url: str, down: bool) -> None:

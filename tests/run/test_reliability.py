@@ -1,8 +1,9 @@
 """Studies survive dead workers, hung and out-of-memory trials; many workers share one PostgreSQL study.
 
 Every test runs real `pricer launch` workers (or `launch()` in this process) on a fresh PostgreSQL
-database and a fresh sqlite MLflow store, with real SmolLM2 trials kept tiny: 1 to 4 steps of batch 2
-on 64-token prompts, 4 items scored.
+database and a fresh sqlite MLflow store, with real trials kept tiny (the toy Llama, or SmolLM2
+where a real model's size or pace matters): 1 to 4 steps of batch 2 on 32-token prompts, 4 items
+scored.
 """
 
 from __future__ import annotations
@@ -18,23 +19,10 @@ import psutil
 import pytest
 
 from sweeps.run.objective import RESUMED
-from sweeps.run.process import PROCESS_NAME
+from sweeps.run.process import PROCESS_NAME, _has_nvidia
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
-STUDY = """\
-name: reliability
-workdir: {workdir}
-data: {{source: {sample}, limit: 300}}
-search_space:
-  model: {{choices: [smollm2-135m-instruct]}}
-  lora_r: {{choices: [2, 4, 8]}}
-  learning_rate: {{low: 1.0e-4, high: 3.0e-3, log: true}}
-fixed: {{max_steps: 1, batch_size: 2, max_tokens: 64, eval_items: 4, test_items: 4, warmup_steps: 0,
-        target_modules: attention}}
-sampler: {{type: random, seed: 0}}
-n_trials: 1
-"""
 PRICER = Path(sys.executable).with_name("pricer")
 # seconds, not minutes: a killed worker's trial is failed 3 s after its last heartbeat
 FAST_HEARTBEATS = {"PRICER_HEARTBEAT_S": "1", "PRICER_GRACE_S": "3"}
@@ -52,11 +40,16 @@ def workers():
 
 
 @pytest.fixture
-def study(tmp_path: Path, sample_path: Path, pg_url: str, tiny_models) -> Path:
-    """The study file; nothing is created yet (workers started together create both stores)."""
-    path = tmp_path / "reliability.yaml"
-    path.write_text(STUDY.format(workdir=tmp_path / "runs", sample=sample_path))
-    return path
+def study(toy_study) -> Path:
+    """The study file (toy Llama trials of 1 step); nothing is created yet (workers started
+    together create both stores)."""
+    return toy_study("reliability", steps=1)
+
+
+@pytest.fixture
+def smollm2_study(toy_study, tiny_models) -> Path:
+    """The same study with SmolLM2 trials, where a test needs a real model's size or pace."""
+    return toy_study("reliability", steps=1, model="smollm2-135m-instruct")
 
 
 def _launch(workers: list, study: Path, pg_url: str, n_trials: int, **env_vars: str) -> subprocess.Popen:
@@ -117,14 +110,14 @@ def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_u
 
 @pytest.mark.slow
 def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_retry(
-        study: Path, pg_url: str, workers: list) -> None:
+        toy_study, tiny_models, pg_url: str, workers: list) -> None:
     """`kill -9` of a worker alone (not its group): its trial process ends with it. A worker that
     starts while the dead trial is still RUNNING (heartbeat not yet stale) reaches the total at
     once, yet waits; when the trial goes stale it is failed, re-queued, and this worker runs the
     retry from the checkpoint the dead try left, not from step 0. No trial is left RUNNING."""
     from optuna.trial import TrialState
 
-    study.write_text(study.read_text().replace("max_steps: 1,", "max_steps: 4, checkpoint_every: 1,"))
+    study = toy_study("reliability", steps=4, model="smollm2-135m-instruct")  # steps slow enough to kill one
     spec = load_study(study)
     checkpoint = Path(spec.workdir).resolve() / "trials" / "00000" / "checkpoint" / "checkpoint.pt"
     doomed = _launch(workers, study, pg_url, 1)
@@ -141,6 +134,8 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
 
     trial_processes = _trial_processes(psutil.Process(doomed.pid))
     assert len(trial_processes) == 1
+    if sys.platform == "linux" and not _has_nvidia():  # forked from the worker's forkserver
+        assert "forkserver" in " ".join(trial_processes[0].parent().cmdline())
     os.kill(doomed.pid, signal.SIGKILL)  # the worker alone: its trial process is not signalled
     doomed.wait()
     gone, alive = psutil.wait_procs(trial_processes, timeout=5)
@@ -191,7 +186,7 @@ def _trial_processes(worker: psutil.Process) -> list[psutil.Process]:
 
 @pytest.mark.slow
 def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
-        study: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        smollm2_study: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """In this process, as one worker: a config estimated beyond the budget is pruned before
     loading, with the reason; the next trials run, each logging the estimate beside the measured
     peak, and the worker's own memory is the same after each of them."""
@@ -199,6 +194,7 @@ def test_memory_guard_prunes_before_loading_and_worker_memory_stays_flat(
 
     from sweeps.run.launch import launch
 
+    study = smollm2_study
     spec = load_study(study).with_overrides(storage=pg_url)
     monkeypatch.setenv("PRICER_MEMORY_GIB", "0.5")  # SmolLM2's estimate is ~1.4 GiB
     launch(spec.with_overrides(n_trials=1), progress=False)
