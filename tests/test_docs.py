@@ -1,5 +1,6 @@
 """The README and docs/ stay true to the tree: every relative link resolves (the file, and the
-heading an anchor names), and every `pricer` verb the README names is a real command."""
+heading an anchor names), every repository path they quote exists, and every `pricer` verb the
+README names is a real command."""
 
 from __future__ import annotations
 
@@ -39,6 +40,15 @@ def test_every_relative_link_resolves(page: Path) -> None:
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"{target}: no heading with that anchor in {file.relative_to(REPO)}")
     assert not broken, f"{page.relative_to(REPO)}: " + "; ".join(broken)
+
+
+QUOTED_PATH = re.compile(r"`((?:tests|pricer|sweeps|studies|deploy)/[\w/.-]+\.(?:py|yaml|sh))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_quoted_repository_path_exists(page: Path) -> None:
+    missing = [q for q in QUOTED_PATH.findall(page.read_text()) if not (REPO / q).exists()]
+    assert not missing, f"{page.relative_to(REPO)} names files that are not in the tree: {missing}"
 
 
 def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
