@@ -40,9 +40,14 @@ def test_every_shipped_study_loads_and_says_how_to_launch_it(path: Path) -> None
     assert spec.name == path.stem
     header = path.read_text().split("\nname:")[0]
     assert header.startswith("#") and f"pricer launch studies/{path.name}" in header
-    for word in ("Searches", "Hardware", "Duration"):
+    comparison = "Compares:" in header  # an A/B of one setting, every arm enqueued
+    for word in ("Compares" if comparison else "Searches", "Hardware", "Duration"):
         assert word in header, f"{path.name}: header comment should say {word}"
     searched = {p.target for p in spec.search_space.values()}
+    if comparison:
+        (name, param), = spec.search_space.items()
+        assert sorted(e[name] for e in spec.enqueue) == sorted(param.choices) and spec.n_trials == len(param.choices)
+        return
     assert {"model", "lora_r", "learning_rate", "lora_dropout", "target_modules", "batch_size"} <= searched
     assert searched & {"lora_alpha", "lora_alpha_ratio"} and (searched | set(spec.fixed)) & {"max_steps", "epochs"}
     for params in spec.enqueue:
