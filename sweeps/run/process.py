@@ -42,6 +42,8 @@ POLL_S = 1.0
 PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.process")
 # A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
 PROCESS_NAME = b"pricer-trial"
+# memory a trial process holds back to report an error after reaching its cap
+RESERVE_BYTES = 32 << 20
 # ``forkserver`` or ``spawn``: how trial processes start (`trial_context`)
 TRIAL_START_ENV = "PRICER_TRIAL_START"
 
@@ -124,6 +126,9 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         conn.send(("report", step, metrics))
         stop = bool(conn.recv())
 
+    # freed before an error is reported: a trial that reached its memory cap (`guard.cap_process`)
+    # still has the room to send why (a forked trial starts with the forkserver's imports held)
+    reserve = bytearray(RESERVE_BYTES)
     try:
         from tqdm import tqdm
 
@@ -145,6 +150,7 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
     except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
+        del reserve
         full = _disk_full(checkpoint_dir or out)
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), full))
         raise SystemExit(1) from None
