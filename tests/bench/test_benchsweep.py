@@ -18,13 +18,13 @@ name: bench-sweep-test
 workdir: {workdir}
 data: {{source: {sample}, limit: 300}}
 search_space:
-  model: {{choices: [smollm2-135m-instruct]}}
+  model: {{choices: [toy-llama-3.1]}}
   lora_r: {{choices: [4, 8]}}
   learning_rate: {{low: 1.0e-4, high: 3.0e-3, log: true}}
 fixed: {{max_steps: 2, batch_size: 2, max_tokens: 48, eval_items: 4, test_items: 4, warmup_steps: 0,
         target_modules: attention}}
 enqueue:
-  - {{model: smollm2-135m-instruct, lora_r: 8, learning_rate: 1.0e-3}}
+  - {{model: toy-llama-3.1, lora_r: 8, learning_rate: 1.0e-3}}
 sampler: {{type: random, seed: 0}}
 pruner: {{type: median+wilcoxon, eval_every: 1, n_startup_trials: 1}}
 n_trials: 2
@@ -41,7 +41,7 @@ def test_default_alone_is_the_enqueued_trial_with_the_search_budget_in_steps(tmp
     spec = default_alone(load_study(_study(tmp_path, sample_path)), tmp_path / "bench", steps=7)
     assert spec.n_trials == 1 and spec.enqueue == () and spec.fixed["max_steps"] == 7
     assert {k: p.choices for k, p in spec.search_space.items()} == {
-        "model": ("smollm2-135m-instruct",), "lora_r": (8,), "learning_rate": (1e-3,)}
+        "model": ("toy-llama-3.1",), "lora_r": (8,), "learning_rate": (1e-3,)}
     assert spec.pruner.type == "none" and spec.workdir == tmp_path / "bench" / "default-alone"
 
 
@@ -59,7 +59,7 @@ def test_a_smaller_budget_scales_steps_validation_and_pruning_alike() -> None:
 
 @pytest.mark.slow
 def test_bench_sweep_runs_three_arms_and_prints_ratios_against_the_search(tmp_path: Path, sample_path: Path,
-                                                                          tiny_models, capsys) -> None:
+                                                                          capsys) -> None:
     path = _study(tmp_path, sample_path)
     # one trial an arm (--n-trials): the arms' mechanics, at a third of the study's five trials
     assert main(["bench", "sweep", str(path), "--out", str(tmp_path / "bench"), "--n-trials", "1", "--json"]) == 0

@@ -69,7 +69,7 @@ def test_a_tracking_store_down_when_trials_start_costs_no_trial_of_the_budget(st
             time.sleep(0.2)
         _database_down(mlflow_pg, True)
         try:
-            time.sleep(8)
+            time.sleep(5)
         finally:
             _database_down(mlflow_pg, False)
         output = worker.communicate(timeout=600)[0]

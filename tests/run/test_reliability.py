@@ -142,7 +142,7 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     assert not alive, f"orphaned trial processes: {alive}"
 
     # a grace period the second worker starts well within: it must wait, not leave
-    live_worker = _launch(workers, study, pg_url, 1, PRICER_GRACE_S="30")
+    live_worker = _launch(workers, study, pg_url, 1, PRICER_GRACE_S="15")
     output = live_worker.communicate(timeout=900)[0]
     assert live_worker.returncode == 0, output
     assert "still running; waiting" in output, output

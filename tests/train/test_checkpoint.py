@@ -1,5 +1,5 @@
 """A trial that resumes from its checkpoint trains the steps it had left exactly as if it had never
-stopped: the same batches, weights, optimizer, schedule and dropout masks (real SmolLM2, 4 steps)."""
+stopped: the same batches, weights, optimizer, schedule and dropout masks (the toy Llama 3.1 in 4 bits, 4 steps)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ def test_batch_order_is_the_same_for_a_seed_so_a_resumed_run_can_skip_what_it_sa
 
 
 @pytest.mark.slow
-def test_resumed_training_repeats_the_uninterrupted_steps(tmp_path: Path, built_data: Path, tiny_models) -> None:
-    config = TrainConfig(model="smollm2-135m-instruct", max_steps=4, batch_size=2, max_tokens=64, train_items=16,
+def test_resumed_training_repeats_the_uninterrupted_steps(tmp_path: Path, built_data: Path, toys) -> None:
+    config = TrainConfig(model="toy-llama-3.1", max_steps=4, batch_size=2, max_tokens=64, train_items=16,
                          eval_items=2, test_items=2, warmup_steps=1, lora_dropout=0.1, checkpoint_every=2)
-    spec = tiny_models["smollm2-135m-instruct"]
+    spec = toys["toy-llama-3.1"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
 
     def snapshot(step: int, loss: float) -> None:
