@@ -126,9 +126,9 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         conn.send(("report", step, metrics))
         stop = bool(conn.recv())
 
-    # freed before an error is reported: a trial that reached its memory cap (`guard.cap_process`)
+    # with a memory cap (`guard.cap_process`), freed before an error is reported: a trial that reached it
     # still has the room to send why (a forked trial starts with the forkserver's imports held)
-    reserve = bytearray(RESERVE_BYTES)
+    reserve = bytearray(RESERVE_BYTES) if os.environ.get(guard.BUDGET_ENV) else None
     try:
         from tqdm import tqdm
 
