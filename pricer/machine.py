@@ -15,6 +15,15 @@ def usable_cores() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
+def thread_budget() -> int:
+    """The threads this process's compute may use: ``OMP_NUM_THREADS`` where set (a fleet gives each
+    worker its share of the cores that way), else its usable cores."""
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "")), 1)
+    except ValueError:
+        return usable_cores()
+
+
 def rss_gib() -> float:
     """This process's resident memory now, in GiB."""
     import psutil

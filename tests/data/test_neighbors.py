@@ -59,6 +59,20 @@ def test_the_built_index_holds_train_only_so_validation_and_test_draw_no_price_f
         assert all(len(row) == 5 and row[0].similarity >= row[-1].similarity for row in found)
 
 
+def test_queries_are_exact_the_dense_cosine_top_k(splits) -> None:
+    from pricer.data.neighbors import _hashes
+
+    index = NeighborIndex.build(splits["train"])
+    held_out = splits["test"][:40]
+    found = index.query([i.text for i in held_out], 5)
+    dense = (index.vectors([i.text for i in held_out]) @ index.matrix.T).toarray()
+    for row, scores, item in zip(found, dense, held_out, strict=True):
+        scores[index.text_keys == _hashes([item.text])[0]] = -1  # its own copies never count
+        best = np.lexsort((np.arange(len(scores)), -scores))[:5]
+        assert [n.price for n in row] == index.prices[best].tolist()
+        assert [n.similarity for n in row] == pytest.approx(scores[best].tolist(), abs=1e-6)
+
+
 def test_knn_price_is_the_similarity_weighted_geometric_mean() -> None:
     near = [Neighbor("a", 100.0, 0.75), Neighbor("b", 10.0, 0.25)]
     assert knn_price(near) == pytest.approx(100 ** 0.75 * 10 ** 0.25)

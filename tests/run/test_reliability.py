@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from sweeps.run.objective import RESUMED
-from sweeps.run.process import PROCESS_NAME, _has_nvidia
+from sweeps.run.process import PROCESS_NAME, trial_context
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
@@ -134,7 +134,7 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
 
     trial_processes = _trial_processes(psutil.Process(doomed.pid))
     assert len(trial_processes) == 1
-    if sys.platform == "linux" and not _has_nvidia():  # forked from the worker's forkserver
+    if trial_context().get_start_method() == "forkserver":  # forked from the worker's forkserver
         assert "forkserver" in " ".join(trial_processes[0].parent().cmdline())
     os.kill(doomed.pid, signal.SIGKILL)  # the worker alone: its trial process is not signalled
     doomed.wait()
