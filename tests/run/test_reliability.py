@@ -110,14 +110,15 @@ def test_workers_started_together_open_a_fresh_mlflow_store(tmp_path: Path, pg_u
 
 @pytest.mark.slow
 def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_retry(
-        toy_study, tiny_models, pg_url: str, workers: list) -> None:
+        toy_study, pg_url: str, workers: list) -> None:
     """`kill -9` of a worker alone (not its group): its trial process ends with it. A worker that
     starts while the dead trial is still RUNNING (heartbeat not yet stale) reaches the total at
     once, yet waits; when the trial goes stale it is failed, re-queued, and this worker runs the
     retry from the checkpoint the dead try left, not from step 0. No trial is left RUNNING."""
     from optuna.trial import TrialState
 
-    study = toy_study("reliability", steps=4, model="smollm2-135m-instruct")  # steps slow enough to kill one
+    steps = 40  # the toy's steps: enough of them that the kill lands while it trains
+    study = toy_study("reliability", steps=steps)
     spec = load_study(study)
     checkpoint = Path(spec.workdir).resolve() / "trials" / "00000" / "checkpoint" / "checkpoint.pt"
     doomed = _launch(workers, study, pg_url, 1)
@@ -156,10 +157,10 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     retry = tracker.client.get_run(trials[1].user_attrs["mlflow_run_id"])
     assert retry.info.status == "FINISHED" and retry.data.tags[RESUMED] == "00000"
     resumed_from = retry.data.metrics["resumed_from_step"]
-    print(f"retry resumed from step {resumed_from:g} of 4")
+    print(f"retry resumed from step {resumed_from:g} of {steps}")
     assert resumed_from >= 1
-    steps = [m.step for m in tracker.client.get_metric_history(retry.info.run_id, "train_loss")]
-    assert sorted(steps) == [1, 2, 3, 4]  # the whole curve, each step once
+    curve = [m.step for m in tracker.client.get_metric_history(retry.info.run_id, "train_loss")]
+    assert sorted(curve) == list(range(1, steps + 1))  # the whole curve, each step once
     assert not checkpoint.parent.parent.exists()  # the spent checkpoint is removed
 
 
