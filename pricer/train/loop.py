@@ -109,7 +109,7 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     seq_len = sequence_length(config, tokenizer, chat=spec.chat)
     prefer_eager_on_cpu(model, seq_len)
     plan = plan_for(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
-                     compute_bytes=model.dtype.itemsize)
+                     compute_bytes=model.dtype.itemsize, cpu=next(model.parameters()).device.type == "cpu")
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)
@@ -140,12 +140,12 @@ def sequence_length(config: TrainConfig, tokenizer: PreTrainedTokenizerBase, *, 
 
 
 def plan_for(config: TrainConfig, shape: ModelShape, *, budget_gib: float, seq_len: int,
-             compute_bytes: int = 2) -> StepPlan:
+             compute_bytes: int = 2, cpu: bool = False) -> StepPlan:
     """`pricer.model.memory.plan_step` for a trial's config (its `micro_batch_size` when set)."""
     return plan_step(shape, batch_size=config.batch_size, seq_len=seq_len, lora_r=config.lora_r,
                      budget_gib=budget_gib, target_modules=config.target_modules,
                      quantization=config.quantization, compute_bytes=compute_bytes,
-                     micro_batch_size=config.micro_batch_size)
+                     micro_batch_size=config.micro_batch_size, cpu=cpu)
 
 
 def _splits(data: str | Path | DatasetDict) -> Mapping[str, Sequence]:

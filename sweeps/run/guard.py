@@ -100,8 +100,9 @@ def check(config: TrainConfig, spec: ModelSpec, budget: float | None = None) -> 
     if shape is None:
         return MemoryCheck(None, budget, f"{spec.name}: shape unknown before loading; not checked")
     seq_len = sequence_length(config, spec)
-    plan = plan_for(config, shape, budget_gib=budget, seq_len=seq_len,
-                    compute_bytes=compute_dtype(pick_device()).itemsize)
+    device = pick_device()
+    plan = plan_for(config, shape, budget_gib=budget, seq_len=seq_len, compute_bytes=compute_dtype(device).itemsize,
+                    cpu=device.type == "cpu")
     reason = (f"memory guard: {spec.name} at batch {config.batch_size} x ~{seq_len} "
               f"tokens, LoRA r{config.lora_r} {config.target_modules}, {plan.describe()}")
     return MemoryCheck(plan.estimate, budget, reason, fits=plan.fits)
