@@ -18,6 +18,7 @@ from pricer.phases import phase
 from sweeps.run.budget import REQUEUED, requeue
 from sweeps.run.objective import REASON_ATTR, RUN_ID_ATTR, Objective
 from sweeps.run.presence import Presence, end_orphan_runs, end_parent_run
+from sweeps.run.process import trial_context
 from sweeps.run.stop import raise_if_stopped
 from sweeps.run.studies import (
     SURPLUS,
@@ -110,7 +111,9 @@ def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTra
     """
     from sweeps.track.preflight import check_stores
 
-    heartbeat_settings()  # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S is one line, before anything is made
+    # a bad PRICER_HEARTBEAT_S / PRICER_GRACE_S / PRICER_TRIAL_START is one line, before anything is made
+    heartbeat_settings()
+    trial_context()
     with phase("check the stores"):
         check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
     with phase("data build"):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.errors import TrialFailed
+from pricer.errors import SpecError, TrialFailed
 from pricer.phases import Phase
 from sweeps.run import guard
 from sweeps.run.budget import Requeue
@@ -61,7 +61,7 @@ def trial_context():
     """
     start = os.environ.get(TRIAL_START_ENV) or "forkserver"
     if start not in ("forkserver", "spawn"):
-        raise ValueError(f"{TRIAL_START_ENV}={start!r}: use forkserver or spawn")
+        raise SpecError(f"{TRIAL_START_ENV}={start!r}: use forkserver or spawn (or leave it unset)")
     if start == "spawn" or sys.platform != "linux" or _has_nvidia():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
