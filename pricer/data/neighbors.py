@@ -9,8 +9,8 @@ out) weighted by the train split's inverse document frequencies: it has no vocab
 store, so building at the recipe's ~320k items stays within the data goal's memory, and the saved
 index is a few numpy arrays and a JSON list (`save` / `load`, no pickle). Queries are exact:
 sparse_dot_topn multiplies the queries by the index on the process's threads and keeps only each
-row's top candidates, never a dense similarity row (at 320k items 10x the queries/s of scipy's
-product and a dense top-k).
+row's top candidates, never a dense similarity row (at 320k items 8x the queries/s of scipy's
+product and a dense top-k, `pricer bench neighbors`).
 
 A query never returns a copy of itself: a train product with the same text (or, when titles are
 given, the same title) is skipped, so a training item's neighbours never include itself, and

@@ -108,8 +108,9 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     model, tokenizer = load_model(spec, config.quantization)
     seq_len = sequence_length(config, tokenizer, chat=spec.chat)
     prefer_eager_on_cpu(model, seq_len)
+    on_cpu = model.device.type == "cpu"
     plan = plan_for(config, ModelShape.from_config(model.config), budget_gib=budget, seq_len=seq_len,
-                     compute_bytes=model.dtype.itemsize, cpu=next(model.parameters()).device.type == "cpu")
+                     compute_bytes=model.dtype.itemsize, cpu=on_cpu)
     if plan.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(config.seed)
@@ -119,7 +120,7 @@ def setup(config: TrainConfig, data: str | Path | DatasetDict, *, spec: ModelSpe
     with warnings.catch_warnings():  # peft asks the deprecated is_gradient_checkpointing (transformers 5)
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         model = get_peft_model(model, lora)
-    if next(model.parameters()).device.type == "cpu":
+    if on_cpu:
         use_cpu_dropout(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=0.0)
