@@ -144,6 +144,13 @@ def test_cpu_peaks_left_out_of_the_fit_are_predicted_within_10_percent_where_the
     assert cpu_step(name, targets, r, batch, tokens, cpu=False).total < 0.85 * measured
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_has_cuda(), reason="trials run on the GPU here, where the GPU fit applies")
 def test_a_trial_on_this_cpu_plans_with_the_cpu_estimate() -> None:
     from pricer.model.catalog import resolve
     from pricer.model.loading import compute_dtype, pick_device
