@@ -38,7 +38,16 @@ def _start(study: Path, storage: str, tracking: str, *args: str) -> subprocess.P
 
 
 def _workers(fleet: subprocess.Popen) -> list[psutil.Process]:
-    return [p for p in psutil.Process(fleet.pid).children() if "launch" in " ".join(p.cmdline())]
+    """The fleet's worker processes; a child that has just exited (the data build's, a zombie until
+    reaped) is not one."""
+    found = []
+    for proc in psutil.Process(fleet.pid).children():
+        try:
+            if "launch" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return found
 
 
 def _kill_all(fleet: subprocess.Popen) -> None:
