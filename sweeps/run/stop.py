@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from types import FrameType
 
 
 class Terminated(KeyboardInterrupt):
@@ -30,12 +31,27 @@ class Terminated(KeyboardInterrupt):
 _received: list[KeyboardInterrupt] = []
 
 
-def _on_signal(signum: int, frame: object) -> None:
+def _importing(frame: FrameType | None) -> bool:
+    """Whether `frame` runs inside an import (importlib's frames are on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _received:
         return  # a stop is under way: let its clean-up finish
     name = signal.Signals(signum).name
     stop = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(f"stopped by {name}")
     _received.append(stop)
+    if _importing(frame):
+        # raised through a native module's initialisation (torch's, while a worker's memory guard
+        # imported it), the exception aborted the process ("terminate called after throwing
+        # pybind11::error_already_set") and left its trial RUNNING; the waiting loops'
+        # `raise_if_stopped` raises it once the import is done
+        return
     raise stop
 
 
@@ -58,7 +74,8 @@ def raise_if_stopped() -> None:
     """Raise the stop here if a signal came and its exception was lost. Python only prints an
     exception that a signal handler raises while a weakref callback or a ``__del__`` runs
     ("Exception ignored in ..."): a worker stopped at that moment went on training, and was
-    killed later with its trial left RUNNING. The loops that wait (on a trial process, between
+    killed later with its trial left RUNNING. A stop that comes during an import is held back
+    until then (`_on_signal`). The loops that wait (on a trial process, between
     trials, on the UI's server) call this every second or so."""
     if _received:
         stop = _received[0]

@@ -101,3 +101,32 @@ except Terminated as exc:
 def test_sighup_from_a_closed_ssh_session_stops_as_sigterm_does() -> None:
     done = subprocess.run([sys.executable, "-c", SIGHUP], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "clean stop: stopped by SIGHUP", (done.stdout, done.stderr)
+
+
+STOPPED_IN_AN_IMPORT = """
+import os, signal, sys
+from pathlib import Path
+from sweeps.run.stop import Terminated, raise_if_stopped, sigterm_interrupts
+
+sigterm_interrupts()
+sys.path.insert(0, sys.argv[1])
+Path(sys.argv[1], "slow_native.py").write_text(
+    "import os, signal\\n"
+    "os.kill(os.getpid(), signal.SIGTERM)\\n"
+    "LOADED = True\\n")
+import slow_native
+
+print(f"imported: {slow_native.LOADED}", flush=True)
+try:
+    raise_if_stopped()
+except Terminated as exc:
+    print(f"stopped: {exc}", flush=True)
+"""
+
+
+def test_a_stop_during_an_import_is_raised_once_the_import_is_done(tmp_path) -> None:
+    """Raised inside torch's import (a worker's memory guard imports it), the stop unwound through
+    native code and aborted the worker: its trial was left RUNNING (seen in the fleet's kill test)."""
+    done = subprocess.run([sys.executable, "-c", STOPPED_IN_AN_IMPORT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.splitlines() == ["imported: True", "stopped: stopped by SIGTERM"], (done.stdout, done.stderr)
