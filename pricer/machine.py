@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 
 GIB = 1024**3
+# the thread pools torch (OpenMP, MKL), BLAS and the tokenizers (Rayon) size themselves by: each
+# takes every core unless told, and two such processes on 2 cores ran 5-6x slower instead of 2x
+THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 
 
 def usable_cores() -> int:

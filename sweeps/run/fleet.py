@@ -33,15 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pricer.errors import SpecError
-from pricer.machine import usable_cores
+from pricer.machine import THREAD_ENVS, usable_cores
 from sweeps.run.stop import stop_with_parent
 from sweeps.run.studies import WORKER_ENV
 from sweeps.spec.study import STORAGE_ENV, TRACKING_ENV, StudySpec
 from sweeps.spec.urls import is_sqlite, sqlite_path
 from sweeps.track.redact import redact
 
-# the thread pools a worker's torch, BLAS and tokenizers size themselves by
-THREAD_ENVS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS")
 # how long stopped workers get to fail their trials and end their runs before they are killed
 STOP_GRACE_S = 60.0
 POLL_S = 0.5
