@@ -149,13 +149,14 @@ def load_4bit(tiny_models, toys):
 
 @pytest.fixture(scope="session", params=TINY_MODELS)
 def tiny_trial(request, tiny_models, built_data: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real 4-bit LoRA fine-tune of each tiny model, kept small: 8 train items seen 3 times
-    (batch 4, 6 steps, 96 tokens), validation every 3 steps, 8 test items. Returns (Result, reports)."""
+    """A real 4-bit LoRA fine-tune of each tiny model, kept small (a step is seconds on a CPU): 4
+    train items seen twice (batch 2, 4 steps, 64 tokens), validation every 2 steps on 4 items, 4
+    test items. Returns (Result, reports)."""
     from pricer.train.config import TrainConfig
     from pricer.train.loop import train
 
-    config = TrainConfig(model=request.param, max_steps=6, batch_size=4, max_tokens=96, train_items=8,
-                         eval_every=3, eval_items=4, test_items=8, learning_rate=1e-3, warmup_steps=1)
+    config = TrainConfig(model=request.param, max_steps=4, batch_size=2, max_tokens=64, train_items=4,
+                         eval_every=2, eval_items=4, test_items=4, learning_rate=3e-3, warmup_steps=1)
     reports: list = []
     out = tmp_path_factory.mktemp("adapter") / request.param
     result = train(config, built_data, out, report=lambda step, m: reports.append((step, m)), progress=False)

@@ -80,9 +80,10 @@ def test_phases_recorded_only_inside_a_recording_and_summed_by_name() -> None:
 def test_a_trial_reports_where_its_seconds_went(tiny_trial) -> None:
     result, _ = tiny_trial
     totals = {name: (n, wall, cpu) for name, n, wall, cpu in Phases(result.phases).totals()}
-    # 6 steps, a validation at step 3 and at the end, one test pass, as the fixture's config says
-    assert totals["train steps"][0] == result.steps == 6
-    assert totals["validation"][0] == 2 and totals["test"][0] == 1
+    # a phase per step, per validation (every eval_every steps, the last at the end) and one test pass
+    config = result.config
+    assert totals["train steps"][0] == result.steps == config.max_steps
+    assert totals["validation"][0] == config.max_steps // config.eval_every and totals["test"][0] == 1
     assert {"load model", "save adapter"} <= set(totals)
     assert all(wall > 0 and cpu >= 0 for _, wall, cpu in totals.values())
     # the phases happen inside the trial's own clock

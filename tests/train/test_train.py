@@ -16,13 +16,14 @@ from pricer.train.config import TrainConfig
 @pytest.mark.slow
 def test_validation_is_reported_every_eval_every_steps_and_at_the_end(tiny_trial) -> None:
     result, reports = tiny_trial
-    assert [step for step, _ in reports] == [3, 6]
+    config = result.config
+    assert [step for step, _ in reports] == list(range(config.eval_every, config.max_steps + 1, config.eval_every))
     assert result.val_curve == [(step, m.mae) for step, m in reports]
-    assert result.val_metrics == reports[-1][1] and result.val_metrics.n == 4
-    assert result.steps == 6 and not result.stopped_early
-    assert result.test_metrics is not None and result.test_metrics.n == 8
+    assert result.val_metrics == reports[-1][1] and result.val_metrics.n == config.eval_items
+    assert result.steps == config.max_steps and not result.stopped_early
+    assert result.test_metrics is not None and result.test_metrics.n == config.test_items
     assert [set(p) for p in result.predictions] == [{"title", "category", "price", "predicted", "price_low",
-                                                     "price_high"}] * 8
+                                                     "price_high"}] * config.test_items
     assert result.train_tokens_per_s > 0 and result.peak_mem_gib > 0
     json.dumps(result.to_dict())
 
@@ -35,9 +36,9 @@ def test_adapter_folder_holds_adapter_tokenizer_and_pricer_json(tiny_trial) -> N
     assert (folder / "tokenizer.json").is_file()
     meta = json.loads((folder / "pricer.json").read_text())
     assert meta["model"]["name"] == result.config.model
-    assert meta["prompt"]["max_tokens"] == 96 and meta["prompt"]["chat"] == (meta["model"]["variant"] == "instruct")
+    assert meta["prompt"]["max_tokens"] == result.config.max_tokens and meta["prompt"]["chat"] == (meta["model"]["variant"] == "instruct")
     assert meta["train"] == result.config.to_dict()
-    assert meta["metrics"]["test"]["n"] == 8 and meta["metrics"]["validation"]["mae"] == result.val_metrics.mae
+    assert meta["metrics"]["test"]["n"] == result.config.test_items and meta["metrics"]["validation"]["mae"] == result.val_metrics.mae
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,9 @@ def test_price_token_loss_on_the_train_items_goes_down(reloaded, built_data) -> 
     from pricer.train.step import collate, price_only_loss
 
     result, loaded = reloaded
-    assert [s for s, _ in result.train_losses] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in result.train_losses] == list(range(1, result.config.max_steps + 1))
     items = as_items(load_splits(built_data)["train"])[:result.config.train_items]
-    batch = collate([encode(loaded.tokenizer, i.text, i.price, chat=loaded.spec.chat, max_tokens=96)
+    batch = collate([encode(loaded.tokenizer, i.text, i.price, chat=loaded.spec.chat, max_tokens=loaded.max_tokens)
                      for i in items], loaded.tokenizer.pad_token_id, loaded.model.device)
     with torch.no_grad():
         trained = price_only_loss(loaded.model, **batch).item()
@@ -73,7 +74,7 @@ def test_saved_adapter_reloads_and_predicts_what_the_trial_evaluated(reloaded, b
     from pricer.data.dataset import load_items
 
     result, loaded = reloaded
-    assert loaded.spec.name == result.config.model and loaded.max_tokens == 96
+    assert loaded.spec.name == result.config.model and loaded.max_tokens == result.config.max_tokens
     texts = {i.title: i.text for i in load_items(built_data)}
     predicted = loaded.predict([texts[p["title"]] for p in result.predictions])
     assert predicted == [p["predicted"] for p in result.predictions]
