@@ -13,6 +13,41 @@ from types import SimpleNamespace
 
 import pytest
 
+from pricer.machine import THREAD_ENVS, usable_cores
+
+# `pytest -n N` (pytest-xdist; pyproject's addopts ask for it) runs N test processes side by side:
+# each one's torch, BLAS and tokenizers, and every worker and trial process it starts, get its
+# share of the cores, since N processes that each took every core ran slower than one
+if _workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    for _name in THREAD_ENVS:
+        os.environ.setdefault(_name, str(max(usable_cores() // int(_workers), 1)))
+
+# the session fixtures that train or launch: every test that reads one goes to the same test
+# process, so `pytest -n 2` builds each once; the rest go by module (module fixtures built once)
+SHARED = ("sweep", "tiny_trial")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup``: one xdist group per shared fixture or module, the groups with the
+    most slow tests first, so the longest ones start at once and none is left to run alone at the end."""
+    # the controller sees --dist; xdist hands its workers `loadgroup` and sets their --dist to "no"
+    if not (config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False)):
+        return
+    groups = {}
+    for item in items:
+        group = next((f for f in SHARED if f in item.fixturenames), item.nodeid.split("::")[0])
+        groups[item] = group
+        item.add_marker(pytest.mark.xdist_group(group))
+    slow = {}
+    for item, group in groups.items():
+        slow[group] = slow.get(group, 0) + (item.get_closest_marker("slow") is not None)
+    first = {}
+    for n, group in enumerate(groups.values()):
+        first.setdefault(group, n)
+    items.sort(key=lambda item: (-slow[groups[item]], first[groups[item]]))
+
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("PRICER_SAMPLE", REPO.parent / "shared/data/amazon2023-sample/items.jsonl"))
 FIXTURES = Path(__file__).parent / "fixtures"
