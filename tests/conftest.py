@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,8 +20,9 @@ from pricer.machine import THREAD_ENVS, usable_cores
 # each one's torch, BLAS and tokenizers, and every worker and trial process it starts, get its
 # share of the cores, since N processes that each took every core ran slower than one
 if _workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = str(max(usable_cores() // int(_workers), 1))
     for _name in THREAD_ENVS:
-        os.environ.setdefault(_name, str(max(usable_cores() // int(_workers), 1)))
+        os.environ.setdefault(_name, _share)
 
 # the session fixtures that train or launch: every test that reads one goes to the same test
 # process, so `pytest -n 2` builds each once; the rest go by module (module fixtures built once)
@@ -34,14 +36,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # the controller sees --dist; xdist hands its workers `loadgroup` and sets their --dist to "no"
     if not (config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False)):
         return
-    groups = {}
-    for item in items:
-        group = next((f for f in SHARED if f in item.fixturenames), item.nodeid.split("::")[0])
-        groups[item] = group
-        item.add_marker(pytest.mark.xdist_group(group))
-    slow = {}
+    groups = {item: next((f for f in SHARED if f in item.fixturenames), item.nodeid.split("::")[0])
+              for item in items}
     for item, group in groups.items():
-        slow[group] = slow.get(group, 0) + (item.get_closest_marker("slow") is not None)
+        item.add_marker(pytest.mark.xdist_group(group))
+    slow = Counter(group for item, group in groups.items() if item.get_closest_marker("slow"))
     first = {}
     for n, group in enumerate(groups.values()):
         first.setdefault(group, n)
