@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from pricer.machine import usable_cores
+from sweeps.run.objective import RUN_ID_ATTR as RUN_ID
 from sweeps.spec.study import load_study
 from sweeps.track.tracking import REASON, MlflowTracker
 
@@ -131,6 +132,8 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
                     deepcopy=False, states=(TrialState.RUNNING,))
             except KeyError:  # the study is not created yet
                 running = []
+            # training, not just created: a stop before a trial's MLflow run starts leaves it no run
+            running = [t for t in running if RUN_ID in t.user_attrs]
         everything = psutil.Process(fleet.pid).children(recursive=True)
         fleet.send_signal(signal.SIGTERM)
         output = fleet.communicate(timeout=180)[0]
@@ -150,7 +153,7 @@ def test_sigterm_stops_every_worker_and_fails_their_running_trials_cleanly(fleet
     assert reasons and all("re-queued" in r for r in reasons), reasons
     client = MlflowTracker(mlflow_pg, "fleet", create=False).client
     for trial in stopped:
-        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        run = client.get_run(trial.user_attrs[RUN_ID])
         assert run.info.status == "FAILED" and run.data.tags[REASON].startswith("stopped by SIGTERM")
 
 
