@@ -63,11 +63,13 @@ def load_tokenizer(spec: ModelSpec, folder=None) -> PreTrainedTokenizerBase:
 
 
 def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.device | None = None,
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The frozen base model (nf4 + double quant, or bf16 for ``quantization="none"``) and tokenizer.
+               dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The frozen base model (nf4 + double quant, or unquantized for ``quantization="none"``) and
+    tokenizer.
 
     Args:
         device: defaults to CUDA when present, else CPU.
+        dtype: the compute dtype; defaults to `compute_dtype` (bf16 where the hardware runs it).
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -76,7 +78,7 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
     folder = materialize(spec)
     tokenizer = load_tokenizer(spec, folder)
     device = device or pick_device()
-    dtype = compute_dtype(device)
+    dtype = dtype or compute_dtype(device)
     quantization_config = None
     if quantization == "nf4":
         quantization_config = BitsAndBytesConfig(

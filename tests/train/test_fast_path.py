@@ -24,6 +24,21 @@ def loaded(request, tiny_models, load_4bit):
 
 
 @pytest.fixture(scope="module")
+def loaded_fp32(loaded):
+    """`loaded`, computing in fp32 on every CPU. Micro-batches, checkpointing and the attention
+    switch are exact there (1e-6 apart). In bf16, eager and sdpa attention round differently: a
+    Gemma 3 gradient's cosine was 0.968 on an AVX512-bf16 CPU, which says nothing about the step."""
+    import torch
+
+    from pricer.model.loading import load_model
+
+    spec, model, tokenizer = loaded
+    if model.dtype != torch.float32:
+        model, tokenizer = load_model(spec, "nf4", dtype=torch.float32)
+    return spec, model, tokenizer
+
+
+@pytest.fixture(scope="module")
 def validation(small_data):
     return small_data["validation"]
 
@@ -113,7 +128,7 @@ def test_price_only_loss_and_lora_gradients_equal_the_full_vocabulary_reference(
 
 @pytest.mark.slow
 def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_loss_and_gradients(
-        loaded, validation):
+        loaded_fp32, validation):
     """The memory plan may split a step or recompute its activations, and a CPU trial may switch
     to eager attention; the step stays the same."""
     import torch
@@ -121,7 +136,7 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
     from pricer.model.prompts import encode
     from pricer.train.step import collate, parts, price_only_loss
 
-    spec, base, tokenizer = loaded
+    spec, base, tokenizer = loaded_fp32
     with random_lora(spec, base) as model:
         # different text budgets: rows of different lengths and padding, prices of 1-3 digits
         examples = [encode(tokenizer, text, price, chat=spec.chat, max_tokens=budget)
@@ -153,11 +168,10 @@ def test_micro_batches_checkpointing_and_eager_attention_give_the_whole_batch_lo
         finally:
             base.set_attn_implementation(attention)
 
-    tol = _tolerance(base)
     assert len({len(e.input_ids) for e in examples}) > 1
     for loss, grads in ((split_loss, split), (ckpt_loss, ckpt), (eager_loss, eager)):
-        assert loss == pytest.approx(whole_loss, rel=tol)
-        assert_same_gradients(grads, whole, tol)
+        assert loss == pytest.approx(whole_loss, rel=1e-4)
+        assert_same_gradients(grads, whole, 1e-4)
 
 
 def test_generate_runs_the_output_head_as_one_matmul_on_the_last_positions(loaded, validation):
