@@ -127,11 +127,14 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
         assert doomed.poll() is None, doomed.communicate()[0]
         assert time.monotonic() < deadline, "the first worker never checkpointed a step"
         time.sleep(0.2)
+    # its train loss reaches MLflow while it runs (batched every few seconds), not only at its end
+    client, run_id = _tracker(study).client, _trials(study, pg_url)[0].user_attrs["mlflow_run_id"]
+    while not (live := client.get_metric_history(run_id, "train_loss")):
+        assert time.monotonic() < deadline, "no train loss reached MLflow while the trial ran"
+        time.sleep(0.2)
+    assert min(m.step for m in live) == 1
     trial = _trials(study, pg_url)[0]
     assert trial.state == TrialState.RUNNING, "the trial ended before the kill: give it more steps"
-    # its train loss reached MLflow while it ran, not only at its end
-    live = _tracker(study).client.get_metric_history(trial.user_attrs["mlflow_run_id"], "train_loss")
-    assert [m.step for m in live][:1] == [1]
 
     trial_processes = _trial_processes(psutil.Process(doomed.pid))
     assert len(trial_processes) == 1
