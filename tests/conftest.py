@@ -226,7 +226,7 @@ search_space:
   lora_r: {{choices: [4, 8]}}
   lora_alpha_ratio: {{choices: [2]}}
   learning_rate: {{low: 1.0e-4, high: 0.5, log: true}}
-fixed: {{max_steps: 2, batch_size: 2, max_tokens: 64, eval_items: 8, test_items: 4, warmup_steps: 0,
+fixed: {{max_steps: 2, batch_size: 2, max_tokens: 64, eval_items: 4, test_items: 4, warmup_steps: 0,
         target_modules: attention}}
 enqueue:
   - {{model: smollm2-135m-instruct, lora_r: 8, learning_rate: 3.0e-3}}
@@ -245,7 +245,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, sample_path: Path) -> Simple
     test_verdict): both tiny models, SQLite Optuna storage, a sqlite MLflow store. A first launch
     runs the two enqueued good trials; a second continues the same study and adds a hopeless one
     (learning rate 0.5: it writes no number at all) that the median pruner stops at its first
-    report. Trials are 2 steps of batch 2 on 64-token prompts, scored on 8 validation and 4 test
+    report. Trials are 2 steps of batch 2 on 64-token prompts, scored on 4 validation and 4 test
     items. The objective is RMSLE: a miss scores as $0, which the dollar error barely separates
     from a tiny model's early guesses but RMSLE does (~4 vs ~2.5)."""
     from sweeps.run.launch import launch

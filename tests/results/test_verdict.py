@@ -36,7 +36,7 @@ def test_every_finished_trial_logs_its_price_ranges_coverage_and_width(sweep) ->
         covered = [r["price_low"] != "" and float(r["price_low"]) <= float(r["price"]) <= float(r["price_high"])
                    for r in _test_rows(sweep, row.trial)]
         assert row.test_coverage == pytest.approx(sum(covered) / len(covered)) and row.test_interval_width is not None
-        # 8 validation items are too few to calibrate on: the factor stays 1, raw and final agree
+        # 4 validation items are too few to calibrate on: the factor stays 1, raw and final agree
         assert metrics["interval_scale"] == 1.0
         assert metrics["interval_test_coverage_raw"] == row.test_coverage
 
