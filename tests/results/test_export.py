@@ -182,7 +182,6 @@ def test_pricer_predict_prices_a_catalog_keeping_every_row(sweep, small_items, t
 
 
 def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path: Path, capsys) -> None:
-    import csv
     import os
     import socket
     import subprocess
@@ -194,6 +193,7 @@ def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path:
 
     from pricer.data.dataset import load_items
     from sweeps.cli.main import main
+    from sweeps.results.verdict import StudyResults
 
     assert main(["export", str(sweep.path), "--out", str(sweep.root / "registered"), "--register",
                  "sweep-pricer"]) == 0
@@ -205,12 +205,11 @@ def test_registered_model_loads_from_the_registry_and_is_served(sweep, tmp_path:
     assert float(version.tags["val_rmsle"]) == pytest.approx(best.rmsle, rel=1e-5)
 
     # the trial's own test items, as one batch the way its test ran: the served prices are the ones it logged
-    path = client.download_artifacts(best.run_id, "predictions.csv", str(tmp_path / "logged"))
-    with open(path, newline="") as handle:
-        logged = list(csv.DictReader(handle))
+    results = StudyResults(sweep.spec.tracking_uri, sweep.spec.name)
+    logged = results.test_rows(results.find(best.run_id))
     by_title = {i.title: i.text for i in load_items(sweep.spec.data.source)}
     texts = [by_title[row["title"]] for row in logged]
-    prices = [float(row["predicted"]) if row["predicted"] else float("nan") for row in logged]
+    prices = [float("nan") if row["predicted"] is None else row["predicted"] for row in logged]
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
