@@ -93,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _print_ensemble(result) -> None:
-    """The ensemble beside its members, then against every baseline, on the test split."""
+    """The ensemble beside its members, then paired with each member and baseline on the test split."""
     rows = [(s.name, "" if s is result.ensemble else f"{s.weight:.2f}", f"{s.val.mae:,.2f}",
              f"{s.test.mae:,.2f}" if s.test else "–", f"{s.test.rmsle:.3f}" if s.test else "–",
              f"{s.test.hit_rate:.1%}" if s.test else "–") for s in [result.ensemble, *result.members]]
@@ -101,20 +101,13 @@ def _print_ensemble(result) -> None:
                           f"items; scored on {result.ensemble.test.n if result.ensemble.test else 0} test items)",
                           ("", "weight", "val $ error", "test $ error", "test RMSLE", "test hits %"), rows,
                           console=wide_console(), styles={0: "bold"})
-    mine = result.ensemble.test
-    if mine is None:
-        return
     from rich.markup import escape
 
-    for name, m in result.baselines.items():
-        name = escape(name)  # a baseline's name comes from an MLflow tag
-        change = (m.mae - mine.mae) / m.mae
-        if abs(mine.mae - m.mae) < 0.005:  # the fit gave that baseline all the weight
-            console.print(f"test $ error: ensemble {mine.mae:,.2f} ties {name} {m.mae:,.2f}")
-            continue
-        verdict = "beats" if mine.mae < m.mae else "loses to"
-        console.print(f"test $ error: ensemble {mine.mae:,.2f} {verdict} {name} {m.mae:,.2f} "
-                      f"({abs(change):.0%} {'lower' if change > 0 else 'higher'})")
+    for paired in result.paired:  # member and baseline names come from MLflow tags
+        console.print(escape(f"test, paired: {paired.sentence()}"), soft_wrap=True)
+    if result.paired:
+        console.print("The ensemble beats every member on the test items." if result.beats_every_member else
+                      "The ensemble does not beat every member on the test items (see above).")
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

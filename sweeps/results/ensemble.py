@@ -3,7 +3,9 @@ study as one predictor folder, weighted on the validation items only.
 
 Everything comes from MLflow: each member's per-item predictions on the study's validation and
 test items (``predictions.json``), the adapters and the fitted baseline models. The weights see
-validation only; the test split scores the ensemble beside each of its members.
+validation only; the test split scores the ensemble beside each of its members, and pairs it
+item by item with each member and each baseline (`pricer.predict.compare`), so the export says
+whether the blend beats every part of it or only looks better.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pricer.atomic import replacing_folder, write_text
 from pricer.errors import SpecError
 from pricer.metrics import Metrics, score
 from pricer.predict.baselinefile import SUFFIX
+from pricer.predict.compare import Paired, compare
 from pricer.predict.ensemble import Member, combine, fit_weights, save_ensemble
 from sweeps.results.export import _MARKER, CARD, check_replaceable
 from sweeps.results.leaderboard import Row, leaderboard
@@ -42,6 +45,13 @@ class EnsembleExport:
     ensemble: Scored
     members: list[Scored]
     baselines: dict[str, Metrics]  # every baseline's test scores, the constant included
+    paired: list[Paired]  # the ensemble (A) against each member, then each other baseline, on test
+
+    @property
+    def beats_every_member(self) -> bool:
+        members = {s.name for s in self.members}
+        against = [p for p in self.paired if p.b in members]
+        return bool(against) and all(p.told_apart and p.difference < 0 for p in against)
 
     def to_dict(self) -> dict:
         def brief(m: Metrics | None) -> dict | None:
@@ -51,7 +61,9 @@ class EnsembleExport:
                 "ensemble": {"val": brief(self.ensemble.val), "test": brief(self.ensemble.test)},
                 "members": [{"name": s.name, "weight": s.weight, "val": brief(s.val), "test": brief(s.test)}
                             for s in self.members],
-                "baselines_test": {k: brief(v) for k, v in self.baselines.items()}}
+                "baselines_test": {k: brief(v) for k, v in self.baselines.items()},
+                "paired_test": [p.to_dict() for p in self.paired],
+                "beats_every_member": self.beats_every_member}
 
 
 def _name(row: Row) -> str:
@@ -137,13 +149,22 @@ def export_ensemble(tracking_uri: str, study: str, out: Path, *, k: int = 2, bas
                           combine([p["test"] for p in preds], weights))
         every_baseline = {r.model: score(truth["test"], predictions_of(r)["test"])
                           for r in baseline_rows if truth["test"]}
-        result = EnsembleExport(out, ensemble, members_scored, every_baseline)
+        result = EnsembleExport(out, ensemble, members_scored, every_baseline,
+                                _paired(ensemble, members_scored, every_baseline))
         save_ensemble(staged, members, result.to_dict())
         write_text(staged / CARD, _card(study, tracking_uri, result))
         with replacing_folder(out) as place:
             for part in staged.iterdir():
                 part.rename(place / part.name)
     return result
+
+
+def _paired(ensemble: Scored, members: list[Scored], baselines: dict[str, Metrics]) -> list[Paired]:
+    if ensemble.test is None:
+        return []
+    against = {s.name: s.test for s in members if s.test is not None}
+    against.update((name, m) for name, m in baselines.items() if name not in against)
+    return [compare("ensemble", ensemble.test.errors, name, m.errors) for name, m in against.items()]
 
 
 def _card(study: str, tracking_uri: str, result: EnsembleExport) -> str:
@@ -155,6 +176,7 @@ def _card(study: str, tracking_uri: str, result: EnsembleExport) -> str:
     rows += [line(s.name, f"{s.weight:.2f}", s.val, s.test) for s in result.members]
     baselines = "\n".join(f"| {name} | ${m.mae:,.2f} | {m.rmsle:.3f} | {100 * m.hit_rate:.1f} |"
                           for name, m in result.baselines.items())
+    paired = "\n".join(f"- {p.sentence()}" for p in result.paired) or "- no test items were scored"
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""{_MARKER}
 # {study}: ensemble price predictor
@@ -172,6 +194,10 @@ Every baseline on the same test items:
 | baseline | test $ error | test RMSLE | test hits % |
 |---|---|---|---|
 {baselines}
+
+Paired item by item on the test items (bootstrap interval of the mean difference, Wilcoxon p):
+
+{paired}
 
 ## Use
 

@@ -80,7 +80,14 @@ def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep,
     # the grid holds every single member, so on the items it was fitted on it can't be worse
     assert result.ensemble.val.mae <= min(m.val.mae for m in result.members) + 1e-9
     assert set(result.baselines) == {"constant", "linear", "tfidf_ridge", "random_forest", "knn"}
-    assert "ensemble" in (out / "README.md").read_text()
+    # paired on the test items with every member, then the baselines that are not members
+    by_name = {p.b: p for p in result.paired}
+    assert set(by_name) == {m.name for m in result.members} | set(result.baselines)
+    for member in result.members:
+        assert by_name[member.name].b_mae == pytest.approx(member.test.mae)
+        assert by_name[member.name].a_mae == pytest.approx(result.ensemble.test.mae)
+    card = (out / "README.md").read_text()
+    assert "ensemble" in card and by_name["constant"].sentence() in card
 
     ensemble = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load
     items = small_items[:2]
@@ -91,12 +98,38 @@ def test_ensemble_export_weights_on_validation_and_serves_like_an_adapter(sweep,
     assert json.loads(capsys.readouterr().out)[0]["price"] is not None
     assert main(["export", str(sweep.path), "--out", str(out), "--ensemble", "1", "--register", "pricer-ens"]) == 0
     printed = capsys.readouterr().out
-    assert "test $ error: ensemble" in printed and "constant" in printed
+    paired = json.loads((out / "pricer.json").read_text())["metrics"]["paired_test"]
+    assert [p["b"] for p in paired][:1] == ["trial-0"] and len(paired) == 1 + len(result.baselines)
+    assert {p["b"] for p in paired} == {"trial-0", *result.baselines}
+    assert all(f"test, paired: {p['sentence']}\n" in printed for p in paired)
     from mlflow import MlflowClient
 
     version = MlflowClient(sweep.spec.tracking_uri).get_model_version("pricer-ens", "1")
     assert version.tags["pricer.kind"] == "ensemble" and float(version.tags["test_mae"]) == pytest.approx(
         json.loads((out / "pricer.json").read_text())["metrics"]["ensemble"]["test"]["mae"], rel=1e-5)
+
+
+def test_the_ensemble_beats_every_member_only_when_each_pairing_tells_it_apart() -> None:
+    from pricer.metrics import score
+    from sweeps.results.ensemble import EnsembleExport, Scored, _paired
+
+    truth = [10.0 + 3 * i for i in range(40)]
+    near = [t + (1 if i % 2 else -1) for i, t in enumerate(truth)]  # $1 off on every item
+
+    def scored(name: str, preds: list[float]) -> Scored:
+        metrics = score(truth, preds)
+        return Scored(name, 0.5, metrics, metrics)
+
+    trial, forest = scored("trial-0", [t * 1.5 for t in truth]), scored("random_forest", [t + 8 for t in truth])
+    baselines = {"random_forest": forest.test, "constant": score(truth, [50.0] * len(truth))}
+    ensemble = scored("ensemble", near)
+    better = EnsembleExport(Path("."), ensemble, [trial, forest], baselines, _paired(ensemble, [trial, forest], baselines))
+    assert [p.b for p in better.paired] == ["trial-0", "random_forest", "constant"] and better.beats_every_member
+    # the fit gave the forest all the weight: the ensemble is the forest, told apart from nothing
+    same = scored("ensemble", [t + 8 for t in truth])
+    tied = EnsembleExport(Path("."), same, [trial, forest], baselines, _paired(same, [trial, forest], baselines))
+    assert tied.paired[0].told_apart and not tied.beats_every_member
+    assert "not told apart" in tied.paired[1].sentence()
 
 
 def test_exported_folder_is_portable_and_opens_with_pricer_and_plain_peft(sweep, tmp_path: Path, capsys,
