@@ -18,7 +18,7 @@ from pricer.phases import phase
 from sweeps.run.budget import REQUEUED, requeue
 from sweeps.run.objective import REASON_ATTR, RUN_ID_ATTR, Objective
 from sweeps.run.presence import Presence, end_orphan_runs, end_parent_run
-from sweeps.run.process import trial_context
+from sweeps.run.process import start_trial_server, trial_context
 from sweeps.run.stop import raise_if_stopped
 from sweeps.run.studies import (
     SURPLUS,
@@ -100,11 +100,15 @@ def enqueue(spec: StudySpec, study: optuna.Study) -> None:
         study.enqueue_trial(dict(params), skip_if_exists=True)
 
 
-def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTracker, optuna.Study, str]:
+def open_run(spec: StudySpec, *, progress: bool = True,
+             worker: bool = False) -> tuple[Path, MlflowTracker, optuna.Study, str]:
     """What every worker does before its first trial: the stores checked, the data built, the
     study and its MLflow parent run opened, the baselines fitted and the enqueued trials queued
     (each once per study). A fleet calls it once before its workers start, so that they don't
     all build the data and fit the baselines at the same moment.
+
+    Args:
+        worker: this process runs trials next: their forkserver starts once the stores answer.
 
     Returns:
         (the dataset folder, the tracker, the study, the parent run's id).
@@ -116,6 +120,8 @@ def open_run(spec: StudySpec, *, progress: bool = True) -> tuple[Path, MlflowTra
     trial_context()
     with phase("check the stores"):
         check_stores(spec.storage, spec.tracking_uri)  # before anything is built or created
+    if worker:
+        start_trial_server()
     with phase("data build"):
         data = prepare_data(spec, progress=progress)
     with phase("open the study and its MLflow run"):
@@ -154,7 +160,7 @@ def launch(spec: StudySpec, *, progress: bool = True,
     import optuna
 
     started = time.monotonic()
-    data, tracker, study, parent_id = open_run(spec, progress=progress)
+    data, tracker, study, parent_id = open_run(spec, progress=progress, worker=True)
     callbacks = [lambda _study, trial: on_trial(trial)] if on_trial else None
 
     objective = Objective(spec, str(data), tracker, parent_id, progress=progress)

@@ -39,7 +39,7 @@ POLL_S = 1.0
 # What a CPU trial process finds imported: ~12 s of CPU each trial paid again under ``spawn``;
 # this module too (it holds `_child`, the process's target), so a trial runs the worker's code,
 # not a file edited since the worker started.
-PRELOAD = ("torch", "transformers.modeling_utils", "peft", "pricer.train.loop", "sweeps.run.process")
+PRELOAD = ("torch", "transformers.modeling_utils", "peft", "bitsandbytes", "pricer.train.loop", "sweeps.run.process")
 # A trial process's name in ps/top/psutil (Linux: at most 15 bytes).
 PROCESS_NAME = b"pricer-trial"
 # memory a trial process holds back to report an error after reaching its cap
@@ -67,6 +67,16 @@ def trial_context():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(list(PRELOAD))
     return ctx
+
+
+def start_trial_server() -> None:
+    """Start the forkserver now, if trials start from one: its imports (several CPU seconds) then
+    run beside the worker's data build, study opening and baselines instead of holding up the
+    first trial."""
+    if trial_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _has_nvidia() -> bool:
