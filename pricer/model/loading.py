@@ -63,20 +63,24 @@ def load_tokenizer(spec: ModelSpec, folder=None) -> PreTrainedTokenizerBase:
 
 
 def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.device | None = None,
-               dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+               dtype: torch.dtype | None = None,
+               tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The frozen base model (nf4 + double quant, or unquantized for ``quantization="none"``) and
     tokenizer.
 
     Args:
         device: defaults to CUDA when present, else CPU.
         dtype: the compute dtype; defaults to `compute_dtype` (bf16 where the hardware runs it).
+        tokenizer: the one to pair with the model (an adapter folder's own); defaults to the
+            base's. A large vocabulary takes seconds to load (Gemma's 262k: about 3 s), so a
+            caller that has one should not pay for a second.
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if quantization not in QUANTIZATIONS:
         raise SpecError(f"quantization must be one of {QUANTIZATIONS} (got {quantization!r})")
     folder = materialize(spec)
-    tokenizer = load_tokenizer(spec, folder)
+    tokenizer = load_tokenizer(spec, folder) if tokenizer is None else tokenizer
     device = device or pick_device()
     dtype = dtype or compute_dtype(device)
     quantization_config = None
