@@ -10,6 +10,7 @@ study's ``trials/`` folder.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 import traceback
@@ -225,8 +226,9 @@ class Objective:
 
 
 class LiveMetrics:
-    """What a trial logs while it trains: each step's train loss (``on_loss`` for `run_in_child`,
-    batched every `LOSS_FLUSH_S` seconds), the validation reports and tags. A tracking store that
+    """What a trial logs while it trains: each step's train loss (``on_loss`` for `run_in_child`;
+    the first at once, so MLflow shows a trial training from its first step, then batched every
+    `LOSS_FLUSH_S` seconds), the validation reports and tags. A tracking store that
     is down keeps them pending (the trial goes on training); `steps` are the train-loss steps
     logged (not to log them again)."""
 
@@ -235,7 +237,7 @@ class LiveMetrics:
         self.pending: list[tuple[dict[str, float], int]] = []
         self.tags: dict[str, str] = {}
         self.steps: set[int] = set()
-        self.flushed = time.monotonic()
+        self.flushed = -math.inf
 
     def loss(self, step: int, loss: float) -> None:
         self.add({"train_loss": loss}, step)

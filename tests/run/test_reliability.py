@@ -68,6 +68,16 @@ def _trials(study: Path, pg_url: str):
     return optuna.load_study(study_name="reliability", storage=pg_url).get_trials(deepcopy=False)
 
 
+def _trials_if_any(storage) -> list:
+    """The study's trials, or none while it is not created yet."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name="reliability", storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
 def _tracker(study: Path) -> MlflowTracker:
     spec = load_study(study)
     return MlflowTracker(spec.tracking_uri, spec.name, create=False)
@@ -115,23 +125,31 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     starts while the dead trial is still RUNNING (heartbeat not yet stale) reaches the total at
     once, yet waits; when the trial goes stale it is failed, re-queued, and this worker runs the
     retry from the checkpoint the dead try left, not from step 0. No trial is left RUNNING."""
+    import optuna
     from optuna.trial import TrialState
 
     steps = 40  # the toy's steps: enough of them that the kill lands while it trains
     study = toy_study("reliability", steps=steps)
     spec = load_study(study)
     checkpoint = Path(spec.workdir).resolve() / "trials" / "00000" / "checkpoint" / "checkpoint.pt"
+    storage = optuna.storages.RDBStorage(pg_url)  # one engine for the polls (it makes the tables now)
     doomed = _launch(workers, study, pg_url, 1)
     deadline = time.monotonic() + 600
+    # the stores opened before the trial trains: on a fast CPU its 40 steps take about 2 s
+    while not ((trials := _trials_if_any(storage)) and "mlflow_run_id" in trials[0].user_attrs):
+        assert doomed.poll() is None, doomed.communicate()[0]
+        assert time.monotonic() < deadline, "the first worker never started a trial"
+        time.sleep(0.2)
+    storage.engine.dispose()
+    client, run_id = _tracker(study).client, trials[0].user_attrs["mlflow_run_id"]
     while not checkpoint.is_file():  # wait until its trial has trained and saved step 1
         assert doomed.poll() is None, doomed.communicate()[0]
         assert time.monotonic() < deadline, "the first worker never checkpointed a step"
-        time.sleep(0.2)
-    # its train loss reaches MLflow while it runs (batched every few seconds), not only at its end
-    client, run_id = _tracker(study).client, _trials(study, pg_url)[0].user_attrs["mlflow_run_id"]
+        time.sleep(0.05)
+    # its train loss reaches MLflow while it runs (the first step's at once), not only at its end
     while not (live := client.get_metric_history(run_id, "train_loss")):
         assert time.monotonic() < deadline, "no train loss reached MLflow while the trial ran"
-        time.sleep(0.2)
+        time.sleep(0.05)
     assert min(m.step for m in live) == 1
     trial = _trials(study, pg_url)[0]
     assert trial.state == TrialState.RUNNING, "the trial ended before the kill: give it more steps"
@@ -139,7 +157,10 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     trial_processes = _trial_processes(psutil.Process(doomed.pid))
     assert len(trial_processes) == 1
     if trial_context().get_start_method() == "forkserver":  # forked from the worker's forkserver
-        assert "forkserver" in " ".join(trial_processes[0].parent().cmdline())
+        forkserver = trial_processes[0].parent()
+        assert "forkserver" in " ".join(forkserver.cmdline())
+        # started with the worker, not by its first trial: its imports ran beside the worker's start
+        assert forkserver.create_time() < trial.datetime_start.timestamp()
     os.kill(doomed.pid, signal.SIGKILL)  # the worker alone: its trial process is not signalled
     doomed.wait()
     gone, alive = psutil.wait_procs(trial_processes, timeout=5)
