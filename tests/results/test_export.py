@@ -17,7 +17,8 @@ from sweeps.results.leaderboard import leaderboard
 pytestmark = pytest.mark.slow  # the study trains four tiny-model trials once per session
 
 
-def test_export_writes_a_folder_predict_and_evaluate_use(sweep, small_items) -> None:
+def test_export_writes_a_folder_predict_and_evaluate_use(sweep, small_items, monkeypatch) -> None:
+    from pricer.model import loading
     from pricer.predict.evaluate import evaluate_items
 
     out = export(sweep.spec.tracking_uri, sweep.spec.name, sweep.root / "best")
@@ -26,8 +27,12 @@ def test_export_writes_a_folder_predict_and_evaluate_use(sweep, small_items) -> 
     assert f"trial {best.trial}" in card and best.model in card and "## Metrics" in card
     items = small_items[:3]
 
+    read = []  # the folders a tokenizer was read from: a large vocabulary costs seconds each
+    real = loading.load_tokenizer
+    monkeypatch.setattr(loading, "load_tokenizer", lambda spec, folder=None: read.append(folder) or real(spec, folder))
     loaded = load_predictor(out)  # what `pricer predict` and `pricer evaluate --adapter` load
     assert loaded.kind == "adapter" and loaded.spec.name == best.model
+    assert read == [out]  # the folder's own tokenizer, once, and not the base's as well
     prices = loaded.predict([i.text for i in items])
     evaluation = evaluate_items(loaded.model, loaded.tokenizer, items, chat=loaded.spec.chat,
                                 max_tokens=loaded.max_tokens)
