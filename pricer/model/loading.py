@@ -12,6 +12,8 @@ from pricer.errors import ModelUnavailable, SpecError
 from pricer.model.catalog import ModelSpec, materialize
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -64,23 +66,22 @@ def load_tokenizer(spec: ModelSpec, folder=None) -> PreTrainedTokenizerBase:
 
 def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.device | None = None,
                dtype: torch.dtype | None = None,
-               tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+               tokenizer_from: Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The frozen base model (nf4 + double quant, or unquantized for ``quantization="none"``) and
     tokenizer.
 
     Args:
         device: defaults to CUDA when present, else CPU.
         dtype: the compute dtype; defaults to `compute_dtype` (bf16 where the hardware runs it).
-        tokenizer: the one to pair with the model (an adapter folder's own); defaults to the
-            base's. A large vocabulary takes seconds to load (Gemma's 262k: about 3 s), so a
-            caller that has one should not pay for a second.
+        tokenizer_from: the folder to read the tokenizer from (an adapter folder's own copy)
+            instead of the base's; read once either way (Gemma's 262k vocabulary: about 3 s).
     """
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     if quantization not in QUANTIZATIONS:
         raise SpecError(f"quantization must be one of {QUANTIZATIONS} (got {quantization!r})")
     folder = materialize(spec)
-    tokenizer = load_tokenizer(spec, folder) if tokenizer is None else tokenizer
+    tokenizer = load_tokenizer(spec, tokenizer_from or folder)
     device = device or pick_device()
     dtype = dtype or compute_dtype(device)
     quantization_config = None

@@ -119,13 +119,10 @@ def _load_adapter(folder: Path, meta: dict, device: torch.device | None) -> Mode
     training, with the LoRA on top."""
     from peft import PeftModel
 
-    from pricer.model.catalog import materialize
-    from pricer.model.loading import load_model, load_tokenizer
+    from pricer.model.loading import load_model
 
     spec = _spec(folder, meta)
-    materialize(spec)  # a base that can't be had is the error to give, not the folder's tokenizer
-    tokenizer = load_tokenizer(spec, folder)
-    base, _ = load_model(spec, meta.get("quantization", "nf4"), device=device, tokenizer=tokenizer)
+    base, tokenizer = load_model(spec, meta.get("quantization", "nf4"), device=device, tokenizer_from=folder)
     _attention_as_in_training(base, tokenizer, spec, meta)
     model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     model.eval()

@@ -62,18 +62,17 @@ def _launch(workers: list, study: Path, pg_url: str, n_trials: int, **env_vars: 
     return proc
 
 
-def _trials(study: Path, pg_url: str):
+def _trials(study: Path, storage):
+    """The study's trials; `storage` a URL or an `optuna.storages.RDBStorage`."""
     import optuna
 
-    return optuna.load_study(study_name="reliability", storage=pg_url).get_trials(deepcopy=False)
+    return optuna.load_study(study_name="reliability", storage=storage).get_trials(deepcopy=False)
 
 
-def _trials_if_any(storage) -> list:
-    """The study's trials, or none while it is not created yet."""
-    import optuna
-
+def _trials_if_any(study: Path, storage) -> list:
+    """`_trials`, or none while the study is not created yet."""
     try:
-        return optuna.load_study(study_name="reliability", storage=storage).get_trials(deepcopy=False)
+        return _trials(study, storage)
     except KeyError:
         return []
 
@@ -136,7 +135,7 @@ def test_killed_worker_takes_its_trial_process_and_a_waiting_worker_resumes_the_
     doomed = _launch(workers, study, pg_url, 1)
     deadline = time.monotonic() + 600
     # the stores opened before the trial trains: on a fast CPU its 40 steps take about 2 s
-    while not ((trials := _trials_if_any(storage)) and "mlflow_run_id" in trials[0].user_attrs):
+    while not ((trials := _trials_if_any(study, storage)) and "mlflow_run_id" in trials[0].user_attrs):
         assert doomed.poll() is None, doomed.communicate()[0]
         assert time.monotonic() < deadline, "the first worker never started a trial"
         time.sleep(0.2)
