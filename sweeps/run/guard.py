@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
 # for a model whose tokenizer is not on this machine yet (a hub entry before its first download).
 PROMPT_TOKENS = 64
+# how a RuntimeError says that an allocation failed (`out_of_memory`)
+ALLOCATION_FAILURES = ("cannot allocate memory", "can't allocate memory", "could not create a primitive")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,19 @@ def cap_process() -> None:
 
     if torch.cuda.is_available():
         return  # the budget is GPU memory there; the host's is not ours to cap
+    # the OpenMP threads start now, their stacks mapped before the cap: libgomp ends the whole
+    # process (exit 1, no reason sent) when it can't start a thread
+    torch.ones(1 << 16).add_(1)
     limit = int(budget_gib() * GIB)
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a trial's error is an allocation its cap refused. Only Python says so in the type;
+    torch's allocator, a safetensors mmap and oneDNN raise a RuntimeError that says so in words
+    (oneDNN's only words: it could not create a primitive)."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(words in text for words in ALLOCATION_FAILURES)
 

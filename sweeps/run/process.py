@@ -160,9 +160,14 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
 
         conn.send(("result", result, max(1, torch.cuda.device_count())))
     except BaseException as exc:  # noqa: B036 -- the reason must reach the parent, whatever it is
+        capped = reserve is not None
         del reserve
         full = _disk_full(checkpoint_dir or out)
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), full))
+        reason = f"{type(exc).__name__}: {exc}"
+        if capped and not isinstance(exc, MemoryError) and guard.out_of_memory(exc):
+            reason = (f"MemoryError: the trial reached its {guard.BUDGET_ENV} cap of {guard.budget_gib():g} GiB; "
+                      f"raise it or lower batch_size ({reason})")
+        conn.send(("error", reason, traceback.format_exc(), full))
         raise SystemExit(1) from None
     finally:
         conn.close()

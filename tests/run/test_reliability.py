@@ -256,8 +256,9 @@ def test_trial_out_of_memory_fails_with_memory_error(tmp_path: Path, built_data:
     monkeypatch.setenv("PRICER_MEMORY_GIB", "1.0")  # a real trial's data segment needs ~1.3 GiB
     config = TrainConfig(model="smollm2-135m-instruct", max_steps=1, batch_size=2, max_tokens=64,
                          eval_items=4, test_items=4)
-    # where the cap is met decides the words: Python's MemoryError, or the OS's ENOMEM from an mmap
-    with pytest.raises(TrialFailed, match="(?i)MemoryError|can't allocate memory|cannot allocate memory") as failed:
+    # where the cap is met (an mmap, torch's allocator, oneDNN, a thread's stack) varies by CPU and
+    # by what the forkserver holds; the reason says memory and names the cap wherever it is
+    with pytest.raises(TrialFailed, match=r"^MemoryError: .*PRICER_MEMORY_GIB") as failed:
         run_in_child(config, str(built_data), tmp_path / "trial", tiny_models["smollm2-135m-instruct"],
                      lambda step, m: False)
     print(f"out-of-memory trial: {failed.value}")
