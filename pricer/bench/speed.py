@@ -28,7 +28,7 @@ from pricer.errors import SpecError
 # The model whose tokenizer random-weight shapes use: its 49k ids fit every real vocabulary.
 SHAPE_TOKENIZER = "smollm2-135m-instruct"
 JSON_KEYS = ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
-             "peak_mem_gib", "peak_mem_gib_ref", "mae", "mae_ref")
+             "peak_mem_gib", "peak_mem_gib_ref", "load_s", "load_s_ref", "mae", "mae_ref")
 
 
 @declared("bench")
@@ -65,23 +65,26 @@ class BenchResult:
     eval_items_per_s_ref: float
     peak_mem_gib: float
     peak_mem_gib_ref: float
+    load_s: float
+    load_s_ref: float
     mae: float
     mae_ref: float
     memory_method: str
     notes: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, float]:
-        """The eight numbers `pricer bench --json` prints."""
+        """The numbers `pricer bench --json` prints."""
         return {k: getattr(self, k) for k in JSON_KEYS}
 
     def ratios(self) -> dict[str, float]:
-        """project / recipe for speeds and memory (> 1 faster; < 1 less memory)."""
+        """project / recipe for speeds, memory and load time (> 1 faster; < 1 less memory, a faster load)."""
         def ratio(a: float, b: float) -> float:
             return a / b if b else float("nan")
 
         return {"train_tokens_per_s": ratio(self.train_tokens_per_s, self.train_tokens_per_s_ref),
                 "eval_items_per_s": ratio(self.eval_items_per_s, self.eval_items_per_s_ref),
-                "peak_mem_gib": ratio(self.peak_mem_gib, self.peak_mem_gib_ref)}
+                "peak_mem_gib": ratio(self.peak_mem_gib, self.peak_mem_gib_ref),
+                "load_s": ratio(self.load_s, self.load_s_ref)}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,6 +156,7 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
     val_rows = splits["validation"].select(range(settings.eval_items))
 
     recipe_config = _recipe_config(settings, dtype == torch.bfloat16)
+    load_s, load_s_ref = _load_seconds(spec, recipe_config.bf16)
     ref = _reference_path(spec, tokenizer, train_rows, val_rows, recipe_config, text_budget, workdir)
     gc.collect()
     fast = _project_path(spec, train_rows, val_rows, recipe_config, text_budget, memory_budget_gib=ref.peak_gib)
@@ -160,7 +164,8 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
         settings=settings, device=str(device), dtype=str(dtype).removeprefix("torch."),
         train_tokens_per_s=fast.tokens_per_s, train_tokens_per_s_ref=ref.tokens_per_s,
         eval_items_per_s=fast.items_per_s, eval_items_per_s_ref=ref.items_per_s,
-        peak_mem_gib=fast.peak_gib, peak_mem_gib_ref=ref.peak_gib, mae=fast.mae, mae_ref=ref.mae,
+        peak_mem_gib=fast.peak_gib, peak_mem_gib_ref=ref.peak_gib, load_s=load_s, load_s_ref=load_s_ref,
+        mae=fast.mae, mae_ref=ref.mae,
         memory_method=MEMORY_METHOD["cuda" if device.type == "cuda" else "cpu"],
         notes={"model": spec.name, "text_budget": text_budget, "plan": fast.plan, "losses": list(fast.losses),
                "losses_ref": list(ref.losses)})
@@ -178,6 +183,31 @@ def _recipe_config(settings: BenchSettings, bf16: bool):
     # measure the levers, not the dtype.
     return RecipeConfig(batch_size=settings.batch_size, max_tokens=settings.max_tokens, steps=settings.steps,
                         lora_r=settings.lora_r, seed=settings.seed, bf16=bf16)
+
+
+def _load_seconds(spec, bf16: bool) -> tuple[float, float]:
+    """Seconds to load the 4-bit base and its tokenizer: the project's `load_model` and the recipe's
+    `load_quantized`, after one untimed project load (which writes a CPU's quantized copy, and
+    brings the weights' files into the page cache for both)."""
+    import time
+
+    from pricer.bench import recipe
+    from pricer.model.catalog import materialize
+    from pricer.model.loading import load_model, load_tokenizer
+
+    def timed(load) -> float:
+        started = time.perf_counter()
+        loaded = load()
+        del loaded
+        gc.collect()
+        return time.perf_counter() - started
+
+    folder = materialize(spec)
+    timed(lambda: load_model(spec))
+    project = timed(lambda: load_model(spec))
+    reference = timed(lambda: (recipe.load_quantized(folder, attn_implementation=spec.attn_implementation, bf16=bf16),
+                               load_tokenizer(spec, folder)))
+    return project, reference
 
 
 def _reference_path(spec, tokenizer, train_rows, val_rows, config, text_budget: int,

@@ -44,7 +44,7 @@ def test_gpu_check_on_the_toys_writes_one_table_of_every_shape_and_a_trial_step(
         assert row["model"] == TOY_OF[name]
         assert set(row) == {*JSON_KEYS, "model", "ratios", "plan", "seconds", "checkpoint_s"}
         assert all(row[k] > 0 for k in JSON_KEYS if not k.startswith("mae")), (name, row)
-        assert set(row["ratios"]) == {"train_tokens_per_s", "eval_items_per_s", "peak_mem_gib"}
+        assert set(row["ratios"]) == {"train_tokens_per_s", "eval_items_per_s", "peak_mem_gib", "load_s"}
     trial = table["trial"]
     assert trial["model"] == TOY_OF[SHAPE_NAMES[0]] and trial["config"]["max_steps"] == 1
     assert trial["train_tokens_per_s"] > 0 and trial["wall_s"] > 0 and trial["val_mae"] is not None

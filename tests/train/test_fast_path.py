@@ -236,9 +236,10 @@ def test_bench_json_reports_both_paths(capsys, built_data):
 
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s",
-                        "eval_items_per_s_ref", "peak_mem_gib", "peak_mem_gib_ref", "mae", "mae_ref"}
+                        "eval_items_per_s_ref", "peak_mem_gib", "peak_mem_gib_ref", "load_s", "load_s_ref",
+                        "mae", "mae_ref"}
     for key in ("train_tokens_per_s", "train_tokens_per_s_ref", "eval_items_per_s", "eval_items_per_s_ref",
-                "peak_mem_gib", "peak_mem_gib_ref"):
+                "peak_mem_gib", "peak_mem_gib_ref", "load_s", "load_s_ref"):
         assert out[key] > 0, (key, out)
 
 
