@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+log = logging.getLogger(__name__)
+
 QUANTIZATIONS = ("nf4", "none")
 # Prompt length up to which eager attention beats sdpa on a CPU. Measured here (bf16, SmolLM2): a
 # training step 18 % faster at 4 x 180 tokens and 17 % at 2 x 512, a 16-prompt prefill 6-10 %
@@ -113,11 +115,20 @@ def _load_nf4(spec: ModelSpec, folder: Path, dtype: torch.dtype, device: torch.d
 
     def quantize(scratch: Path) -> None:
         model = _from_pretrained(spec, folder, dtype, device, config)
-        model.save_pretrained(scratch)
         built.append(model)
+        model.save_pretrained(scratch)
 
-    stamp = folder_stamp(folder, str(dtype), bitsandbytes.__version__, transformers.__version__)
-    copy = built_once(f"{spec.name}.nf4-{stamp}", quantize)
+    name = f"{spec.name}.nf4-{folder_stamp(folder, str(dtype), bitsandbytes.__version__, transformers.__version__)}"
+    try:
+        copy = built_once(name, quantize)
+    except Exception as exc:
+        # a cache that takes no copy (a full disk: safetensors' own error type; a read-only volume)
+        # costs the copy, not the load
+        if not built and not isinstance(exc, OSError):
+            raise
+        log.warning("%s: no nf4 copy written to the cache (%s); quantizing at each load", spec.name,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return built[0] if built else _from_pretrained(spec, folder, dtype, device, config)
     return built[0] if built else _from_pretrained(spec, copy, dtype, device)
 
 

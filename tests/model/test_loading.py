@@ -3,6 +3,7 @@ cached base quantized once on a CPU, and the CPU repack trap stays defused."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,30 @@ def test_lora_gradients_after_an_eval_mode_generate_match_the_reference(tiny_mod
     assert all(g is not None for g in after.values())
     for n in reference:
         torch.testing.assert_close(after[n], reference[n], msg=n)
+
+
+def test_a_disk_that_takes_no_copy_costs_the_copy_not_the_load(toys, tmp_path: Path) -> None:
+    """A process whose files may not pass 64 KiB (a full disk, as the fault bench makes one) loads
+    a cached base in 4 bits all the same, says it wrote no copy, and leaves none half-written."""
+    import resource
+    import shutil
+    import subprocess
+    import sys
+
+    from pricer.model.catalog import materialize
+
+    models = tmp_path / "cache" / "models"
+    base = materialize(toys["toy-qwen2.5"])
+    shutil.copytree(base, models / base.name)
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, 64 << 10))
+
+    code = ("from pricer.model.catalog import CATALOG; from pricer.model.loading import load_model; "
+            "model, _ = load_model(CATALOG['toy-qwen2.5']); print(type(model).__name__)")
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PRICER_CACHE": str(tmp_path / "cache")},
+                          preexec_fn=full_disk, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["Qwen2ForCausalLM"]
+    assert "toy-qwen2.5: no nf4 copy written to the cache" in done.stderr
+    assert sorted(p.name for p in models.iterdir() if not p.name.endswith(".lock")) == [base.name]
