@@ -39,6 +39,8 @@ class BenchSettings:
         batch_size / max_tokens: the recipe's 16 x 182 tokens by default (prompt + answer).
         eval_items: validation items each path predicts.
         layers: fewer decoder layers for a `shape` (checking the code path on a CPU only).
+        loads: also time the 4-bit load of the base, the project's against the recipe's (three
+            more loads: the GPU check, whose loads quantize on the GPU either way, leaves it out).
     """
 
     model: Annotated[str, Field(min_length=1)] = SHAPE_TOKENIZER
@@ -50,6 +52,7 @@ class BenchSettings:
     lora_r: Annotated[int, Field(ge=1)] = 32
     layers: Annotated[int, Field(ge=1)] | None = None
     seed: int = 42
+    loads: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ class BenchResult:
     eval_items_per_s_ref: float
     peak_mem_gib: float
     peak_mem_gib_ref: float
-    load_s: float
-    load_s_ref: float
+    load_s: float | None
+    load_s_ref: float | None
     mae: float
     mae_ref: float
     memory_method: str
@@ -74,7 +77,7 @@ class BenchResult:
 
     def to_json(self) -> dict[str, float]:
         """The numbers `pricer bench --json` prints."""
-        return {k: getattr(self, k) for k in JSON_KEYS}
+        return {k: getattr(self, k) for k in JSON_KEYS if getattr(self, k) is not None}
 
     def ratios(self) -> dict[str, float]:
         """project / recipe for speeds, memory and load time (> 1 faster; < 1 less memory, a faster load)."""
@@ -83,8 +86,8 @@ class BenchResult:
 
         return {"train_tokens_per_s": ratio(self.train_tokens_per_s, self.train_tokens_per_s_ref),
                 "eval_items_per_s": ratio(self.eval_items_per_s, self.eval_items_per_s_ref),
-                "peak_mem_gib": ratio(self.peak_mem_gib, self.peak_mem_gib_ref),
-                "load_s": ratio(self.load_s, self.load_s_ref)}
+                "peak_mem_gib": ratio(self.peak_mem_gib, self.peak_mem_gib_ref)} | (
+                {"load_s": ratio(self.load_s, self.load_s_ref)} if self.load_s is not None else {})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,7 +159,7 @@ def _run(settings: BenchSettings, data: str | Path, workdir: Path) -> BenchResul
     val_rows = splits["validation"].select(range(settings.eval_items))
 
     recipe_config = _recipe_config(settings, dtype == torch.bfloat16)
-    load_s, load_s_ref = _load_seconds(spec, recipe_config.bf16)
+    load_s, load_s_ref = _load_seconds(spec, recipe_config.bf16) if settings.loads else (None, None)
     ref = _reference_path(spec, tokenizer, train_rows, val_rows, recipe_config, text_budget, workdir)
     gc.collect()
     fast = _project_path(spec, train_rows, val_rows, recipe_config, text_budget, memory_budget_gib=ref.peak_gib)

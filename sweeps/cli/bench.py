@@ -92,7 +92,8 @@ def cmd_bench_speed(args: argparse.Namespace) -> int:
           f"{ratios['eval_items_per_s']:.2f}x"),
          ("peak memory GiB", f"{result.peak_mem_gib:,.2f}", f"{result.peak_mem_gib_ref:,.2f}",
           f"{ratios['peak_mem_gib']:.2f}x"),
-         ("4-bit load s", f"{result.load_s:,.2f}", f"{result.load_s_ref:,.2f}", f"{ratios['load_s']:.2f}x"),
+         *([("4-bit load s", f"{result.load_s:,.2f}", f"{result.load_s_ref:,.2f}", f"{ratios['load_s']:.2f}x")]
+           if result.load_s is not None else []),
          ("validation $ error", f"{result.mae:,.2f}", f"{result.mae_ref:,.2f}", "")])
     console.print(f"memory: {result.memory_method}")
     console.print(f"project step, with the recipe's peak as its budget: {result.notes['plan']}")

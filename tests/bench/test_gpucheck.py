@@ -40,11 +40,12 @@ def test_gpu_check_on_the_toys_writes_one_table_of_every_shape_and_a_trial_step(
     assert table["toy"] and table["settings"]["steps"] == 2 and table["settings"]["trial_items"] == 2
     assert table["total_s"] > 0  # null while the check runs
     assert list(table["shapes"]) == list(SHAPE_NAMES)
+    timed = [k for k in JSON_KEYS if not k.startswith("load_s")]  # a GPU quantizes as it loads: not timed
     for name, row in table["shapes"].items():
         assert row["model"] == TOY_OF[name]
-        assert set(row) == {*JSON_KEYS, "model", "ratios", "plan", "seconds", "checkpoint_s"}
-        assert all(row[k] > 0 for k in JSON_KEYS if not k.startswith("mae")), (name, row)
-        assert set(row["ratios"]) == {"train_tokens_per_s", "eval_items_per_s", "peak_mem_gib", "load_s"}
+        assert set(row) == {*timed, "model", "ratios", "plan", "seconds", "checkpoint_s"}
+        assert all(row[k] > 0 for k in timed if not k.startswith("mae")), (name, row)
+        assert set(row["ratios"]) == {"train_tokens_per_s", "eval_items_per_s", "peak_mem_gib"}
     trial = table["trial"]
     assert trial["model"] == TOY_OF[SHAPE_NAMES[0]] and trial["config"]["max_steps"] == 1
     assert trial["train_tokens_per_s"] > 0 and trial["wall_s"] > 0 and trial["val_mae"] is not None
