@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
 # for a model whose tokenizer is not on this machine yet (a hub entry before its first download).
 PROMPT_TOKENS = 64
-# how a RuntimeError says that an allocation failed (`out_of_memory`)
+# how a RuntimeError says that an allocation failed (`allocation_failed`)
 ALLOCATION_FAILURES = ("cannot allocate memory", "can't allocate memory", "could not create a primitive")
 
 
@@ -129,12 +129,10 @@ def cap_process() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether a trial's error is an allocation its cap refused. Only Python says so in the type;
-    torch's allocator, a safetensors mmap and oneDNN raise a RuntimeError that says so in words
-    (oneDNN's only words: it could not create a primitive)."""
-    if isinstance(exc, MemoryError):
-        return True
+def allocation_failed(exc: BaseException) -> bool:
+    """Whether a trial's RuntimeError is an allocation its cap refused: torch's allocator, a
+    safetensors mmap and oneDNN say so in words only (oneDNN's only words: it could not create a
+    primitive), where Python would raise MemoryError."""
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(words in text for words in ALLOCATION_FAILURES)
 

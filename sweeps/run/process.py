@@ -164,7 +164,7 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         del reserve
         full = _disk_full(checkpoint_dir or out)
         reason = f"{type(exc).__name__}: {exc}"
-        if capped and not isinstance(exc, MemoryError) and guard.out_of_memory(exc):
+        if capped and guard.allocation_failed(exc):
             reason = (f"MemoryError: the trial reached its {guard.BUDGET_ENV} cap of {guard.budget_gib():g} GiB; "
                       f"raise it or lower batch_size ({reason})")
         conn.send(("error", reason, traceback.format_exc(), full))
