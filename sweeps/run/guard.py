@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 # `pricer.model.prompts.template_tokens` of the catalog's tokenizers, at most: what the guard assumes
 # for a model whose tokenizer is not on this machine yet (a hub entry before its first download).
 PROMPT_TOKENS = 64
-# how a RuntimeError says that an allocation failed (`allocation_failed`)
-ALLOCATION_FAILURES = ("cannot allocate memory", "can't allocate memory", "could not create a primitive")
+# how a RuntimeError says that an allocation failed (`out_of_memory`); a thread that can't
+# start is one whose stack the cap refused
+ALLOCATION_FAILURES = ("cannot allocate memory", "can't allocate memory", "could not create a primitive",
+                       "can't start new thread")
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,10 @@ def cap_process() -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
-def allocation_failed(exc: BaseException) -> bool:
-    """Whether a trial's RuntimeError is an allocation its cap refused: torch's allocator, a
-    safetensors mmap and oneDNN say so in words only (oneDNN's only words: it could not create a
-    primitive), where Python would raise MemoryError."""
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether a trial's error is an allocation its cap refused: a MemoryError, or a RuntimeError
+    that says so in words only (torch's allocator, a safetensors mmap, oneDNN, whose only words are
+    that it could not create a primitive, and Python's threading)."""
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(words in text for words in ALLOCATION_FAILURES)
-
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and any(words in text for words in ALLOCATION_FAILURES))

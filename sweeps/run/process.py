@@ -163,8 +163,9 @@ def _child(conn, config: TrainConfig, data: str, out: Path, model_spec, progress
         capped = reserve is not None
         del reserve
         full = _disk_full(checkpoint_dir or out)
-        reason = f"{type(exc).__name__}: {exc}"
-        if capped and guard.allocation_failed(exc):
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        # under a cap, every allocation error names it (a load's MemoryError already does)
+        if capped and guard.out_of_memory(exc) and guard.BUDGET_ENV not in reason:
             reason = (f"MemoryError: the trial reached its {guard.BUDGET_ENV} cap of {guard.budget_gib():g} GiB; "
                       f"raise it or lower batch_size ({reason})")
         conn.send(("error", reason, traceback.format_exc(), full))
