@@ -90,7 +90,7 @@ def leaderboard(tracking_uri: str, study: str) -> list[Row]:
     metric, maximize = objective_of(tracker, study)
     rows = [_row(r, False) for role in ("trial", "refit") for r in tracker.runs(role)
             if r.data.tags.get(STUDY, study) == study]
-    rows += [_row(r, True) for r in tracker.runs("baseline")]
+    rows += [_row(r, True) for r in tracker.baseline_runs()]
 
     def key(row: Row) -> tuple:
         value = getattr(row, metric)

@@ -234,4 +234,4 @@ def _baselines(spec: StudySpec, tracker: MlflowTracker, parent_id: str, data: Pa
             predictions = {"validation": val_preds, "test": test_preds,
                            "truth": {"validation": [i.price for i in val], "test": [i.price for i in test]}}
             results.append((name, val_metrics, test_metrics, predictions, model_file))
-        log_baselines(tracker, parent_id, results)
+        tracker.keep_oldest_baselines(log_baselines(tracker, parent_id, results))

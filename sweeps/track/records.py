@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 from pricer.errors import SpecError
-from sweeps.track.tracking import ROLE, STATE, Tracker
+from sweeps.track.tracking import BASELINE_SET, ROLE, STATE, Tracker
 
 PREDICTIONS = "predictions.json"
 
@@ -105,15 +106,21 @@ def log_trial_result(tracker: Tracker, run_id: str, result: Any, *, gpu_hours: f
         tracker.log_artifact(run_id, Path(result.adapter_dir), "adapter")
 
 
-def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
+def log_baselines(tracker: Tracker, parent_id: str, results: list) -> str:
     """Scored baselines as runs beside the trials (``pricer.role=baseline``): each entry is
     (name, validation Metrics, test Metrics or None, predictions {"validation", "test"} or None,
     the fitted model's file or None), on the validation items the trials are ranked on and the
-    test items they are scored on."""
+    test items they are scored on.
+
+    Returns:
+        The set's id (every run's ``pricer.baseline_set`` tag): workers started together each log
+        a set, and `MlflowTracker.baseline_runs` reads the oldest one only.
+    """
+    set_id = uuid.uuid4().hex[:12]
     for name, val, test, predictions, model_file in results:
         run_id = tracker.start_run(f"baseline-{name}", parent_id=parent_id,
                                    tags={ROLE: "baseline", "pricer.baseline": name, STATE: "COMPLETE",
-                                         "pricer.model": name, "pricer.variant": ""})
+                                         "pricer.model": name, "pricer.variant": "", BASELINE_SET: set_id})
         tracker.log_metrics(run_id, {**_metrics("val", val), **(_metrics("test", test) if test else {})})
         if predictions is not None:
             log_predictions(tracker, run_id, predictions["validation"], predictions["test"],
@@ -121,6 +128,7 @@ def log_baselines(tracker: Tracker, parent_id: str, results: list) -> None:
         if model_file is not None:
             tracker.log_artifact(run_id, Path(model_file), "model")
         tracker.end_run(run_id, "FINISHED")
+    return set_id
 
 
 def log_study_plots(tracker: Tracker, run_id: str, study: Any) -> list[str]:

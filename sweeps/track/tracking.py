@@ -30,6 +30,7 @@ from sweeps.track.stores import retried
 ROLE, STUDY, TRIAL, STATE, REASON = "pricer.role", "pricer.study", "pricer.trial", "pricer.state", "pricer.fail_reason"
 PARENT = "mlflow.parentRunId"
 WORKER = "pricer.worker"  # host:pid of the worker that made the run
+BASELINE_SET = "pricer.baseline_set"  # one id per worker's set of baseline runs
 REFIT_OF = "pricer.refit_of"  # the search trial a refit retrains
 # a metric on the parent run, one entry each time the last worker out ends it
 PARENT_ENDS = "parent_run_ends"
@@ -247,6 +248,27 @@ class MlflowTracker:
             self.client.delete_run(mine)
             return oldest, False
         return mine, True
+
+    def baseline_runs(self) -> list:
+        """The baselines' runs of one set: the oldest. Workers started together each find no
+        baselines and each log a set; the leaderboard listed every baseline once per worker."""
+        sets: dict[str, list] = {}
+        for run in self.runs("baseline"):
+            sets.setdefault(run.data.tags.get(BASELINE_SET, ""), []).append(run)
+        if not sets:
+            return []
+        return sets[min(sets, key=lambda s: (min(r.info.start_time for r in sets[s]), s))]
+
+    def keep_oldest_baselines(self, set_id: str) -> bool:
+        """After logging baseline set `set_id`: delete it when an older set exists (as
+        `study_run` does with a parent run). Returns whether it was kept."""
+        oldest = self.baseline_runs()
+        if not oldest or oldest[0].data.tags.get(BASELINE_SET) == set_id:
+            return True
+        for run in self.runs("baseline"):
+            if run.data.tags.get(BASELINE_SET) == set_id:
+                self.client.delete_run(run.info.run_id)
+        return False
 
     def study_runs(self, study: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id],

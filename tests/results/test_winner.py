@@ -205,3 +205,25 @@ def test_leaderboard_of_a_study_without_failures_says_nothing_about_them(store: 
     capsys.readouterr()
     assert main(["leaderboard", name, "--tracking-uri", store]) == 0
     assert "failed" not in capsys.readouterr().out
+
+
+def test_baselines_logged_by_two_workers_started_together_are_listed_once(store: str) -> None:
+    """Both workers found no baselines and each logged a set: the leaderboard listed every baseline
+    twice. The older set stays; the other worker deletes its own, and a reader in between sees one."""
+    from sweeps.results.leaderboard import leaderboard
+
+    name = _study(store, "two-workers", {0: [20.0] * 30}, {"random_forest": [5.0] * 30, "constant": [60.0] * 30})
+    tracker = MlflowTracker(store, name, create=False)
+    first = {r.info.run_id for r in tracker.runs("baseline")}
+    parent = tracker.study_runs(name)[0]
+    metrics = score(TRUTH, _off_by([7.0] * 30))
+    late = log_baselines(tracker, parent, [("random_forest", metrics, metrics, None, None),
+                                           ("constant", metrics, metrics, None, None)])
+    assert len(tracker.runs("baseline")) == 4
+    rows = [r for r in leaderboard(store, name) if r.trial is None]
+    assert sorted(r.model for r in rows) == ["constant", "random_forest"]
+    assert [r.test_mae for r in rows if r.model == "random_forest"] == [5.0]  # the older set's
+
+    assert not tracker.keep_oldest_baselines(late)
+    assert {r.info.run_id for r in tracker.runs("baseline")} == first
+    assert tracker.keep_oldest_baselines(tracker.runs("baseline")[0].data.tags["pricer.baseline_set"])
