@@ -103,7 +103,12 @@ def test_a_fleet_runs_the_total_once_with_urls_out_of_argv_and_the_cores_divided
     assert [t.state for t in counted] == [TrialState.COMPLETE] * 3
     assert len({tuple(sorted(t.params.items())) for t in counted}) == 3  # the workers' seeds differ
     tracker = MlflowTracker(mlflow_pg, "fleet", create=False)
+    # one finished MLflow run per trial: nothing ran twice
     assert sorted(r.data.tags["pricer.trial"] for r in tracker.runs("trial")) == ["0", "1", "2"]
+    assert {r.info.status for r in tracker.runs("trial")} == {"FINISHED"}
+    # both workers may have found no baselines and logged them: one set is left
+    names = [r.data.tags["pricer.baseline"] for r in tracker.runs("baseline")]
+    assert names and len(names) == len(set(names)), names
     parent = tracker.client.get_run(tracker.study_runs("fleet")[0])
     assert parent.info.status == "FINISHED"
     # ended once, by the last worker out: after every trial's run had ended

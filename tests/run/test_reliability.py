@@ -1,4 +1,6 @@
-"""Studies survive dead workers, hung and out-of-memory trials; many workers share one PostgreSQL study.
+"""Studies survive dead workers, hung and out-of-memory trials; workers started together open fresh stores.
+
+Workers sharing one study's total are tests/bench/test_fleet.py's (a fleet starts them together).
 
 Every test runs real `pricer launch` workers (or `launch()` in this process) on a fresh PostgreSQL
 database and a fresh sqlite MLflow store, with real trials kept tiny (the toy Llama, or SmolLM2
@@ -80,30 +82,6 @@ def _trials_if_any(study: Path, storage) -> list:
 def _tracker(study: Path) -> MlflowTracker:
     spec = load_study(study)
     return MlflowTracker(spec.tracking_uri, spec.name, create=False)
-
-
-@pytest.mark.slow
-def test_two_workers_started_together_on_fresh_stores_share_the_total_and_run_each_trial_once(study: Path, pg_url: str, workers: list) -> None:
-    from optuna.trial import TrialState
-
-    both = [_launch(workers, study, pg_url, 3) for _ in range(2)]
-    outputs = [w.communicate(timeout=900)[0] for w in both]
-    assert [w.returncode for w in both] == [0, 0], outputs
-    # a trial both workers created at the same moment past the total is failed unrun, not counted
-    trials = [t for t in _trials(study, pg_url) if not t.system_attrs.get("pricer.surplus")]
-    assert [t.number for t in trials] == [0, 1, 2]
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    run_ids = [t.user_attrs["mlflow_run_id"] for t in trials]
-    assert len(set(run_ids)) == 3
-    tracker = _tracker(study)
-    runs = [tracker.client.get_run(r) for r in run_ids]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    # one MLflow run per trial: nothing ran twice
-    trial_tags = [r.data.tags["pricer.trial"] for r in tracker.runs("trial")]
-    assert sorted(trial_tags) == ["0", "1", "2"]
-    # both workers may have found no baselines and logged them: one set is left
-    names = [r.data.tags["pricer.baseline"] for r in tracker.runs("baseline")]
-    assert names and len(names) == len(set(names)), names
 
 
 @pytest.mark.slow
