@@ -16,11 +16,13 @@ import pytest
 TEXT_TOKENS = 32
 
 
-@pytest.fixture(scope="module", params=["smollm2-135m-instruct", "gemma-3-270m"])
-def loaded(request, tiny_models, load_4bit):
-    """A real 4-bit tiny model as a trial loads it (repack trap defused), and its tokenizer."""
+@pytest.fixture(scope="module", params=["toy-llama-3.1", "gemma-3-270m"])
+def loaded(request, tiny_models, toys, load_4bit):
+    """A 4-bit model as a trial loads it (repack trap defused), and its tokenizer: the toy Llama
+    (the Llama class SmolLM2 is too, with SmolLM2's tokenizer, at a fraction of its compute) and
+    Gemma 3 270M (a head tied to a 262k vocabulary's embeddings; no toy has its architecture)."""
     model, tokenizer = load_4bit(request.param)
-    return tiny_models[request.param], model, tokenizer
+    return {**tiny_models, **toys}[request.param], model, tokenizer
 
 
 @pytest.fixture(scope="module")
