@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -46,6 +47,13 @@ def tracking_errors() -> tuple[type[BaseException], ...]:
     from sqlalchemy.exc import SQLAlchemyError
 
     return (MlflowException, SQLAlchemyError, OSError)
+
+
+def _outage_traceback(record: logging.LogRecord) -> bool:
+    """False for MLflow's own report of a database error: it logs the whole traceback of every
+    call that found the store down (40 lines a retry during an outage), then raises the error,
+    which the caller here reports in one line or lets through with its traceback."""
+    return not str(record.msg).startswith("SQLAlchemy database error")
 
 
 class Tracker(Protocol):
@@ -128,6 +136,9 @@ class MlflowTracker:
     def __init__(self, tracking_uri: str, experiment: str, *, create: bool = True) -> None:
         from mlflow.exceptions import MlflowException
 
+        db_log = logging.getLogger("mlflow.store.db.utils")
+        if _outage_traceback not in db_log.filters:
+            db_log.addFilter(_outage_traceback)
         self.tracking_uri = tracking_uri
         if not create and (db := sqlite_path(tracking_uri)) is not None:
             if not db.is_file():
