@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pricer.errors import DataError, SpecError
+from pricer.errors import DataError, SpecError, TrialFailed
 from sweeps.run.objective import RUN_ID_ATTR
 from sweeps.spec.space import grid
 from sweeps.spec.study import StudySpec
@@ -198,10 +198,23 @@ def open_storage(url: str, on_stale: FailStaleRun | None = None) -> optuna.stora
         raise SpecError(f"storage {redact(url)}: can't open it ({type(exc).__name__}: {redact(exc)})") from exc
 
 
+def _no_traceback_for_a_failed_trial(record: logging.LogRecord) -> bool:
+    """Optuna logs every trial failure it catches with the exception's traceback; a `TrialFailed`
+    (an out-of-memory trial, a re-queue in a tracking outage) already has its one-line reason from
+    the objective, so its record keeps Optuna's line and loses the traceback (40 lines of pricer's
+    own frames). Any other exception is not caught and keeps its traceback."""
+    if record.exc_info and isinstance(record.exc_info[1], TrialFailed):
+        record.exc_info, record.exc_text = None, None
+    return True
+
+
 def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.Study:
     """The study in its storage, created on first use (same sampler, pruner and directions)."""
     import optuna
 
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    if _no_traceback_for_a_failed_trial not in optimize_log.filters:
+        optimize_log.addFilter(_no_traceback_for_a_failed_trial)
     from sweeps.run.pruning import make_pruner
 
     storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)

@@ -149,3 +149,31 @@ def test_a_bug_while_recording_a_trained_trial_fails_that_trial_not_the_worker(s
     assert trial.user_attrs["fail_reason"] == "recording its results failed: RuntimeError: the adapter upload met a bug"
     run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and "the adapter upload met a bug" in run.data.tags[REASON]
+
+
+def test_a_failed_trial_is_one_line_in_the_log_not_a_traceback(study: Path, tmp_path: Path, caplog) -> None:
+    """Optuna logged each caught failure with its traceback: 40 lines of pricer's frames under the
+    objective's own one-line reason, once per try of a tracking outage."""
+    import optuna
+
+    from sweeps.run.studies import open_study
+
+    search = open_study(load_study(study).with_overrides(storage=f"sqlite:///{tmp_path / 'optuna.db'}"))
+
+    def objective(trial: optuna.Trial) -> float:
+        raise TrialFailed("MemoryError: the trial reached its cap")
+
+    def crash(trial: optuna.Trial) -> float:
+        raise ValueError("a bug")
+
+    optuna.logging.enable_propagation()  # Optuna's records reach caplog, formatted as its handler would
+    try:
+        search.optimize(objective, n_trials=1, catch=(TrialFailed,))
+        assert "Trial 0 failed" in caplog.text and "reached its cap" in caplog.text
+        assert "Traceback" not in caplog.text, caplog.text
+        caplog.clear()
+        with pytest.raises(ValueError):
+            search.optimize(crash, n_trials=1, catch=(TrialFailed,))
+        assert "Traceback" in caplog.text  # an uncaught error keeps it
+    finally:
+        optuna.logging.disable_propagation()
