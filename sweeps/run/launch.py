@@ -8,6 +8,7 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,10 @@ from sweeps.run.stop import raise_if_stopped
 from sweeps.run.studies import (
     SURPLUS,
     WAIT_POLL_S,
+    WORKER_ENV,
     close_storage,
     heartbeat_settings,
+    make_sampler,
     open_study,
     optuna_experimental,
     prepare_data,
@@ -167,6 +170,7 @@ def launch(spec: StudySpec, *, progress: bool = True,
     total = spec.n_trials
     waiting = done = False
     presence = Presence(study, *heartbeat_settings())
+    seed_by_rank(spec, study, presence)
     try:
         while spec.timeout is None or time.monotonic() - started < spec.timeout:
             raise_if_stopped()
@@ -197,6 +201,15 @@ def launch(spec: StudySpec, *, progress: bool = True,
     finally:
         _leave(presence, tracker, parent_id, study)
     return study
+
+
+def seed_by_rank(spec: StudySpec, study: optuna.Study, presence: Presence) -> None:
+    """Workers started by hand together (no `PRICER_WORKER` number) open an empty study alike, so
+    their seeded samplers proposed the same trials: each worker after the first on the roll shifts
+    its seed by its rank. The first, or a worker alone, keeps the study's seed."""
+    if spec.sampler.seed is None or os.environ.get(WORKER_ENV, "").strip() or not (rank := presence.rank()):
+        return
+    study.sampler = make_sampler(spec, offset=len(study.get_trials(deepcopy=False)) + 1000 * rank)
 
 
 def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: optuna.Study) -> None:

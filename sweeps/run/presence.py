@@ -49,13 +49,15 @@ class Presence:
         self.storage, self.study_id = study._storage, study._study_id
         self.key = f"{PREFIX}{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.heartbeat_s, self.grace_s = heartbeat_s, grace_s
+        self.joined = time.time()
         self._stop = threading.Event()
         self._write(left=None)
         self._thread = threading.Thread(target=self._beat, name="pricer-presence", daemon=True)
         self._thread.start()
 
     def _write(self, left: float | None) -> None:
-        self.storage.set_study_system_attr(self.study_id, self.key, {"seen": time.time(), "left": left})
+        self.storage.set_study_system_attr(self.study_id, self.key,
+                                           {"seen": time.time(), "left": left, "joined": self.joined})
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
@@ -69,6 +71,13 @@ class Presence:
         now = time.time()
         return [k for k, v in self._roll().items()
                 if k != self.key and v.get("left") is None and now - float(v.get("seen", 0)) < self.grace_s]
+
+    def rank(self) -> int:
+        """How many workers now alive joined the roll before this one (0: the first). Workers
+        started together each count the others that wrote their entry first, so no two share one."""
+        roll = self._roll()
+        mine = (self.joined, self.key)
+        return sum((float(roll[k].get("joined", roll[k].get("seen", 0))), k) < mine for k in self.alive())
 
     def _roll(self) -> dict[str, dict]:
         attrs = self.storage.get_study_system_attrs(self.study_id)

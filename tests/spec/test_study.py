@@ -173,6 +173,34 @@ def test_a_worker_joining_a_seeded_study_does_not_replay_its_proposals(tmp_path:
     assert suggest(joined.ask(), spec.search_space) != proposed
 
 
+def test_workers_started_by_hand_together_on_a_seeded_study_propose_different_trials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two `pricer launch` of one file, no PRICER_WORKER number (two terminals, two machines):
+    both opened the empty study alike and proposed the same trials, half the budget spent twice.
+    The first on the roll keeps the file's seed; the next shifts it by its rank."""
+    from sweeps.run.launch import seed_by_rank
+    from sweeps.run.presence import Presence
+    from sweeps.run.studies import WORKER_ENV, open_study
+
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    text = GOOD + f"storage: sqlite:///{tmp_path}/optuna.db\nsampler: {{type: random, seed: 7}}\n"
+    spec = load_study(_write(tmp_path, text))
+    alone = suggest(open_study(spec.with_overrides(storage=f"sqlite:///{tmp_path}/alone.db")).ask(),
+                    spec.search_space)
+    studies = [open_study(spec), open_study(spec)]  # both open the empty study before either proposes
+    roll = [Presence(study, 30, 120) for study in studies]
+    try:
+        assert sorted(p.rank() for p in roll) == [0, 1]
+        for study, presence in zip(studies, roll, strict=True):
+            seed_by_rank(spec, study, presence)
+        first, second = (suggest(study.ask(), spec.search_space) for study in studies)
+    finally:
+        for presence in roll:
+            presence.leave()
+    assert first != second
+    assert first == alone  # the first worker, like a worker alone, proposes what the seed gives
+
+
 def test_an_unknown_key_is_named_with_the_keys_its_section_takes(tmp_path: Path) -> None:
     text = GOOD.replace("lora_r: {low: 4, high: 16, log: true}", "lora_r: {low: 4, high: 16, lgo: true}")
     with pytest.raises(SpecError) as err:
