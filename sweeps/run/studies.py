@@ -212,11 +212,11 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
     """The study in its storage, created on first use (same sampler, pruner and directions)."""
     import optuna
 
+    from sweeps.run.pruning import make_pruner
+
     optimize_log = logging.getLogger("optuna.study._optimize")
     if _no_traceback_for_a_failed_trial not in optimize_log.filters:
         optimize_log.addFilter(_no_traceback_for_a_failed_trial)
-    from sweeps.run.pruning import make_pruner
-
     storage = open_storage(spec.storage, FailStaleRun(tracker) if tracker is not None else None)
     study = optuna.create_study(study_name=spec.name, storage=storage, sampler=make_sampler(spec),
                                 pruner=make_pruner(spec), directions=spec.objective.directions,
