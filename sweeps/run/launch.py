@@ -8,7 +8,6 @@ Every worker (this process, or others on one shared storage) runs the same loop;
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,13 +23,13 @@ from sweeps.run.stop import raise_if_stopped
 from sweeps.run.studies import (
     SURPLUS,
     WAIT_POLL_S,
-    WORKER_ENV,
     close_storage,
     heartbeat_settings,
-    make_sampler,
     open_study,
     optuna_experimental,
     prepare_data,
+    reseed,
+    worker_number,
 )
 from sweeps.spec.study import StudySpec
 from sweeps.track.records import log_baselines
@@ -207,9 +206,10 @@ def seed_by_rank(spec: StudySpec, study: optuna.Study, presence: Presence) -> No
     """Workers started by hand together (no `PRICER_WORKER` number) open an empty study alike, so
     their seeded samplers proposed the same trials: each worker after the first on the roll shifts
     its seed by its rank. The first, or a worker alone, keeps the study's seed."""
-    if spec.sampler.seed is None or os.environ.get(WORKER_ENV, "").strip() or not (rank := presence.rank()):
+    if spec.sampler.seed is None or worker_number() is not None:
         return
-    study.sampler = make_sampler(spec, offset=len(study.get_trials(deepcopy=False)) + 1000 * rank)
+    if rank := presence.rank():
+        reseed(spec, study, rank)
 
 
 def _leave(presence: Presence, tracker: MlflowTracker, parent_id: str, study: optuna.Study) -> None:

@@ -66,10 +66,10 @@ class Presence:
             except Exception as exc:  # noqa: BLE001 -- a missed beat is retried at the next one
                 log.warning("worker roll: could not refresh %s (%s)", self.key, exc)
 
-    def alive(self) -> list[str]:
-        """The other workers whose entries are fresh and not marked left."""
+    def alive(self, roll: dict[str, dict] | None = None) -> list[str]:
+        """The other workers whose entries are fresh and not marked left (on `roll`, if read already)."""
         now = time.time()
-        return [k for k, v in self._roll().items()
+        return [k for k, v in (self._roll() if roll is None else roll).items()
                 if k != self.key and v.get("left") is None and now - float(v.get("seen", 0)) < self.grace_s]
 
     def rank(self) -> int:
@@ -77,7 +77,7 @@ class Presence:
         started together each count the others that wrote their entry first, so no two share one."""
         roll = self._roll()
         mine = (self.joined, self.key)
-        return sum((float(roll[k].get("joined", roll[k].get("seen", 0))), k) < mine for k in self.alive())
+        return sum((float(roll[k].get("joined", roll[k].get("seen", 0))), k) < mine for k in self.alive(roll))
 
     def _roll(self) -> dict[str, dict]:
         attrs = self.storage.get_study_system_attrs(self.study_id)

@@ -223,10 +223,22 @@ def open_study(spec: StudySpec, tracker: MlflowTracker | None = None) -> optuna.
                                 load_if_exists=True)
     # a fleet's workers start together on an empty study: without their index in the offset,
     # a seeded sampler proposed the same trials in every worker
-    worker = int(raw) if (raw := os.environ.get(WORKER_ENV, "").strip()).isdigit() else 0
+    reseed(spec, study, worker_number() or 0)
+    return study
+
+
+def worker_number() -> int | None:
+    """This worker's number in `WORKER_ENV` (a fleet, a SLURM array task, a Kubernetes Job
+    index), or None for a worker started without one."""
+    raw = os.environ.get(WORKER_ENV, "").strip()
+    return int(raw) if raw.isdigit() else None
+
+
+def reseed(spec: StudySpec, study: optuna.Study, worker: int) -> None:
+    """Shift a fixed sampler seed by the trials the study holds and 1000 x `worker`, so that
+    neither a worker joining later nor workers started together replay each other's proposals."""
     if spec.sampler.seed is not None and (offset := len(study.get_trials(deepcopy=False)) + 1000 * worker):
         study.sampler = make_sampler(spec, offset=offset)
-    return study
 
 
 def close_storage(study: optuna.Study | optuna.storages.BaseStorage) -> None:

@@ -49,6 +49,11 @@ def tracking_errors() -> tuple[type[BaseException], ...]:
     return (MlflowException, SQLAlchemyError, OSError)
 
 
+def _oldest(sets: dict[str, list]) -> str:
+    """The set whose first run started first (ties: the smaller id)."""
+    return min(sets, key=lambda s: (min(r.info.start_time for r in sets[s]), s))
+
+
 def _outage_traceback(record: logging.LogRecord) -> bool:
     """False for MLflow's own report of a database error: it logs the whole traceback of every
     call that found the store down (40 lines a retry during an outage), then raises the error,
@@ -263,23 +268,25 @@ class MlflowTracker:
     def baseline_runs(self) -> list:
         """The baselines' runs of one set: the oldest. Workers started together each find no
         baselines and each log a set; the leaderboard listed every baseline once per worker."""
-        sets: dict[str, list] = {}
-        for run in self.runs("baseline"):
-            sets.setdefault(run.data.tags.get(BASELINE_SET, ""), []).append(run)
-        if not sets:
-            return []
-        return sets[min(sets, key=lambda s: (min(r.info.start_time for r in sets[s]), s))]
+        sets = self._baseline_sets()
+        return sets[_oldest(sets)] if sets else []
 
     def keep_oldest_baselines(self, set_id: str) -> bool:
         """After logging baseline set `set_id`: delete it when an older set exists (as
         `study_run` does with a parent run). Returns whether it was kept."""
-        oldest = self.baseline_runs()
-        if not oldest or oldest[0].data.tags.get(BASELINE_SET) == set_id:
+        sets = self._baseline_sets()
+        if not sets or _oldest(sets) == set_id:
             return True
-        for run in self.runs("baseline"):
-            if run.data.tags.get(BASELINE_SET) == set_id:
-                self.client.delete_run(run.info.run_id)
+        for run in sets.get(set_id, []):
+            self.client.delete_run(run.info.run_id)
         return False
+
+    def _baseline_sets(self) -> dict[str, list]:
+        """The baselines' runs by ``pricer.baseline_set`` (runs logged before the tag: one set, "")."""
+        sets: dict[str, list] = {}
+        for run in self.runs("baseline"):
+            sets.setdefault(run.data.tags.get(BASELINE_SET, ""), []).append(run)
+        return sets
 
     def study_runs(self, study: str) -> list[str]:
         runs = self.client.search_runs([self.experiment_id],
